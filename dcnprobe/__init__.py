@@ -1,0 +1,29 @@
+"""dcnprobe: find out why a PyTorch training run gets slower epoch after epoch.
+
+The public API is imported lazily, so that light modules (settings, the probe interface,
+device backends) can be used by the model package without pulling in pandas or matplotlib.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Settings": "dcnprobe.settings",
+    "UsageError": "dcnprobe.errors",
+    "NullProbe": "dcnprobe.hooks",
+    "Probe": "dcnprobe.probe",
+    "read_run": "dcnprobe.records",
+    "analyze_run": "dcnprobe.analysis",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'dcnprobe' has no attribute {name!r}")

@@ -1,0 +1,3 @@
+from dcnprobe.cli import main
+
+main()

@@ -1,0 +1,53 @@
+"""The `dcnprobe` command: a thin face over library functions, one module per subcommand.
+
+Bad input of any kind ends in one line on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dcnprobe import __version__
+from dcnprobe.errors import UsageError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="dcnprobe")
+def cli() -> None:
+    """Find out why a PyTorch training run gets slower epoch after epoch."""
+
+
+def _register() -> None:
+    from dcnprobe.cli import train
+
+    for module in (train,):
+        cli.add_command(module.command)
+
+
+def main(argv: list[str] | None = None) -> None:
+    _register()
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        with click.Context(cli, info_name="dcnprobe") as ctx:
+            click.echo(cli.get_help(ctx))
+        return
+    try:
+        cli.main(args=args, prog_name="dcnprobe", standalone_mode=False)
+    except click.UsageError as exc:
+        # Click would print the whole usage block; one line says the same.
+        fail(exc.format_message())
+    except click.exceptions.Abort:
+        fail("aborted", code=130)
+    except UsageError as exc:
+        fail(str(exc), code=exc.exit_code)
+    except KeyboardInterrupt:
+        fail("interrupted", code=130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+
+
+def fail(message: str, code: int = 2) -> None:
+    click.echo(f"dcnprobe: error: {message}", err=True)
+    sys.exit(code)

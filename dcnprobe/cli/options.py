@@ -1,0 +1,73 @@
+"""Click options generated from the Settings dataclass, so the CLI cannot drift from it.
+
+`--num-workers` is the field `num_workers` with that field's parser, help and default;
+a bool field becomes `--persistent-workers/--no-persistent-workers`.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+import click
+
+from dcnprobe.settings import Settings, SettingsError, format_value, parse_value, setting_help
+from model.presets import DEFAULT_PRESET, PRESETS
+
+
+class SettingType(click.ParamType):
+    """A click type that parses with a Settings field's own parser."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if not isinstance(value, str):
+            return value
+        try:
+            return parse_value(self.name, value)
+        except SettingsError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+def settings_options(command: Callable) -> Callable:
+    """Add one option per Settings field; the command receives `settings=Settings(...)`."""
+    defaults = Settings()
+    for f in reversed(fields(Settings)):
+        flag = f.name.replace("_", "-")
+        default = getattr(defaults, f.name)
+        if isinstance(default, bool):
+            decl = click.option(f"--{flag}/--no-{flag}", f.name, default=default, show_default=True, help=setting_help(f.name))
+        else:
+            decl = click.option(
+                f"--{flag}", f.name, type=SettingType(f.name), default=format_value(default),
+                show_default=True, help=setting_help(f.name),
+            )
+        command = decl(command)
+
+    @functools.wraps(command)
+    def wrapper(**kwargs: Any) -> Any:
+        values = {f.name: kwargs.pop(f.name) for f in fields(Settings)}
+        return command(settings=Settings(**values), **kwargs)
+
+    return wrapper
+
+
+def job_options(command: Callable) -> Callable:
+    """--preset, --epochs, --max-batches, --data, --fault: what a training run is."""
+    decls = [
+        click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
+                     help="hyperparameters from the report's comparison table"),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="epochs to train [default: the preset's, 5]"),
+        click.option("--max-batches", type=click.IntRange(min=1), default=None,
+                     help="stop each epoch after this many batches [default: the whole split]"),
+        click.option("--data", default="synthetic", show_default=True,
+                     help="synthetic[:hard|:key=value,...], or a .tsv (Criteo), .csv or .parquet file"),
+        click.option("--fault", "faults", multiple=True, metavar="NAME",
+                     help="plant a slowdown scenario (repeatable); 'dcnprobe faults' lists them"),
+    ]
+    for decl in reversed(decls):
+        command = decl(command)
+    return command

@@ -1,0 +1,77 @@
+"""`dcnprobe train`: train the gated DCNv3 with a preset and settings, probed by default."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import click
+
+from dcnprobe.cli.options import job_options, settings_options
+from dcnprobe.cli.progress import BatchProgress
+from dcnprobe.hooks import NullProbe
+from dcnprobe.sampler import DEFAULT_INTERVAL
+from dcnprobe.settings import Settings
+from dcnprobe.timers import SYNC_MODES
+
+COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "gate_mean", "gate_range", "wall_s", "batches")
+
+
+@click.command("train")
+@settings_options
+@job_options
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="run directory: run.jsonl, summary.json, checkpoints [default: runs/train-TIME]")
+@click.option("--resume", is_flag=True, help="continue from the last checkpoint in --out")
+@click.option("--no-probe", is_flag=True, help="run the identical loop with no instrumentation")
+@click.option("--sync", type=click.Choice(SYNC_MODES), default="batch", show_default=True,
+              help="device sync: once per batch, after every phase, or never")
+@click.option("--sample-interval", type=click.FloatRange(min=0.01), default=DEFAULT_INTERVAL, show_default=True,
+              help="seconds between memory samples")
+@click.option("--quiet", is_flag=True, help="no progress lines")
+def command(settings: Settings, preset: str, epochs: int | None, max_batches: int | None, data: str,
+            faults: tuple[str, ...], out: Path | None, resume: bool, no_probe: bool, sync: str,
+            sample_interval: float, quiet: bool) -> None:
+    """Train the gated DCNv3 model and print the report's per-epoch table."""
+    from dcnprobe.devices import resolve_device
+    from dcnprobe.faults import resolve_faults
+    from dcnprobe.probe import Probe
+    from model.data.source import load_data
+    from model.trainer import TrainJob, fit
+
+    plugins = resolve_faults(faults)
+    for plugin in plugins:
+        settings = plugin.configure(settings)
+    device = resolve_device(settings.device)  # an absent device or bad data fails before any work
+    load_data(data)
+    out = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    job = TrainJob(settings=settings, preset=preset, epochs=epochs, max_batches=max_batches, data=data,
+                   out=out, resume=resume)
+    probe = NullProbe() if no_probe else Probe(out, device=device, sync=sync, sample_interval=sample_interval)
+    progress = None if quiet else BatchProgress()
+
+    click.echo(f"training gated DCNv3, preset {preset}, {job.hyperparams.epochs} epochs on {device}"
+               f"{', faults: ' + ', '.join(faults) if faults else ''} -> {out}")
+    click.echo(_row(COLUMNS))
+
+    def epoch_done(metrics) -> None:
+        if progress:
+            progress.clear()
+        click.echo(_row(_cells(metrics)))
+
+    result = fit(job, probe=probe, plugins=plugins, on_batch=progress, on_epoch=epoch_done)
+    if progress:
+        progress.clear()
+    click.echo(f"best epoch: {result.best_epoch}; summary: {out / 'summary.json'}"
+               + ("" if no_probe else f"; records: {out / 'run.jsonl'}"))
+
+
+def _cells(m) -> tuple[str, ...]:
+    return (str(m.epoch), f"{m.train_loss:.4f}", f"{m.val_loss:.4f}", f"{m.train_auc:.4f}", f"{m.val_auc:.4f}",
+            f"{m.gap:+.4f}", f"{m.gate_mean:.4f}", f"[{m.gate_min:.3f}, {m.gate_max:.3f}]", f"{m.wall_s:.1f}",
+            str(m.batches))
+
+
+def _row(cells) -> str:
+    widths = (5, 10, 9, 9, 8, 8, 9, 16, 7, 7)
+    return "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))

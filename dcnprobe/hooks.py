@@ -1,0 +1,75 @@
+"""The probe interface that a training loop talks to, and the no-op probe.
+
+This is all `model/` knows about measurement. A loop calls:
+
+    probe.start(info)                       once, with settings and environment
+    probe.epoch_start(epoch)
+    for batch in probe.loader(loader):      times `data_wait`: blocked in next()
+        with probe.phase("forward"): ...    one of PHASES
+        probe.end_batch()
+    probe.epoch_end(epoch, metrics)
+    probe.finish(status)
+
+`NullProbe` does nothing at all, so `dcnprobe train --no-probe` runs the identical loop
+uninstrumented and the probe's overhead can be measured from outside.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from typing import Any, Protocol, TypeVar
+
+T = TypeVar("T")
+
+DATA_WAIT = "data_wait"
+# Timed with `probe.phase(name)`, in loop order. The same labels are given to
+# torch.profiler.record_function, so traces and records name phases alike.
+PHASES: tuple[str, ...] = ("to_device", "forward", "backward", "optimizer", "cache_clear")
+# A batch record carries every phase plus `other` (loop time outside any phase) and `total`.
+BATCH_TIMES: tuple[str, ...] = (DATA_WAIT, *PHASES, "other", "total")
+
+
+class ProbeLike(Protocol):
+    def start(self, info: Mapping[str, Any]) -> None: ...
+
+    def loader(self, iterable: Iterable[T]) -> Iterator[T]: ...
+
+    def phase(self, name: str) -> AbstractContextManager[None]: ...
+
+    def end_batch(self, **fields: Any) -> None: ...
+
+    def epoch_start(self, epoch: int) -> None: ...
+
+    def epoch_end(self, epoch: int, metrics: Mapping[str, Any] | None = None) -> None: ...
+
+    def finish(self, status: str = "ok") -> None: ...
+
+
+_NO_PHASE = contextlib.nullcontext()
+
+
+class NullProbe:
+    """Measures nothing and costs nothing."""
+
+    def start(self, info: Mapping[str, Any]) -> None:
+        pass
+
+    def loader(self, iterable: Iterable[T]) -> Iterator[T]:
+        return iter(iterable)
+
+    def phase(self, name: str) -> AbstractContextManager[None]:
+        return _NO_PHASE
+
+    def end_batch(self, **fields: Any) -> None:
+        pass
+
+    def epoch_start(self, epoch: int) -> None:
+        pass
+
+    def epoch_end(self, epoch: int, metrics: Mapping[str, Any] | None = None) -> None:
+        pass
+
+    def finish(self, status: str = "ok") -> None:
+        pass

@@ -1,0 +1,258 @@
+"""The probe: per-batch phase timers, a memory sampler, a stall watchdog and a crash-safe
+run record, behind the five calls of dcnprobe.hooks. Works with any PyTorch loop:
+
+    probe = Probe("runs/mine", device="cpu")
+    with probe:
+        for epoch in range(2):
+            for x, y in probe.loader(loader):        # epochs are counted for you
+                with probe.phase("forward"):
+                    loss = loss_fn(model(x), y)
+                with probe.phase("backward"):
+                    loss.backward()
+                with probe.phase("optimizer"):
+                    opt.step(); opt.zero_grad()
+                probe.end_batch()
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from dcnprobe import environment
+from dcnprobe.devices import backend_for
+from dcnprobe.gcwatch import GcWatch
+from dcnprobe.hooks import PHASES
+from dcnprobe.processes import ProcessReader, own_faults
+from dcnprobe.records import SCHEMA_VERSION, RunWriter
+from dcnprobe.sampler import DEFAULT_INTERVAL, MemorySampler
+from dcnprobe.stall import STALL_EXIT_CODE, StallWatchdog, capture_stacks, kill_processes
+from dcnprobe.timers import PhaseTimer
+
+T = TypeVar("T")
+
+
+class Probe:
+    def __init__(
+        self,
+        out_dir: str | Path,
+        *,
+        device: str | torch.device = "cpu",
+        sync: str = "batch",
+        sample_interval: float = DEFAULT_INTERVAL,
+        uss_every: int = 4,
+        stall_factor: float = 50.0,
+        stall_floor_s: float = 30.0,
+        on_stall: str = "exit",
+        live_tensors: bool = False,
+        clock: Callable[[], float] = time.perf_counter,
+        sync_fn: Callable[[], None] | None = None,
+    ) -> None:
+        if on_stall not in ("exit", "record"):
+            raise ValueError("on_stall must be 'exit' or 'record'")
+        self.out_dir = Path(out_dir)
+        self.device = torch.device(device)
+        backend = backend_for(self.device)
+        self.timer = PhaseTimer(clock=clock, sync=sync_fn or backend.synchronize, mode=sync)
+        self.writer: RunWriter | None = None
+        self.gc = GcWatch()
+        self.reader = ProcessReader()
+        self.sampler = MemorySampler(
+            self._emit_sample, interval=sample_interval, uss_every=uss_every, device_memory=backend.memory,
+            context=self._context, gc_watch=self.gc, live_tensors=live_tensors, reader=self.reader, clock=self._now,
+        )
+        self.watchdog = StallWatchdog(self._stalled, factor=stall_factor, floor_s=stall_floor_s)
+        self.on_stall = on_stall
+        self.clock = clock
+        self.epoch = 0
+        self.batch = 0
+        self.step = 0
+        self._t0 = 0.0
+        self._epoch_open = False
+        self._auto_epoch = False
+        self._epoch_started = 0.0
+        self._epoch_totals: list[float] = []
+        self._gc_seconds = 0.0
+        self._gc_gen2 = 0
+        self._faults = (0, 0)
+        self._finished = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def start(self, info: Mapping[str, Any] | None = None) -> None:
+        self.writer = RunWriter(self.out_dir)
+        self._t0 = self.clock()
+        header = {
+            "schema": SCHEMA_VERSION,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "pid": os.getpid(),
+            "argv": sys.argv,
+            "device": str(self.device),
+            "sync": self.timer.mode,
+            "sample_interval": self.sampler.interval,
+            "phases": list(PHASES),
+            "environment": environment.describe(),
+            **(info or {}),
+        }
+        self.writer.write("header", header)
+        self.gc.start()
+        self._faults = own_faults()
+        self.sampler.start()
+        self.watchdog.start()
+
+    def finish(self, status: str = "ok") -> None:
+        if self._finished or self.writer is None:
+            return
+        self._finished = True
+        self.watchdog.stop()
+        self.sampler.stop()
+        self.gc.stop()
+        self._emit_sample(self.sampler.sample(with_uss=True))
+        self.writer.write("footer", {"status": status, "t": self._now(), "epochs": self.epoch, "steps": self.step})
+        self.writer.close()
+
+    def __enter__(self) -> Probe:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            status = "ok"
+        elif issubclass(exc_type, KeyboardInterrupt):
+            status = "interrupted"
+        else:
+            status = "crashed"
+        self.finish(status)
+
+    # -- epochs and batches ---------------------------------------------------------------
+
+    def epoch_start(self, epoch: int) -> None:
+        self.epoch, self.batch = epoch, 0
+        self._epoch_open = True
+        self._epoch_started = self.clock()
+        self._epoch_totals = []
+
+    def epoch_end(self, epoch: int, metrics: Mapping[str, Any] | None = None) -> None:
+        self.watchdog.disarm()
+        self._epoch_open = False
+        totals = sorted(self._epoch_totals)
+        record: dict[str, Any] = {
+            "epoch": epoch,
+            "batches": len(totals),
+            "t_start": self._epoch_started - self._t0,
+            "t_end": self._now(),
+            "median_batch_s": totals[len(totals) // 2] if totals else None,
+            "p90_batch_s": totals[int(0.9 * (len(totals) - 1))] if totals else None,
+            **(metrics or {}),
+        }
+        if self.writer is not None:
+            self.writer.write("epoch", record)
+
+    def loader(self, iterable: Iterable[T]) -> Iterator[T]:
+        """Yield from the loader, timing how long each next() blocks (data_wait).
+
+        The first batch's wait includes creating the iterator, which is where
+        non-persistent workers are started each epoch.
+        """
+        self._auto_epoch = not self._epoch_open
+        if self._auto_epoch:
+            self.epoch_start(self.epoch + 1)
+        self.watchdog.arm()
+        timer = self.timer
+        timer.begin()
+        try:
+            iterator = iter(iterable)
+            while True:
+                if not timer.in_batch:
+                    timer.begin()
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    timer.cancel()
+                    return
+                timer.waited()
+                yield item
+        finally:  # also when the loop breaks out early
+            self.watchdog.disarm()
+            if self._auto_epoch:
+                self.epoch_end(self.epoch)
+
+    def phase(self, name: str) -> _Phase:
+        return _Phase(self.timer, name)
+
+    def end_batch(self, **fields: Any) -> None:
+        times = self.timer.end()
+        minflt, majflt = own_faults()
+        gc_seconds, gc_gen2 = self.gc.total_seconds(), self.gc.count[2]
+        record = {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "t": self._now(),
+            **times,
+            "rss": self.reader.rss(self.reader.pid),
+            "py_blocks": sys.getallocatedblocks(),
+            "gc_s": gc_seconds - self._gc_seconds,
+            "gc_gen2": gc_gen2 - self._gc_gen2,
+            "minflt": minflt - self._faults[0],
+            "majflt": majflt - self._faults[1],
+            **fields,
+        }
+        self._gc_seconds, self._gc_gen2, self._faults = gc_seconds, gc_gen2, (minflt, majflt)
+        self.batch += 1
+        self.step += 1
+        self._epoch_totals.append(times["total"])
+        self.watchdog.progress(times["total"])
+        if self.writer is not None:
+            self.writer.write("batch", record)
+
+    # -- internals ---------------------------------------------------------------
+
+    def _now(self) -> float:
+        return self.clock() - self._t0
+
+    def _context(self) -> dict[str, Any]:
+        return {"epoch": self.epoch, "step": self.step}
+
+    def _emit_sample(self, sample: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer.write("memory", sample)
+
+    def _stalled(self, waited: float, median: float | None) -> None:
+        workers = self.reader.worker_pids()
+        stacks = capture_stacks(self.out_dir / "stacks", self.reader.pid, workers)
+        if self.writer is not None:
+            self.writer.write("stall", {
+                "t": self._now(), "epoch": self.epoch, "batch": self.batch, "step": self.step,
+                "waited_s": waited, "median_batch_s": median, "workers": workers, "stacks": stacks,
+            })
+        if self.on_stall == "exit":
+            if self.writer is not None:
+                self.writer.write("footer", {"status": "stalled", "t": self._now(), "epochs": self.epoch, "steps": self.step})
+                self.writer.close()
+            kill_processes(workers)
+            os._exit(STALL_EXIT_CODE)
+
+
+class _Phase:
+    """Times a phase and labels it for torch.profiler with the same name."""
+
+    __slots__ = ("span", "label")
+
+    def __init__(self, timer: PhaseTimer, name: str) -> None:
+        self.span = timer.phase(name)
+        self.label = torch.profiler.record_function(name)
+
+    def __enter__(self) -> None:
+        self.label.__enter__()
+        self.span.__enter__()
+
+    def __exit__(self, *exc: object) -> None:
+        self.span.__exit__(*exc)
+        self.label.__exit__(*exc)

@@ -1,0 +1,114 @@
+"""Memory and CPU figures for the training process and its DataLoader workers.
+
+Workers are the child processes running the same Python executable (forked or
+spawned); helpers such as a py-spy started by the probe itself are not. RSS is cheap
+(one small /proc read); USS needs the kernel to walk page tables (milliseconds for a
+large process), so the sampler reads it less often.
+"""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+from typing import Any
+
+import psutil
+
+_IS_LINUX = sys.platform.startswith("linux")
+
+
+class ProcessReader:
+    """Caches psutil handles; every read of a vanished process returns None."""
+
+    def __init__(self, pid: int | None = None) -> None:
+        self.pid = pid or os.getpid()
+        self.me = psutil.Process(self.pid)
+        self._exe = _safe(self.me.exe)
+        self._handles: dict[int, psutil.Process] = {}
+
+    def worker_pids(self) -> list[int]:
+        pids = []
+        for child in _safe(self.me.children, default=[]):
+            if self._exe is None or _safe(child.exe) == self._exe:
+                pids.append(child.pid)
+        return sorted(pids)
+
+    def handle(self, pid: int) -> psutil.Process | None:
+        proc = self._handles.get(pid)
+        if proc is None:
+            try:
+                proc = self._handles[pid] = psutil.Process(pid)
+            except psutil.Error:
+                return None
+        return proc
+
+    def forget_others(self, keep: list[int]) -> None:
+        for pid in list(self._handles):
+            if pid not in keep and pid != self.pid:
+                del self._handles[pid]
+
+    def rss(self, pid: int) -> int | None:
+        proc = self.handle(pid)
+        info = _safe(proc.memory_info) if proc else None
+        return info.rss if info else None
+
+    def uss(self, pid: int) -> int | None:
+        proc = self.handle(pid)
+        info = _safe(proc.memory_full_info) if proc else None
+        return getattr(info, "uss", None)
+
+    def stats(self, pid: int, with_uss: bool) -> dict[str, Any] | None:
+        """rss, uss (or None), threads, CPU seconds, involuntary switches, page faults."""
+        proc = self.handle(pid)
+        if proc is None:
+            return None
+        try:
+            with proc.oneshot():
+                memory = proc.memory_info()
+                cpu = proc.cpu_times()
+                stats = {
+                    "rss": memory.rss,
+                    "threads": proc.num_threads(),
+                    "cpu_user": cpu.user,
+                    "cpu_system": cpu.system,
+                    "ctx_involuntary": proc.num_ctx_switches().involuntary,
+                }
+                stats.update(page_faults(proc, memory))
+            stats["uss"] = proc.memory_full_info().uss if with_uss else None
+        except psutil.Error:
+            return None
+        return stats
+
+
+def page_faults(proc: psutil.Process, memory: Any = None) -> dict[str, int | None]:
+    """Minor and major page faults: /proc/PID/stat on Linux, pfaults/pageins on macOS."""
+    if _IS_LINUX:
+        try:
+            with open(f"/proc/{proc.pid}/stat", "rb") as f:
+                # Fields after the ')' that closes the command name: minflt is the 8th,
+                # majflt the 10th (man 5 proc: fields 10 and 12).
+                fields = f.read().rsplit(b")", 1)[1].split()
+            return {"minflt": int(fields[7]), "majflt": int(fields[9])}
+        except (OSError, IndexError, ValueError):
+            return {"minflt": None, "majflt": None}
+    memory = memory or _safe(proc.memory_info)
+    return {"minflt": getattr(memory, "pfaults", None), "majflt": getattr(memory, "pageins", None)}
+
+
+def own_faults() -> tuple[int, int]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_minflt, usage.ru_majflt
+
+
+def system_memory() -> dict[str, int]:
+    vm = psutil.virtual_memory()
+    swap = psutil.swap_memory()
+    return {"sys_available": vm.available, "swap_used": swap.used, "swap_in": swap.sin, "swap_out": swap.sout}
+
+
+def _safe(fn, default=None):
+    try:
+        return fn()
+    except (psutil.Error, OSError):
+        return default

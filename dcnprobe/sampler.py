@@ -1,0 +1,97 @@
+"""Background memory sampler: the main process, every DataLoader worker, the system,
+the device allocator, glibc's allocator and the Python heap, at a fixed interval.
+
+It runs in a daemon thread and emits flat dict records (see dcnprobe.records). RSS is
+read every tick; USS, which costs the kernel a page-table walk, every `uss_every` ticks.
+"""
+
+from __future__ import annotations
+
+import gc
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from dcnprobe import glibc
+from dcnprobe.gcwatch import GcWatch
+from dcnprobe.processes import ProcessReader, system_memory
+
+DEFAULT_INTERVAL = 0.5
+
+
+class MemorySampler:
+    def __init__(
+        self,
+        emit: Callable[[dict[str, Any]], None],
+        *,
+        interval: float = DEFAULT_INTERVAL,
+        uss_every: int = 4,
+        device_memory: Callable[[], dict[str, int]] = dict,
+        context: Callable[[], dict[str, Any]] = dict,
+        gc_watch: GcWatch | None = None,
+        live_tensors: bool = False,
+        reader: ProcessReader | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ) -> None:
+        if interval <= 0:
+            raise ValueError("sample interval must be positive")
+        self.emit, self.interval, self.uss_every = emit, interval, max(1, uss_every)
+        self.device_memory, self.context, self.gc_watch = device_memory, context, gc_watch
+        self.live_tensors, self.clock = live_tensors, clock
+        self.reader = reader or ProcessReader()
+        self.worker_pids: list[int] = []
+        self._ticks = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def sample(self, with_uss: bool = True) -> dict[str, Any]:
+        reader = self.reader
+        record: dict[str, Any] = {"t": self.clock(), **self.context()}
+        main = reader.stats(reader.pid, with_uss) or {}
+        record.update({f"main_{k}": v for k, v in main.items()})
+        record.update(system_memory())
+        record.update({f"device_{k}": v for k, v in self.device_memory().items()})
+        malloc = glibc.mallinfo()
+        if malloc:
+            record.update({f"malloc_{k}": v for k, v in malloc.items()})
+        record["py_blocks"] = sys.getallocatedblocks()
+        if self.gc_watch is not None:
+            record.update(self.gc_watch.snapshot())
+        if self.live_tensors:
+            record["live_tensors"] = _count_tensors()
+        pids = reader.worker_pids()
+        reader.forget_others(pids)
+        self.worker_pids = pids
+        workers = []
+        for pid in pids:
+            stats = reader.stats(pid, with_uss)
+            if stats is not None:
+                workers.append({"pid": pid, **stats})
+        record["workers"] = workers
+        return record
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="dcnprobe-sampler", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+            self._thread = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._ticks += 1
+            try:
+                self.emit(self.sample(with_uss=self._ticks % self.uss_every == 0))
+            except Exception as exc:  # a sampling failure must never kill the training run
+                self.emit({"t": self.clock(), "sampler_error": f"{type(exc).__name__}: {exc}", "workers": []})
+
+
+def _count_tensors() -> int:
+    import torch
+
+    return sum(1 for obj in gc.get_objects() if isinstance(obj, torch.Tensor))

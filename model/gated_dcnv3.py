@@ -1,0 +1,77 @@
+"""The gated DCNv3 click-through-rate model of the researcher's report.
+
+Two branches read the same field embeddings:
+  - DCNv3: an Exponential and a Linear Cross Network, their logits averaged;
+  - deep:  a plain MLP.
+A learned per-sample gate mixes them:  g = sigmoid(gate_net(e)),
+    logit = g * z_dcnv3 + (1 - g) * z_deep.
+"Gate mean" in the report is E[g] on validation data; "gate range" is [min g, max g].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from model.layers import MLP, CrossNetwork, FusedEmbedding
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embedding_dim: int = 8
+    cross_layers: int = 3  # per cross network
+    deep_layers: tuple[int, ...] = (256, 128)
+    gate_hidden: int = 32
+    dropout: float = 0.25
+    # Tri-BCE (DCNv3 paper): each cross network's logit also gets its own BCE, weighted
+    # by how much worse it is than the mixed prediction, so neither branch goes idle.
+    tri_bce: bool = False
+    init_std: float = 0.05
+
+
+class ModelOutput(NamedTuple):
+    logit: torch.Tensor  # [B] the mixed prediction, pre-sigmoid
+    gate: torch.Tensor  # [B] weight of the DCNv3 branch
+    ecn: torch.Tensor  # [B] exponential cross network logit
+    lcn: torch.Tensor  # [B] linear cross network logit
+    deep: torch.Tensor  # [B] deep branch logit
+
+
+class GatedDCNv3(nn.Module):
+    def __init__(self, config: ModelConfig, vocab_sizes: tuple[int, ...], num_numeric: int) -> None:
+        super().__init__()
+        self.config = config
+        self.embedding = FusedEmbedding(vocab_sizes, num_numeric, config.embedding_dim, config.init_std)
+        width = self.embedding.num_fields * config.embedding_dim
+        self.ecn = CrossNetwork(width, config.cross_layers, config.dropout, kind="exponential")
+        self.lcn = CrossNetwork(width, config.cross_layers, config.dropout, kind="linear")
+        self.deep = MLP(width, config.deep_layers, config.dropout)
+        self.gate = MLP(width, (config.gate_hidden,), dropout=0.0)
+
+    def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> ModelOutput:
+        e = self.embedding(categorical, numeric).flatten(1)
+        z_ecn, z_lcn = self.ecn(e), self.lcn(e)
+        z_dcnv3 = 0.5 * (z_ecn + z_lcn)
+        z_deep = self.deep(e).squeeze(-1)
+        g = torch.sigmoid(self.gate(e).squeeze(-1))
+        return ModelOutput(g * z_dcnv3 + (1 - g) * z_deep, g, z_ecn, z_lcn, z_deep)
+
+
+def smooth_labels(labels: torch.Tensor, smoothing: float) -> torch.Tensor:
+    """Pull 0/1 targets towards 0.5 by `smoothing`."""
+    return labels * (1.0 - smoothing) + 0.5 * smoothing if smoothing else labels
+
+
+def training_loss(out: ModelOutput, labels: torch.Tensor, smoothing: float, tri_bce: bool) -> torch.Tensor:
+    target = smooth_labels(labels, smoothing)
+    loss = F.binary_cross_entropy_with_logits(out.logit, target)
+    if tri_bce:
+        for aux_logit in (out.ecn, out.lcn):
+            aux = F.binary_cross_entropy_with_logits(aux_logit, target)
+            # Weight = how much worse the branch is than the whole: zero once it catches up.
+            loss = loss + aux * torch.clamp(aux - loss, min=0.0)
+    return loss

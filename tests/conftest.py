@@ -1,0 +1,28 @@
+import os
+
+import pytest
+
+# Small enough that a test epoch takes well under a second on 2 cores.
+TINY_DATA = "synthetic:train_rows=8192,val_rows=4096"
+TINY_BATCH = 512
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Generated data goes to a per-session cache, never the user's."""
+    path = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("DCNPROBE_CACHE")
+    os.environ["DCNPROBE_CACHE"] = str(path)
+    yield path
+    if old is None:
+        os.environ.pop("DCNPROBE_CACHE", None)
+    else:
+        os.environ["DCNPROBE_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def tiny_data(private_cache):
+    from model.data.source import load_data
+
+    load_data(TINY_DATA)
+    return TINY_DATA

@@ -1,0 +1,116 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from dcnprobe.hooks import BATCH_TIMES
+from dcnprobe.probe import Probe
+from dcnprobe.records import read_run
+from dcnprobe.stall import StallWatchdog
+
+from conftest import TINY_BATCH
+
+
+def plain_loop(probe, epochs=2, batches=5, fail_at=None):
+    """A user's own loop, not the trainer: a linear model on random tensors."""
+    model = torch.nn.Linear(4, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    data = [(torch.randn(8, 4), torch.randn(8, 1)) for _ in range(batches)]
+    for _ in range(epochs):
+        for i, (x, y) in enumerate(probe.loader(data)):
+            with probe.phase("forward"):
+                loss = torch.nn.functional.mse_loss(model(x), y)
+            with probe.phase("backward"):
+                loss.backward()
+            with probe.phase("optimizer"):
+                opt.step()
+                opt.zero_grad()
+            if fail_at == i:
+                raise RuntimeError("boom")
+            probe.end_batch(loss=loss.item())
+
+
+def test_a_plain_loop_is_recorded_with_epochs_counted(tmp_path):
+    with Probe(tmp_path, sample_interval=0.05) as probe:
+        plain_loop(probe)
+    run = read_run(tmp_path)
+    assert run.status == "ok"
+    assert len(run.batches) == 10
+    assert run.batches["epoch"].tolist() == [1] * 5 + [2] * 5
+    assert run.batches["batch"].tolist() == list(range(5)) * 2
+    assert set(BATCH_TIMES) <= set(run.batches.columns)
+    assert (run.batches["forward"] > 0).all() and (run.batches["total"] >= run.batches["forward"]).all()
+    assert run.epochs["epoch"].tolist() == [1, 2]
+    assert run.header["sync"] == "batch" and run.header["schema"] == 1
+    assert len(run.memory) >= 1 and (run.memory["main_rss"] > 0).all()
+
+
+def test_a_crash_is_recorded_as_crashed(tmp_path):
+    with pytest.raises(RuntimeError), Probe(tmp_path) as probe:
+        plain_loop(probe, fail_at=2)
+    run = read_run(tmp_path)
+    assert run.status == "crashed" and len(run.batches) == 2
+
+
+def test_sampler_sees_every_dataloader_worker(tmp_path):
+    dataset = torch.utils.data.TensorDataset(torch.arange(64.0))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=8, num_workers=2, persistent_workers=True)
+    probe = Probe(tmp_path)
+    seen = []
+    for _ in probe.loader(loader):
+        seen.append(probe.sampler.sample(with_uss=True)["workers"])
+        probe.end_batch()
+    workers = max(seen, key=len)
+    assert len(workers) == 2
+    assert all(w["rss"] > 0 and w["uss"] > 0 for w in workers)
+    assert {w["pid"] for w in workers}.isdisjoint({os.getpid()})
+
+
+def test_watchdog_fires_once_after_the_limit_and_only_when_armed():
+    now = [0.0]
+    fired = []
+    dog = StallWatchdog(lambda waited, median: fired.append((waited, median)), factor=10, floor_s=2.0,
+                        first_batch_s=60.0, clock=lambda: now[0])
+    now[0] = 1000.0
+    assert not dog.check()  # not armed: between epochs anything may take long
+    dog.arm()
+    now[0] = 1059.0
+    assert not dog.check()  # first batch: 60 s allowance for worker start-up
+    for _ in range(5):
+        dog.progress(0.5)  # median 0.5 s -> limit max(2, 10 * 0.5) = 5 s
+    now[0] += 4.9
+    assert not dog.check()
+    now[0] += 0.2
+    assert dog.check()
+    assert not dog.check()  # once only
+    assert fired == [(pytest.approx(5.1), 0.5)]
+
+
+def test_sigkill_mid_epoch_keeps_every_record_up_to_the_kill(tmp_path, tiny_data):
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dcnprobe", "train", "--data", tiny_data, "--batch-size", str(TINY_BATCH),
+         "--epochs", "50", "--num-workers", "2", "--out", str(out), "--quiet", "--device", "cpu",
+         "--sample-interval", "0.1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    record = out / "run.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if record.exists() and record.read_text().count('"type":"batch"') >= 25:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lines = record.read_text().splitlines()
+    complete = [json.loads(line) for line in lines if line.endswith("}")]
+    run = read_run(out)
+    assert run.status == "incomplete"
+    assert len(run.batches) == sum(r["type"] == "batch" for r in complete) >= 25
+    assert run.batches[list(BATCH_TIMES)].notna().all().all()
+    assert (run.memory["workers"] == 2).any()
