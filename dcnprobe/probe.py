@@ -31,7 +31,7 @@ from dcnprobe.gcwatch import GcWatch
 from dcnprobe.hooks import PHASES
 from dcnprobe.processes import ProcessReader, own_faults
 from dcnprobe.records import SCHEMA_VERSION, RunWriter
-from dcnprobe.sampler import DEFAULT_INTERVAL, MemorySampler
+from dcnprobe.sampler import DEFAULT_INTERVAL, DEFAULT_USS_EVERY, MemorySampler
 from dcnprobe.stall import STALL_EXIT_CODE, StallWatchdog, capture_stacks, kill_processes
 from dcnprobe.timers import PhaseTimer
 
@@ -46,7 +46,7 @@ class Probe:
         device: str | torch.device = "cpu",
         sync: str = "batch",
         sample_interval: float = DEFAULT_INTERVAL,
-        uss_every: int = 4,
+        uss_every: int = DEFAULT_USS_EVERY,
         stall_factor: float = 50.0,
         stall_floor_s: float = 30.0,
         on_stall: str = "exit",

@@ -29,10 +29,25 @@ class ProcessReader:
 
     def worker_pids(self) -> list[int]:
         pids = []
-        for child in _safe(self.me.children, default=[]):
-            if self._exe is None or _safe(child.exe) == self._exe:
-                pids.append(child.pid)
+        for pid in self._child_pids():
+            proc = self.handle(pid)
+            if proc is not None and (self._exe is None or _safe(proc.exe) == self._exe):
+                pids.append(pid)
         return sorted(pids)
+
+    def _child_pids(self) -> list[int]:
+        """Linux lists each thread's children in /proc: 30 us, where psutil scans every
+        process on the machine (over a millisecond). Elsewhere, psutil."""
+        if _IS_LINUX:
+            try:
+                pids: list[int] = []
+                for tid in os.listdir(f"/proc/{self.pid}/task"):
+                    with open(f"/proc/{self.pid}/task/{tid}/children") as f:
+                        pids += [int(p) for p in f.read().split()]
+                return pids
+            except OSError:
+                pass
+        return [child.pid for child in _safe(self.me.children, default=[])]
 
     def handle(self, pid: int) -> psutil.Process | None:
         proc = self._handles.get(pid)

@@ -30,6 +30,7 @@ from dcnprobe.settings import Settings
 from model import checkpoint
 from model.data.loader import epoch_sampler, make_dataset, make_loader
 from model.data.source import DEFAULT_DATA, load_data
+from model.data.store import Schema
 from model.data.table import Table
 from model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
 from model.metrics import roc_auc
@@ -140,10 +141,7 @@ def fit(
         dataset, settings, max_batches=job.max_batches, worker_init_fn=WorkerInit(plugins) if plugins else None
     )
 
-    torch.manual_seed(settings.seed)
-    config = replace(job.model, dropout=hp.dropout)
-    model = GatedDCNv3(config, data.schema.vocab_sizes, len(data.schema.numeric)).to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    model, optimizer, config = build_model(job, settings, data.schema, device)
     result = TrainResult(settings, job.describe(), [])
     first_epoch = 1
     if job.resume:
@@ -170,6 +168,17 @@ def fit(
     finally:
         probe.finish(status)
     return result
+
+
+def build_model(job: TrainJob, settings: Settings, schema: Schema, device: torch.device
+                ) -> tuple[GatedDCNv3, torch.optim.Optimizer, ModelConfig]:
+    """The seeded model, its AdamW optimizer, and the config with the preset's dropout."""
+    hp = job.hyperparams
+    torch.manual_seed(settings.seed)
+    config = replace(job.model, dropout=hp.dropout)
+    model = GatedDCNv3(config, schema.vocab_sizes, len(schema.numeric)).to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hp.learning_rate, weight_decay=hp.weight_decay)
+    return model, optimizer, config
 
 
 def _run_epoch(epoch, model, optimizer, loader, val: Table, hp: Hyperparams, config: ModelConfig,

@@ -1,0 +1,79 @@
+"""How fast the trainer is against the compute it cannot avoid.
+
+- samples/s at batch 4096 with the default preset (num_workers=0);
+- step_vs_compute: a full training step (load from the memory-mapped store, to device,
+  forward, backward, clip, step, bookkeeping) over a pure-compute step on tensors
+  already in memory, as a ratio of median batch times (target <= 1.10);
+- data_wait_share: time blocked on the loader over total batch time, from the probe's
+  records, with num_workers=0 (target <= 2 %).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from benchmarks.timing import WARMUP_BATCHES, batch_times, interleave, median_ratio
+from dcnprobe.devices import resolve_device
+from dcnprobe.probe import Probe
+from dcnprobe.records import read_run
+from dcnprobe.settings import Settings
+from model.data.loader import EpochBatchSampler, make_dataset
+from model.data.source import load_data
+from model.gated_dcnv3 import training_loss
+from model.trainer import TrainJob, build_model
+
+
+def pure_compute_times(job: TrainJob, batches: int) -> np.ndarray:
+    """Forward, backward, clip and step on batches already in memory: the floor."""
+    settings, hp = job.settings, job.hyperparams
+    device = resolve_device(settings.device)
+    data = load_data(job.data)
+    dataset = make_dataset(data.train, "batched")
+    sampler = EpochBatchSampler(len(data.train), settings.batch_size, settings.seed, batches)
+    loaded = [tuple(t.to(device) for t in dataset[index]) for index in sampler]
+    model, optimizer, config = build_model(job, settings, data.schema, device)
+    model.train()
+    times = []
+    for categorical, numeric, label in loaded:
+        began = time.perf_counter()
+        out = model(categorical, numeric)
+        loss = training_loss(out, label, hp.label_smoothing, config.tri_bce)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), hp.clip_norm)
+        optimizer.step()
+        times.append(time.perf_counter() - began)
+    return np.array(times[WARMUP_BATCHES:])
+
+
+def data_wait_share(job: TrainJob) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        fit_job = TrainJob(settings=job.settings, preset=job.preset, epochs=1, max_batches=job.max_batches, data=job.data)
+        batch_times(fit_job, probe=Probe(out))
+        batches = read_run(out).batches.iloc[WARMUP_BATCHES:]
+    return float(batches["data_wait"].sum() / batches["total"].sum())
+
+
+def run(profile: str) -> dict[str, Any]:
+    blocks, batches = (2, 20) if profile == "quick" else (4, 40)
+    settings = Settings(device="cpu", num_workers=0, batch_size=4096)
+    job = TrainJob(settings=settings, epochs=1, max_batches=batches)
+    torch.set_num_threads(torch.get_num_threads())
+    times = interleave(blocks, {
+        "full": lambda: batch_times(job),
+        "compute": lambda: pure_compute_times(job, batches),
+    })
+    full_median = float(np.median(times["full"]))
+    return {
+        "samples_per_s": {"value": settings.batch_size / full_median, "unit": "samples/s",
+                          "detail": {"median_batch_s": full_median, "batches": int(times["full"].size)}},
+        "step_vs_compute": {"value": median_ratio(times["full"], times["compute"]), "unit": "ratio",
+                            "detail": {"full_median_s": full_median, "compute_median_s": float(np.median(times["compute"]))}},
+        "data_wait_share": {"value": data_wait_share(job), "unit": "fraction", "detail": {"num_workers": 0}},
+    }
