@@ -32,7 +32,14 @@ from dcnprobe.hooks import PHASES
 from dcnprobe.processes import ProcessReader, own_faults
 from dcnprobe.records import SCHEMA_VERSION, RunWriter
 from dcnprobe.sampler import DEFAULT_INTERVAL, DEFAULT_USS_EVERY, MemorySampler
-from dcnprobe.stall import STALL_EXIT_CODE, StallWatchdog, capture_stacks, kill_processes
+from dcnprobe.stall import (
+    DEFAULT_STALL_FACTOR,
+    DEFAULT_STALL_FLOOR_S,
+    STALL_EXIT_CODE,
+    StallWatchdog,
+    capture_stacks,
+    kill_processes,
+)
 from dcnprobe.timers import PhaseTimer
 
 T = TypeVar("T")
@@ -47,8 +54,8 @@ class Probe:
         sync: str = "batch",
         sample_interval: float = DEFAULT_INTERVAL,
         uss_every: int = DEFAULT_USS_EVERY,
-        stall_factor: float = 50.0,
-        stall_floor_s: float = 30.0,
+        stall_factor: float = DEFAULT_STALL_FACTOR,
+        stall_floor_s: float = DEFAULT_STALL_FLOOR_S,
         on_stall: str = "exit",
         live_tensors: bool = False,
         clock: Callable[[], float] = time.perf_counter,

@@ -20,6 +20,8 @@ from pathlib import Path
 from dcnprobe.executables import find_tool
 
 STALL_EXIT_CODE = 3
+DEFAULT_STALL_FACTOR = 50.0
+DEFAULT_STALL_FLOOR_S = 30.0
 PY_SPY_TIMEOUT_S = 20
 
 
@@ -32,8 +34,8 @@ class StallWatchdog:
     epochs are not batches and may take as long as they take.
     """
 
-    def __init__(self, on_stall: Callable[[float, float | None], None], *, factor: float = 50.0,
-                 floor_s: float = 30.0, first_batch_s: float = 300.0, poll_s: float = 0.5,
+    def __init__(self, on_stall: Callable[[float, float | None], None], *, factor: float = DEFAULT_STALL_FACTOR,
+                 floor_s: float = DEFAULT_STALL_FLOOR_S, first_batch_s: float = 300.0, poll_s: float = 0.5,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.on_stall, self.factor, self.floor_s = on_stall, factor, floor_s
         self.first_batch_s, self.poll_s, self.clock = first_batch_s, poll_s, clock

@@ -20,9 +20,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from dcnprobe.cli import train
+    from dcnprobe.cli import analyze, train
 
-    for module in (train,):
+    for module in (train, analyze):
         cli.add_command(module.command)
 
 

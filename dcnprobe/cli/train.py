@@ -12,6 +12,7 @@ from dcnprobe.cli.progress import BatchProgress
 from dcnprobe.hooks import NullProbe
 from dcnprobe.sampler import DEFAULT_INTERVAL
 from dcnprobe.settings import Settings
+from dcnprobe.stall import DEFAULT_STALL_FACTOR, DEFAULT_STALL_FLOOR_S
 from dcnprobe.timers import SYNC_MODES
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "gate_mean", "gate_range", "wall_s", "batches")
@@ -28,10 +29,13 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
               help="device sync: once per batch, after every phase, or never")
 @click.option("--sample-interval", type=click.FloatRange(min=0.01), default=DEFAULT_INTERVAL, show_default=True,
               help="seconds between memory samples")
+@click.option("--stall-after", type=click.FloatRange(min=0.1), default=DEFAULT_STALL_FLOOR_S, show_default=True,
+              help="declare a stall after this many seconds without a finished batch "
+                   f"(or {DEFAULT_STALL_FACTOR:g}x the median batch time, if longer)")
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def command(settings: Settings, preset: str, epochs: int | None, max_batches: int | None, data: str,
             faults: tuple[str, ...], out: Path | None, resume: bool, no_probe: bool, sync: str,
-            sample_interval: float, quiet: bool) -> None:
+            sample_interval: float, stall_after: float, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
     from dcnprobe.devices import resolve_device
     from dcnprobe.faults import resolve_faults
@@ -47,7 +51,8 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
     out = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
     job = TrainJob(settings=settings, preset=preset, epochs=epochs, max_batches=max_batches, data=data,
                    out=out, resume=resume)
-    probe = NullProbe() if no_probe else Probe(out, device=device, sync=sync, sample_interval=sample_interval)
+    probe = NullProbe() if no_probe else Probe(out, device=device, sync=sync, sample_interval=sample_interval,
+                                                stall_floor_s=stall_after)
     progress = None if quiet else BatchProgress()
 
     click.echo(f"training gated DCNv3, preset {preset}, {job.hyperparams.epochs} epochs on {device}"

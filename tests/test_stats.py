@@ -1,0 +1,93 @@
+"""Statistics on synthetic series with known answers."""
+
+import numpy as np
+import pytest
+
+from dcnprobe.analysis.stats import (
+    change_point,
+    linear_slope,
+    mad_outliers,
+    median_ratio_ci,
+    summarize,
+    warmup_batches,
+)
+
+
+def noisy(n, level, seed, spread=0.02):
+    return level * (1 + spread * np.random.default_rng(seed).standard_normal(n))
+
+
+def test_summary():
+    s = summarize(np.arange(1.0, 11.0))
+    assert (s.n, s.median, s.max, s.mean) == (10, 5.5, 10.0, 5.5)
+    assert s.p90 == pytest.approx(9.1)
+    assert summarize(np.array([])).n == 0
+
+
+def test_warmup_is_bounded():
+    assert warmup_batches(5) == 0
+    assert warmup_batches(40) == 2
+    assert warmup_batches(200) == 10
+    assert warmup_batches(5000) == 10
+
+
+def test_ratio_ci_covers_a_known_slowdown_and_excludes_one():
+    base = noisy(200, 0.10, 1)
+    slow = noisy(200, 0.15, 2)
+    ratio, low, high = median_ratio_ci(base, slow)
+    assert ratio == pytest.approx(1.5, rel=0.02)
+    assert low < 1.5 < high and low > 1.4
+    same = median_ratio_ci(base, noisy(200, 0.10, 3))
+    assert same[1] < 1.0 < same[2]
+
+
+def test_ratio_ci_is_deterministic_and_narrows_with_more_data():
+    a, b = noisy(50, 1.0, 4, 0.2), noisy(50, 1.2, 5, 0.2)
+    assert median_ratio_ci(a, b) == median_ratio_ci(a, b)
+    wide = median_ratio_ci(a, b)
+    narrow = median_ratio_ci(noisy(800, 1.0, 4, 0.2), noisy(800, 1.2, 5, 0.2))
+    assert narrow[2] - narrow[1] < wide[2] - wide[1]
+
+
+def test_linear_slope_recovers_the_slope():
+    x = np.arange(100.0)
+    y = 3.0 + 0.5 * x + np.random.default_rng(0).standard_normal(100) * 0.1
+    slope = linear_slope(x, y)
+    assert slope.per_step == pytest.approx(0.5, abs=0.01)
+    assert slope.growth == pytest.approx(0.5 * 99, rel=0.01)
+    assert slope.t > 100 and slope.r2 > 0.99
+    flat = linear_slope(x, np.random.default_rng(1).standard_normal(100))
+    assert abs(flat.t) < 3
+
+
+def test_linear_slope_ignores_missing_values():
+    x = np.arange(10.0)
+    y = 2 * x
+    y[3] = np.nan
+    assert linear_slope(x, y).per_step == pytest.approx(2.0)
+
+
+def test_change_point_finds_a_step():
+    y = np.concatenate([noisy(120, 0.1, 6), noisy(80, 0.3, 7)])
+    found = change_point(y)
+    assert found is not None and found.kind == "step"
+    assert abs(found.index - 120) <= 2
+
+
+def test_change_point_finds_where_a_ramp_starts():
+    flat = noisy(100, 0.1, 8, 0.01)
+    ramp = 0.1 + 0.002 * np.arange(1, 101) + 0.001 * np.random.default_rng(9).standard_normal(100)
+    found = change_point(np.concatenate([flat, ramp]))
+    assert found is not None and found.kind == "ramp"
+    assert abs(found.index - 100) <= 5
+
+
+def test_no_change_point_in_noise():
+    assert change_point(noisy(300, 0.1, 10, 0.05)) is None
+    assert change_point(np.full(50, 0.2)) is None
+
+
+def test_mad_outliers_flags_only_spikes():
+    y = noisy(100, 0.1, 11)
+    y[[10, 50]] = 1.0
+    assert np.flatnonzero(mad_outliers(y)).tolist() == [10, 50]
