@@ -57,3 +57,20 @@ def test_corrupt_and_misshapen_data_files(capsys, tmp_path):
 def test_resume_with_nothing_to_resume(capsys, tmp_path, tiny_data):
     code, err = run_cli(capsys, "train", "--data", tiny_data, "--resume", "--out", str(tmp_path / "empty"))
     assert_one_line_error(code, err, "nothing to resume")
+
+
+def test_analyze_prints_a_verdict_and_writes_json(capsys, tmp_path):
+    from synthetic_runs import write_run
+
+    write_run(tmp_path, slowdown=1.5)
+    from dcnprobe.cli import main
+
+    main(["analyze", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert out.startswith("Slow: epoch 2 runs 1.5")
+    assert (tmp_path / "analysis.json").exists()
+
+
+def test_analyze_a_directory_without_a_run(capsys, tmp_path):
+    code, err = run_cli(capsys, "analyze", str(tmp_path))
+    assert_one_line_error(code, err, "no run record")

@@ -15,7 +15,13 @@ from pathlib import Path
 
 from dcnprobe.errors import UsageError
 from dcnprobe.faults.base import Fault
-from dcnprobe.faults.main_process import CacheThrash, GraphRetention, HeapGrowth, MemoryPressure, UnboundedMetric
+from dcnprobe.faults.main_process import (
+    CacheThrash,
+    GraphRetention,
+    HeapGrowth,
+    MemoryPressure,
+    UnboundedMetric,
+)
 from dcnprobe.faults.workers import WorkerCopyOnRead, WorkerHang, WorkerStall
 from model.plugins import TrainerPlugin
 

@@ -1,0 +1,88 @@
+"""Synthetic run records with known answers, for testing the analysis without training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from dcnprobe.hooks import PHASES
+from dcnprobe.records import SCHEMA_VERSION, RunWriter
+
+MB = 1 << 20
+
+
+def write_run(
+    directory: Path,
+    *,
+    epochs: int = 2,
+    batches: int = 120,
+    base: float = 0.100,
+    slowdown: float = 1.0,  # epochs >= 2 run this much slower (a step at the epoch start)
+    ramp_per_step: float = 0.0,  # seconds added per global step, in the phase `ramp_phase`
+    ramp_phase: str = "other",
+    slow_phase: str = "forward",
+    in_use_per_step: float = 0.0,  # bytes retained per step (glibc in-use)
+    rss_per_step: float | None = None,  # defaults to in_use_per_step
+    py_blocks_per_step: float = 0.0,
+    gc_spikes_every: int = 0,  # a generation-2 collection of gc_spike_s every N steps
+    gc_spike_s: float = 0.0,
+    worker_uss_per_step: float = 0.0,
+    workers: int = 0,
+    new_workers_each_epoch: bool = False,
+    first_wait_s: float = 0.0,
+    cache_clear_s: float = 0.0,
+    device: dict | None = None,  # {"driver": bytes per step, "current": bytes per step}
+    stall: bool = False,
+    seed: int = 0,
+) -> Path:
+    rng = np.random.default_rng(seed)
+    writer = RunWriter(directory)
+    writer.write("header", {"schema": SCHEMA_VERSION, "settings": {"num_workers": workers}, "sync": "batch",
+                            "environment": {"cpu_count": 2}, "phases": list(PHASES)})
+    step = 0
+    t = 0.0
+    rss_rate = in_use_per_step if rss_per_step is None else rss_per_step
+    for epoch in range(1, epochs + 1):
+        pids = [1000 + w + (100 * epoch if new_workers_each_epoch else 0) for w in range(workers)]
+        for batch in range(batches):
+            noise = 1 + 0.03 * rng.standard_normal()
+            phases = {"data_wait": 0.002, "to_device": 0.0001, "forward": 0.04 * noise, "backward": 0.05 * noise,
+                      "optimizer": 0.007, "cache_clear": cache_clear_s, "other": 0.0009}
+            if epoch >= 2:
+                phases[slow_phase] += base * (slowdown - 1)
+            phases[ramp_phase] += ramp_per_step * step
+            if batch == 0 and epoch >= 2:
+                phases["data_wait"] += first_wait_s
+            gc_s, gen2 = 0.0, 0
+            if gc_spikes_every and step % gc_spikes_every == gc_spikes_every - 1:
+                gc_s, gen2 = gc_spike_s * (1 + step / 100), 1
+                phases["other"] += gc_s
+            total = sum(phases.values())
+            t += total
+            writer.write("batch", {"epoch": epoch, "batch": batch, "step": step, "t": t, **phases, "total": total,
+                                   "rss": 500 * MB + rss_rate * step, "py_blocks": 100_000 + py_blocks_per_step * step,
+                                   "gc_s": gc_s, "gc_gen2": gen2, "minflt": 10, "majflt": 0, "rows": 4096})
+            if step % 5 == 0:
+                sample = {"t": t, "epoch": epoch, "step": step, "main_rss": 500 * MB + rss_rate * step,
+                          "main_uss": 400 * MB, "main_threads": 6, "main_cpu_user": t, "main_cpu_system": 0.02 * t,
+                          "main_ctx_involuntary": step, "malloc_in_use": 300 * MB + in_use_per_step * step,
+                          "malloc_free_held": 10 * MB, "py_blocks": 100_000 + py_blocks_per_step * step,
+                          "sys_available": 16 << 30, "swap_used": 0, "swap_in": 0, "swap_out": 0,
+                          "workers": [{"pid": pid, "rss": 200 * MB, "uss": 20 * MB + worker_uss_per_step * step,
+                                       "threads": 2, "cpu_user": 0.001 * step, "cpu_system": 0.0} for pid in pids]}
+                if device:
+                    sample["device_driver"] = 1000 * MB + device.get("driver", 0) * step
+                    sample["device_current"] = 800 * MB + device.get("current", 0) * step
+                writer.write("memory", sample)
+            step += 1
+            if stall and epoch == epochs and batch == batches // 2:
+                writer.write("stall", {"t": t + 40, "epoch": epoch, "batch": batch + 1, "step": step,
+                                       "waited_s": 40.0, "median_batch_s": base, "workers": pids, "stacks": []})
+                writer.write("footer", {"status": "stalled"})
+                writer.close()
+                return directory
+        writer.write("epoch", {"epoch": epoch, "batches": batches})
+    writer.write("footer", {"status": "ok"})
+    writer.close()
+    return directory
