@@ -195,5 +195,23 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
+def cli_flag(name: str) -> str:
+    """The command-line option of a setting: num_workers -> --num-workers."""
+    return "--" + canonical_name(name).replace("_", "-")
+
+
+def to_cli_args(settings: Settings) -> list[str]:
+    """Options that reproduce `settings` on the command line of `dcnprobe train`."""
+    args: list[str] = []
+    for f in fields(settings):
+        value = getattr(settings, f.name)
+        flag = cli_flag(f.name)
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        else:
+            args += [flag, format_value(value)]
+    return args
+
+
 def _field(name: str):
     return next(f for f in fields(Settings) if f.name == name)

@@ -3,11 +3,10 @@
 import json
 
 import pytest
+from synthetic_runs import MB, write_run
 
 from dcnprobe.analysis import analyze_run, write_analysis
 from dcnprobe.analysis.causes import CAUSE_IDS
-
-from synthetic_runs import MB, write_run
 
 
 def analyze(tmp_path, **kwargs):

@@ -20,9 +20,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from dcnprobe.cli import analyze, train
+    from dcnprobe.cli import analyze, bisect, sweep, train
 
-    for module in (train, analyze):
+    for module in (train, analyze, bisect, sweep):
         cli.add_command(module.command)
 
 

@@ -13,7 +13,14 @@ from typing import Any
 
 import click
 
-from dcnprobe.settings import Settings, SettingsError, format_value, parse_value, setting_help
+from dcnprobe.settings import (
+    Settings,
+    SettingsError,
+    cli_flag,
+    format_value,
+    parse_value,
+    setting_help,
+)
 from model.presets import DEFAULT_PRESET, PRESETS
 
 
@@ -36,13 +43,13 @@ def settings_options(command: Callable) -> Callable:
     """Add one option per Settings field; the command receives `settings=Settings(...)`."""
     defaults = Settings()
     for f in reversed(fields(Settings)):
-        flag = f.name.replace("_", "-")
+        flag = cli_flag(f.name)
         default = getattr(defaults, f.name)
         if isinstance(default, bool):
-            decl = click.option(f"--{flag}/--no-{flag}", f.name, default=default, show_default=True, help=setting_help(f.name))
+            decl = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=default, show_default=True, help=setting_help(f.name))
         else:
             decl = click.option(
-                f"--{flag}", f.name, type=SettingType(f.name), default=format_value(default),
+                flag, f.name, type=SettingType(f.name), default=format_value(default),
                 show_default=True, help=setting_help(f.name),
             )
         command = decl(command)

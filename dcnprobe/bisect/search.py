@@ -1,0 +1,170 @@
+"""Bisect: from a slow ("bad") and a healthy ("good") settings object, the smallest set
+of setting changes that turns healthy into slow.
+
+1. Confirm: bad must be slow and good healthy, else say so and stop.
+2. ddmin over the settings that differ; an invalid combination is unresolved.
+3. Look again in what is left: a second, independent culprit is reported too.
+4. Interactions: a culprit of several settings where no single one is slow alone.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from dcnprobe.analysis.advice import advice_for
+from dcnprobe.bisect.ddmin import Outcome, ddmin
+from dcnprobe.devices import resolve_device
+from dcnprobe.harness.runner import TrialResult
+from dcnprobe.harness.trials import TrialRunner, describe_settings
+from dcnprobe.settings import Settings, SettingsError, format_value
+
+# The report's set-up, and the safest one it suggests.
+DEFAULT_BAD = Settings(device="auto", num_workers=4, persistent_workers=True, cache_clear="never")
+DEFAULT_GOOD = Settings(device="cpu", num_workers=0, persistent_workers=False, cache_clear="epoch")
+
+
+@dataclass
+class BisectOutcome:
+    bad: Settings
+    good: Settings
+    differences: dict[str, tuple[Any, Any]]  # name: (bad value, good value)
+    culprits: list[list[str]] = field(default_factory=list)
+    finding: str = ""  # "culprit", "bad-not-slow", "good-is-slow", "unresolved"
+    verdict: str = ""
+    cause: str | None = None
+    evidence: list[str] = field(default_factory=list)
+    advice: str = ""
+    interactions: list[str] = field(default_factory=list)
+    evaluations: int = 0  # distinct subsets ddmin asked about (invalid ones cost no trial)
+    wall_s: float = 0.0
+
+    @property
+    def culprit(self) -> list[str]:
+        return self.culprits[0] if self.culprits else []
+
+
+def resolve_auto(settings: Settings) -> Settings:
+    """'auto' names a device, so two settings that resolve to the same one do not differ."""
+    if settings.device != "auto":
+        return settings
+    return settings.with_changes({"device": str(resolve_device("auto"))})
+
+
+def bisect(bad: Settings, good: Settings, runner: TrialRunner) -> BisectOutcome:
+    started = time.monotonic()
+    bad, good = resolve_auto(bad), resolve_auto(good)
+    outcome = BisectOutcome(bad, good, bad.differences(good))
+    _search(outcome, runner)
+    outcome.wall_s = time.monotonic() - started
+    return outcome
+
+
+def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
+    bad, good = outcome.bad, outcome.good
+    runner.reference = good
+    runner.report(f"bad:  {describe_settings(bad, good)}\ngood: {describe_settings(good, bad)}")
+    runner.report("confirming that the bad settings are slow")
+    bad_failing = runner.failing(bad)
+    bad_result = runner.results[-1]
+    if bad_failing is not True:
+        outcome.finding = "bad-not-slow" if bad_failing is False else "unresolved"
+        outcome.verdict = _not_slow_text(bad_result, runner.threshold)
+        return
+    runner.report("confirming that the good settings are healthy")
+    good_failing = runner.failing(good)
+    good_result = runner.results[-1]
+    if good_failing is not False:
+        outcome.finding = "good-is-slow" if good_failing else "unresolved"
+        outcome.verdict = (
+            "The good settings are slow too, so the slowdown does not come from the settings that differ: "
+            + (good_result.verdict or good_result.status)
+            if good_failing else f"The good settings could not be measured ({good_result.status}): {good_result.error or ''}"
+        )
+        _explain(outcome, bad_result)
+        return
+    names = list(outcome.differences)
+    if not names:
+        outcome.finding = "unresolved"
+        outcome.verdict = "The bad and good settings are the same on this machine; nothing to bisect."
+        return
+
+    def test(subset: frozenset) -> Outcome:
+        changes = {name: outcome.differences[name][0] for name in subset}
+        try:
+            settings = good.with_changes(changes)
+        except SettingsError as exc:
+            runner.report(f"    skip {_changes_text(changes)}: {exc}")
+            return Outcome.UNRESOLVED
+        failing = runner.failing(settings)
+        return {True: Outcome.FAIL, False: Outcome.PASS, None: Outcome.UNRESOLVED}[failing]
+
+    history: dict[frozenset, Outcome] = {frozenset(): Outcome.PASS, frozenset(names): Outcome.FAIL}
+    remaining = names
+    while remaining:
+        result = ddmin(remaining, test, known=history)
+        history.update(result.history)
+        outcome.evaluations += result.evaluations
+        outcome.culprits.append(sorted(result.minimal, key=names.index))
+        remaining = [n for n in remaining if n not in result.minimal]
+        if not remaining or _ask(remaining, test, history, outcome) is not Outcome.FAIL:
+            break
+    outcome.finding = "culprit"
+    outcome.interactions = [_interaction_text(c, history) for c in outcome.culprits if len(c) > 1]
+    slowest = max((r for r in runner.results if r.failing), key=lambda r: r.ratio or 0.0, default=bad_result)
+    _explain(outcome, slowest)
+    outcome.verdict = _culprit_text(outcome, bad_result)
+
+
+def _ask(subset: list[str], test, history: dict[frozenset, Outcome], outcome: BisectOutcome) -> Outcome:
+    key = frozenset(subset)
+    if key not in history:
+        history[key] = test(key)
+        outcome.evaluations += 1
+    return history[key]
+
+
+def _explain(outcome: BisectOutcome, trial: TrialResult) -> None:
+    if trial.causes:
+        top = trial.causes[0]
+        outcome.cause, outcome.evidence = top["id"], list(top["evidence"])
+        outcome.advice = advice_for(top["id"])
+
+
+def _changes_text(changes: dict[str, Any]) -> str:
+    return " ".join(f"{k}={format_value(v)}" for k, v in changes.items())
+
+
+def _interaction_text(culprit: list[str], history: dict[frozenset, Outcome]) -> str:
+    alone = []
+    for name in culprit:
+        result = history.get(frozenset([name]))
+        alone.append(f"{name} alone: {'invalid or unresolved' if result is Outcome.UNRESOLVED else 'healthy' if result is Outcome.PASS else 'slow' if result is Outcome.FAIL else 'not tested'}")
+    return f"{' + '.join(culprit)} matter only together ({'; '.join(alone)})"
+
+
+def _culprit_text(outcome: BisectOutcome, bad_result: TrialResult) -> str:
+    culprit = outcome.culprit
+    moves = ", ".join(f"{n}={format_value(outcome.differences[n][0])}" for n in culprit)
+    fixes = ", ".join(f"{n}={format_value(outcome.differences[n][1])}" for n in culprit)
+    ratio = f" ({bad_result.ratio:.2f}x epoch 1)" if bad_result.ratio else ""
+    together = " together" if len(culprit) > 1 else ""
+    text = f"Culprit: {moves}{together} make later epochs slow{ratio}; with {fixes} the run is healthy."
+    if len(outcome.culprits) > 1:
+        text += " Also, independently: " + "; ".join(" + ".join(c) for c in outcome.culprits[1:]) + "."
+    if outcome.cause and outcome.cause != "none":
+        text += f" Likely cause: {outcome.cause} ({outcome.evidence[0]})."
+    if outcome.advice:
+        text += f" What to do: {outcome.advice}."
+    return text
+
+
+def _not_slow_text(result: TrialResult, threshold: float) -> str:
+    if result.status in ("crashed", "invalid", "timeout"):
+        return f"The bad settings could not be measured ({result.status}): {result.error or result.stopped or ''}".strip()
+    if result.ratio is None:
+        return "The bad settings ran only one epoch; nothing to compare."
+    low, high = result.ratio_ci
+    return (f"No slowdown: with the bad settings, later epochs run {result.ratio:.2f}x epoch 1 "
+            f"(95% CI {low:.2f}-{high:.2f}, threshold {threshold:g}). Nothing to bisect on this machine.")

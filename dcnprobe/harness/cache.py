@@ -1,0 +1,42 @@
+"""Completed trials, cached under the output directory by the hash of their spec and the
+code version, so an interrupted bisect or sweep resumes where it stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+from dcnprobe.harness.runner import RESULT_FILE, TrialResult
+from dcnprobe.harness.spec import TrialSpec
+
+
+class TrialCache:
+    def __init__(self, root: Path) -> None:
+        self.root = root / "trials"
+
+    def directory(self, spec: TrialSpec) -> Path:
+        return self.root / spec.key()
+
+    def get(self, spec: TrialSpec) -> TrialResult | None:
+        path = self.directory(spec) / RESULT_FILE
+        if not path.is_file():
+            return None
+        try:
+            return TrialResult.from_json(json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError):
+            return None  # torn or foreign: run the trial again
+
+    def prepare(self, spec: TrialSpec) -> Path:
+        """A clean directory for a trial that has to run (a previous, unfinished try is removed)."""
+        directory = self.directory(spec)
+        shutil.rmtree(directory, ignore_errors=True)
+        directory.mkdir(parents=True)
+        return directory
+
+    def put(self, result: TrialResult) -> None:
+        directory = self.root / result.key
+        tmp = directory / (RESULT_FILE + ".tmp")
+        tmp.write_text(json.dumps(result.to_json(), indent=2))
+        os.replace(tmp, directory / RESULT_FILE)

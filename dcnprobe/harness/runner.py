@@ -1,0 +1,235 @@
+"""Run one trial in a fresh Python process and watch it.
+
+Isolation: `python -m dcnprobe train ...` in a new process (not a fork of the harness)
+and a new session, so its DataLoader workers share its process group and die with it.
+The harness reads the trial's run record as it grows and stops the trial when:
+  - its slowdown is statistically clear (EarlyStop);
+  - it stops producing batches, even if a hang holds the trial's GIL so that the trial's
+    own watchdog cannot run: the harness dumps the stacks from outside;
+  - it exceeds its wall-time budget.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from dcnprobe.analysis import DEFAULT_THRESHOLD, analyze_run, write_analysis
+from dcnprobe.errors import UsageError
+from dcnprobe.harness.early_stop import EarlyStop
+from dcnprobe.harness.spec import TrialSpec
+from dcnprobe.records import RUN_FILE
+from dcnprobe.stall import STALL_EXIT_CODE, capture_stacks
+
+STATUSES = ("ok", "slow", "stalled", "crashed", "timeout", "invalid")
+DEFAULT_BUDGET_S = 1800.0
+DEFAULT_STALL_AFTER_S = 30.0
+RESULT_FILE = "result.json"
+
+
+@dataclass
+class TrialResult:
+    key: str
+    spec: dict[str, Any]
+    status: str
+    epoch_s: list[float] = field(default_factory=list)  # training seconds per epoch (the last may be partial)
+    ratio: float | None = None
+    ratio_ci: list[float] | None = None
+    verdict: str = ""
+    cause: str | None = None
+    causes: list[dict[str, Any]] = field(default_factory=list)
+    stopped: str | None = None  # why the harness stopped it early
+    elapsed_s: float = 0.0
+    exit_code: int | None = None
+    error: str | None = None
+    run_dir: str = ""
+
+    @property
+    def settings(self) -> dict[str, Any]:
+        return self.spec["settings"]
+
+    @property
+    def failing(self) -> bool:
+        """Reproduces the problem: slower later epochs, or a hang."""
+        return self.status in ("slow", "stalled")
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> TrialResult:
+        return cls(**data)
+
+
+@dataclass
+class Progress:
+    """What a running trial has done so far, for progress lines."""
+
+    epoch: int = 0
+    batch: int = 0
+    batches_per_epoch: int | None = None
+    elapsed_s: float = 0.0
+    ratio: float | None = None
+
+
+def run_trial(
+    spec: TrialSpec,
+    out: Path,
+    *,
+    threshold: float = DEFAULT_THRESHOLD,
+    budget_s: float = DEFAULT_BUDGET_S,
+    stall_after_s: float = DEFAULT_STALL_AFTER_S,
+    on_progress: Callable[[Progress], None] | None = None,
+    poll_s: float = 0.25,
+) -> TrialResult:
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    log = open(out / "train.log", "w")  # noqa: SIM115 - closed below, after the process ends
+    command = [sys.executable, "-m", "dcnprobe", *spec.train_args(out, stall_after_s)]
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    tail = _RecordTail(out / RUN_FILE)
+    stopper = EarlyStop(threshold, batches_per_epoch=spec.max_batches)
+    progress = Progress(batches_per_epoch=spec.max_batches)
+    stopped: str | None = None
+    status: str | None = None
+    last_batch_at = time.monotonic()
+    # Longer than the trial's own watchdog, so that one gets the first word.
+    harness_stall_s = max(3 * stall_after_s, 60.0)
+    try:
+        while proc.poll() is None:
+            for record in tail.read():
+                stopper.feed(record)
+                if record.get("type") == "batch":
+                    last_batch_at = time.monotonic()
+                    progress.epoch, progress.batch = int(record["epoch"]), int(record["batch"]) + 1
+                elif record.get("type") == "header":
+                    progress.batches_per_epoch = record.get("batches_per_epoch") or progress.batches_per_epoch
+                    stopper.batches_per_epoch = progress.batches_per_epoch
+            reason = stopper.decide()
+            now = time.monotonic()
+            if reason:
+                stopped, status = f"stopped as slow: {reason}", "slow"
+            elif now - started > budget_s:
+                stopped, status = f"stopped at the {budget_s:.0f} s budget", "timeout"
+            elif tail.started and now - last_batch_at > harness_stall_s:
+                _dump_from_outside(proc.pid, out)
+                stopped, status = f"no batch for {now - last_batch_at:.0f} s; stacks dumped by the harness", "stalled"
+            if stopped:
+                kill_trial(proc)
+                break
+            progress.elapsed_s = now - started
+            progress.ratio = stopper.last_ratio[0] if stopper.last_ratio else None
+            if on_progress:
+                on_progress(progress)
+            time.sleep(poll_s)
+    except BaseException:
+        kill_trial(proc)  # an interrupted harness never leaves a trial behind
+        raise
+    finally:
+        proc.wait()
+        log.close()
+    return _result(spec, out, proc.returncode, status, stopped, time.monotonic() - started, threshold)
+
+
+def kill_trial(proc: subprocess.Popen) -> None:
+    """SIGKILL the trial's whole process group: the trial and its DataLoader workers."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _dump_from_outside(pid: int, out: Path) -> None:
+    try:
+        workers = [child.pid for child in psutil.Process(pid).children()]
+    except psutil.Error:
+        workers = []
+    capture_stacks(out / "stacks", pid, workers)
+
+
+def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, stopped: str | None,
+            elapsed: float, threshold: float) -> TrialResult:
+    result = TrialResult(key=spec.key(), spec=spec.describe(), status=status or "ok", stopped=stopped,
+                         elapsed_s=elapsed, exit_code=code, run_dir=str(out))
+    try:
+        analysis = analyze_run(out, threshold)
+    except UsageError as exc:  # no record at all: the trial died before its first line
+        analysis = None
+        result.error = str(exc)
+    if analysis is not None:
+        write_analysis(analysis)
+        s = analysis.signals
+        result.ratio = s.ratio
+        result.ratio_ci = list(s.ratio_ci) if s.ratio_ci else None
+        result.verdict = analysis.verdict
+        result.cause = analysis.top_cause
+        result.causes = [c.to_dict() for c in analysis.causes]
+        result.epoch_s = _epoch_seconds(analysis)
+        if status is None:
+            result.status = "slow" if s.slowdown else "ok"
+        if analysis.run.status == "stalled":
+            result.status = "stalled"
+    if status is None and code not in (0, None):
+        if code == STALL_EXIT_CODE:
+            result.status = "stalled"
+        else:
+            result.status = "invalid" if code == 2 else "crashed"
+            result.error = result.error or _last_line(out / "train.log")
+    return result
+
+
+def _epoch_seconds(analysis) -> list[float]:
+    batches = analysis.run.batches
+    if batches.empty:
+        return []
+    return [float(v) for v in batches.groupby("epoch")["total"].sum().to_list()]
+
+
+def _last_line(path: Path) -> str | None:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return None
+    return lines[-1][:500] if lines else None
+
+
+class _RecordTail:
+    """New complete lines of a growing JSONL file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._offset = 0
+        self._partial = b""
+        self.started = False
+
+    def read(self) -> list[dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self._offset)
+                chunk = f.read()
+        except FileNotFoundError:
+            return []
+        self._offset += len(chunk)
+        data = self._partial + chunk
+        lines = data.split(b"\n")
+        self._partial = lines.pop()  # an incomplete last line waits for the rest
+        records = []
+        for line in lines:
+            if line.strip():
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue
+        self.started = self.started or bool(records)
+        return records

@@ -1,0 +1,1 @@
+"""Reports: Markdown and self-contained HTML with plots."""

@@ -1,0 +1,67 @@
+"""The comparison report of a bisect or a sweep: the verdict, the table of trials, and
+plots of every trial's batch times, memory and phases."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from dcnprobe.errors import UsageError
+from dcnprobe.harness.runner import TrialResult
+from dcnprobe.harness.trials import describe_settings
+from dcnprobe.records import read_run
+from dcnprobe.report import plots
+from dcnprobe.report.document import Block, Document, Heading, Image, Table, write
+from dcnprobe.settings import Settings
+
+MAX_PANELS = 12
+
+
+def trial_table(results: Sequence[TrialResult], reference: Settings | None) -> Table:
+    rows = []
+    for number, r in enumerate(results, 1):
+        settings = Settings.from_dict(r.settings)
+        ratio = f"{r.ratio:.2f} ({r.ratio_ci[0]:.2f}-{r.ratio_ci[1]:.2f})" if r.ratio is not None and r.ratio_ci else "-"
+        epochs = ", ".join(f"{s:.1f}" for s in r.epoch_s) or "-"
+        note = r.stopped or r.error or ""
+        if r.spec.get("replicate"):
+            note = ("re-check of a close call. " + note).strip()
+        rows.append([str(number), f"`{describe_settings(settings, reference)}`", f"**{r.status}**", epochs, ratio,
+                     r.cause or "-", note])
+    return Table(["#", "settings", "status", "epoch batch time, s", "ratio to epoch 1 (95% CI)", "top cause", "notes"], rows)
+
+
+def plot_blocks(out: Path, results: Sequence[TrialResult], reference: Settings | None) -> list[Block]:
+    panels, seen = [], set()
+    for number, r in enumerate(results, 1):
+        if r.key in seen or not r.run_dir:
+            continue
+        seen.add(r.key)
+        try:
+            run = read_run(r.run_dir)
+        except UsageError:
+            continue
+        title = f"#{number} {describe_settings(Settings.from_dict(r.settings), reference)}"
+        panels.append(plots.Panel(title, run))
+    panels = panels[:MAX_PANELS]
+    if not panels:
+        return []
+    folder = out / "plots"
+    return [
+        Image(plots.batch_times(panels, folder / "batch_times.png").relative_to(out),
+              "Per-batch time of every trial; a slow trial's later epoch sits above its first"),
+        Image(plots.memory_timelines(panels, folder / "memory.png").relative_to(out),
+              "Memory over time: main process, DataLoader workers, device and swap"),
+        Image(plots.phase_breakdown(panels, folder / "phases.png").relative_to(out),
+              "Median time per phase and epoch: the phase that grew is where the slowdown lives"),
+    ]
+
+
+def write_comparison(out: Path, title: str, summary: Sequence[Block], results: Sequence[TrialResult],
+                     reference: Settings | None, details: Sequence[Block] = ()) -> tuple[Path, Path]:
+    doc = Document(title)
+    doc.add(*summary)
+    doc.add(Heading("Trials"), trial_table(results, reference))
+    doc.add(Heading("Plots"), *plot_blocks(out, results, reference))
+    doc.add(*details)
+    return write(doc, out)
