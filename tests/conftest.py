@@ -5,6 +5,8 @@ import pytest
 # Small enough that a test epoch takes well under a second on 2 cores.
 TINY_DATA = "synthetic:train_rows=8192,val_rows=4096"
 TINY_BATCH = 512
+# 64 batches of TINY_BATCH: enough for the statistics of a slowdown.
+SMALL_DATA = "synthetic:train_rows=32768,val_rows=4096"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -26,3 +28,11 @@ def tiny_data(private_cache):
 
     load_data(TINY_DATA)
     return TINY_DATA
+
+
+@pytest.fixture(scope="session")
+def small_data(private_cache):
+    from model.data.source import load_data
+
+    load_data(SMALL_DATA)
+    return SMALL_DATA

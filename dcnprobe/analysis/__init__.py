@@ -48,6 +48,7 @@ class Analysis:
             "slowdown": s.slowdown,
             "ratio": s.ratio,
             "ratio_ci": list(s.ratio_ci) if s.ratio_ci else None,
+            "ratio_stat": s.ratio_stat,
             "threshold": s.threshold,
             "compared_epoch": s.compared_epoch,
             "change_point_batch": s.change_step,
@@ -91,8 +92,10 @@ def verdict_text(analysis: Analysis) -> str:
         headline = "Only one epoch was recorded, so there is no epoch-over-epoch comparison."
     elif s.slowdown:
         low, high = s.ratio_ci
-        headline = (f"Slow: epoch {s.compared_epoch} runs {s.ratio:.2f}x the median batch time of epoch 1 "
+        headline = (f"Slow: epoch {s.compared_epoch} runs {s.ratio:.2f}x the {s.ratio_stat} batch time of epoch 1 "
                     f"(95% CI {low:.2f}-{high:.2f}, threshold {s.threshold:g}).")
+        if s.ratio_stat == "mean":
+            headline += " The median moved less: the slowdown comes in bursts of long batches."
         if s.grew:
             headline += f" The time went to '{s.grew}'."
         if s.change_epoch_batch:
@@ -100,7 +103,7 @@ def verdict_text(analysis: Analysis) -> str:
             headline += f" It starts at epoch {epoch}, batch {batch} ({s.change.kind})."
     else:
         low, high = s.ratio_ci
-        headline = (f"Not slow: epoch {s.compared_epoch} / epoch 1 median batch time {s.ratio:.2f} "
+        headline = (f"Not slow: epoch {s.compared_epoch} / epoch 1 {s.ratio_stat} batch time {s.ratio:.2f} "
                     f"(95% CI {low:.2f}-{high:.2f}, threshold {s.threshold:g}).")
     if s.status == "stalled":
         headline = "Stalled: the run stopped making progress and was stopped. " + headline

@@ -91,7 +91,8 @@ def _ratio_text(signals: Signals) -> str:
     if signals.ratio is None:
         return "only one epoch was measured"
     low, high = signals.ratio_ci
-    return f"epoch {signals.compared_epoch}/epoch 1 median batch time {signals.ratio:.2f} (95% CI {low:.2f}-{high:.2f})"
+    return (f"epoch {signals.compared_epoch}/epoch 1 {signals.ratio_stat} batch time {signals.ratio:.2f} "
+            f"(95% CI {low:.2f}-{high:.2f})")
 
 
 def _workers_grew(signals: Signals) -> float:
@@ -263,15 +264,21 @@ def worker_memory_growth(signals: Signals, run_dir: Path | None) -> Finding | No
         return None
     per_worker = signals.memory.get("per_worker_growth", {})
     main_growth, _, _ = _retained(signals)
-    evidence = [f"DataLoader worker memory grew {_mb(growth)} in total"
-                + (f" ({', '.join(_mb(g) for g in per_worker.values())} per worker)" if per_worker else "")
-                + f", the main process {_mb(main_growth)}"]
+    memory_text = (f"DataLoader worker memory grew {_mb(growth)} in total"
+                   + (f" ({', '.join(_mb(g) for g in per_worker.values())} per worker)" if per_worker else "")
+                   + f", the main process {_mb(main_growth)}")
+    evidence = []
+    if loading_slower:
+        wait = signals.phase_growth.get("data_wait", 0.0)
+        evidence.append(f"the loop waits longer for the loader: data_wait +{wait * 1000:.0f} ms per batch; "
+                        + _ratio_text(signals))
+    evidence.append(memory_text if memory_grew else memory_text + ": the state the workers carry is work, not bytes")
     if cpu_rose:
         evidence.append(f"worker CPU per batch rose {cpu[0] * 1000:.0f} -> {cpu[-1] * 1000:.0f} ms across epochs: "
                         "workers do more work per batch as their state grows")
-    if slower:
+    if slower and not loading_slower:
         evidence.append(_ratio_text(signals) + (f"; the time went to '{signals.grew}'" if signals.grew else ""))
-    elif signals.ratio is not None and signals.ratio < 1:
+    elif not slower and signals.ratio is not None and signals.ratio < 1:
         evidence.append(f"epoch 1 was the slower one ({_ratio_text(signals)}): pages copied on first touch")
     same_workers = len(signals.epochs) >= 2 and all(e.worker_pids == signals.epochs[0].worker_pids for e in signals.epochs)
     if same_workers:

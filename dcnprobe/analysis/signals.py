@@ -18,7 +18,7 @@ from dcnprobe.analysis.stats import (
     change_point,
     linear_slope,
     mad_outliers,
-    median_ratio_ci,
+    ratio_ci,
     summarize,
     warmup_batches,
 )
@@ -46,13 +46,14 @@ class Signals:
     status: str
     threshold: float
     epochs: list[EpochSignal]
-    ratio: float | None = None  # worst later epoch over epoch 1, medians
+    ratio: float | None = None  # worst later epoch over epoch 1, of the statistic in ratio_stat
     ratio_ci: tuple[float, float] | None = None
+    ratio_stat: str = "median"  # "mean" when only the mean shows the slowdown (bursty batches)
     compared_epoch: int | None = None
     slowdown: bool = False
     time_trend: Slope | None = None  # batch total against step, steady batches
     within_epoch_rise: float | None = None  # last-quarter / first-quarter median, averaged over epochs
-    phase_growth: dict[str, float] = field(default_factory=dict)  # seconds per batch, compared epoch - epoch 1
+    phase_growth: dict[str, float] = field(default_factory=dict)  # seconds per batch (ratio_stat), compared epoch - epoch 1
     grew: str | None = None
     change: ChangePoint | None = None
     change_step: int | None = None
@@ -127,26 +128,31 @@ def _worker_epochs(run: Run, batches: pd.DataFrame, epochs: list[EpochSignal]) -
 
 
 def _compare_epochs(signals: Signals, steady: pd.DataFrame) -> None:
+    """Each later epoch against epoch 1, by median and by mean; the comparison with the
+    highest lower confidence bound is the one reported. Medians come first: a run is
+    reported by its mean only when the mean shows a slowdown that the median does not."""
     groups = {int(e): g for e, g in steady.groupby("epoch", sort=True)}
     if len(groups) < 2:
         return
     first_epoch = min(groups)
     base = groups[first_epoch]
-    best = None
+    candidates = []  # (epoch, statistic, ratio, low, high)
     for epoch, group in groups.items():
         if epoch == first_epoch or len(group) < MIN_BATCHES_TO_COMPARE or len(base) < MIN_BATCHES_TO_COMPARE:
             continue
-        ratio, low, high = median_ratio_ci(base["total"].to_numpy(), group["total"].to_numpy())
-        if best is None or low > best[2]:
-            best = (epoch, ratio, low, high)
-    if best is None:
+        for stat in ("median", "mean"):
+            candidates.append((epoch, stat, *ratio_ci(base["total"].to_numpy(), group["total"].to_numpy(), stat)))
+    if not candidates:
         return
-    epoch, ratio, low, high = best
-    signals.compared_epoch, signals.ratio, signals.ratio_ci = epoch, ratio, (low, high)
+    slow = [c for c in candidates if c[3] > signals.threshold]
+    pool = [c for c in slow if c[1] == "median"] or slow or [c for c in candidates if c[1] == "median"]
+    epoch, stat, ratio, low, high = max(pool, key=lambda c: c[3])
+    signals.compared_epoch, signals.ratio_stat, signals.ratio, signals.ratio_ci = epoch, stat, ratio, (low, high)
     signals.slowdown = low > signals.threshold
     later = groups[epoch]
-    signals.phase_growth = {p: float(later[p].median() - base[p].median()) for p in TIMED if p in later}
-    total_growth = float(later["total"].median() - base["total"].median())
+    reduce = pd.Series.median if stat == "median" else pd.Series.mean
+    signals.phase_growth = {p: float(reduce(later[p]) - reduce(base[p])) for p in TIMED if p in later}
+    total_growth = float(reduce(later["total"]) - reduce(base["total"]))
     top = max(signals.phase_growth, key=signals.phase_growth.get)
     if total_growth > 0 and signals.phase_growth[top] >= 0.3 * total_growth:
         signals.grew = top

@@ -42,13 +42,23 @@ def median_ratio_ci(baseline: np.ndarray, later: np.ndarray, confidence: float =
 
     The two samples are resampled independently; returns (ratio, low, high).
     """
+    return ratio_ci(baseline, later, "median", confidence, samples, seed)
+
+
+def ratio_ci(baseline: np.ndarray, later: np.ndarray, statistic: str = "median", confidence: float = 0.95,
+             samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float, float]:
+    """statistic(later) / statistic(baseline), statistic 'median' or 'mean', with a
+    percentile-bootstrap confidence interval. The median ignores rare long batches; the
+    mean counts them, which matters when a slowdown arrives in bursts (a loader that
+    delivers three batches at once, then makes the loop wait)."""
+    reduce = {"median": np.median, "mean": np.mean}[statistic]
     baseline = np.asarray(baseline, dtype=float)
     later = np.asarray(later, dtype=float)
-    ratio = float(np.median(later) / np.median(baseline))
+    ratio = float(reduce(later) / reduce(baseline))
     rng = np.random.default_rng(seed)
-    base_medians = np.median(baseline[rng.integers(0, baseline.size, (samples, baseline.size))], axis=1)
-    later_medians = np.median(later[rng.integers(0, later.size, (samples, later.size))], axis=1)
-    ratios = later_medians / base_medians
+    base_stats = reduce(baseline[rng.integers(0, baseline.size, (samples, baseline.size))], axis=1)
+    later_stats = reduce(later[rng.integers(0, later.size, (samples, later.size))], axis=1)
+    ratios = later_stats / base_stats
     tail = (1 - confidence) / 2 * 100
     low, high = np.percentile(ratios, [tail, 100 - tail])
     return ratio, float(low), float(high)

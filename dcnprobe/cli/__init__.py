@@ -20,9 +20,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from dcnprobe.cli import analyze, bisect, sweep, train
+    from dcnprobe.cli import analyze, bisect, faults, sweep, train
 
-    for module in (train, analyze, bisect, sweep):
+    for module in (train, analyze, bisect, sweep, faults):
         cli.add_command(module.command)
 
 

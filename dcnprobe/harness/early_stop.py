@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from dcnprobe.analysis.stats import median_ratio_ci, warmup_batches
+from dcnprobe.analysis.stats import ratio_ci, warmup_batches
 
 CHECK_EVERY = 10
 MIN_BATCHES = 20
@@ -59,11 +59,13 @@ class EarlyStop:
         if len(steady) < MIN_BATCHES or len(base) < MIN_BATCHES or len(later) - self._checked_at < CHECK_EVERY:
             return None
         self._checked_at = len(later)
-        ratio, low, high = median_ratio_ci(base, steady, confidence=CONFIDENCE, samples=1000)
-        self.last_ratio = (ratio, low, high)
-        if low > self.threshold:
-            return (f"epoch {epoch} runs {ratio:.2f}x epoch 1 (99% CI {low:.2f}-{high:.2f}) "
-                    f"after {len(later)} batches")
+        for stat in ("median", "mean"):  # as the analysis does: the mean catches bursty slowdowns
+            ratio, low, high = ratio_ci(base, steady, stat, confidence=CONFIDENCE, samples=1000)
+            if stat == "median":
+                self.last_ratio = (ratio, low, high)
+            if low > self.threshold:
+                return (f"epoch {epoch} runs {ratio:.2f}x epoch 1 by {stat} batch time "
+                        f"(99% CI {low:.2f}-{high:.2f}) after {len(later)} batches")
         return None
 
     def _finished(self, epoch: int) -> bool:

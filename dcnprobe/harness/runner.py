@@ -11,6 +11,8 @@ The harness reads the trial's run record as it grows and stops the trial when:
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -97,7 +99,8 @@ def run_trial(
     log = open(out / "train.log", "w")  # noqa: SIM115 - closed below, after the process ends
     command = [sys.executable, "-m", "dcnprobe", *spec.train_args(out, stall_after_s)]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
+                            preexec_fn=_die_with_parent)
     tail = _RecordTail(out / RUN_FILE)
     stopper = EarlyStop(threshold, batches_per_epoch=spec.max_batches)
     progress = Progress(batches_per_epoch=spec.max_batches)
@@ -144,10 +147,20 @@ def run_trial(
 
 def kill_trial(proc: subprocess.Popen) -> None:
     """SIGKILL the trial's whole process group: the trial and its DataLoader workers."""
-    try:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+
+
+def _die_with_parent() -> None:
+    """In the trial, before exec: on Linux, get SIGKILL when the harness dies, even by
+    SIGKILL, so that no orphaned trial keeps running. (Its DataLoader workers notice that
+    their parent is gone and exit.) Elsewhere there is no such request to make."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def _dump_from_outside(pid: int, out: Path) -> None:
@@ -183,9 +196,9 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
     if status is None and code not in (0, None):
         if code == STALL_EXIT_CODE:
             result.status = "stalled"
-        else:
+        else:  # the trial's own last words say more than a missing record
             result.status = "invalid" if code == 2 else "crashed"
-            result.error = result.error or _last_line(out / "train.log")
+            result.error = _last_line(out / "train.log") or result.error
     return result
 
 

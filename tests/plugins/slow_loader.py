@@ -23,7 +23,7 @@ class _Counting:
         global _served
         if _served is not None:
             _served += 1
-            time.sleep(0.0015 * _served)
+            time.sleep(0.02 * _served)
         return self.inner[index]
 
 

@@ -1,0 +1,165 @@
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from dcnprobe.harness import TrialCache, TrialRunner, TrialSpec, run_trial
+from dcnprobe.harness.early_stop import EarlyStop
+from dcnprobe.harness.runner import _RecordTail
+from dcnprobe.settings import Settings
+
+from conftest import TINY_BATCH
+
+PLUGINS = Path(__file__).parent / "plugins" / "slow_loader.py"
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def feed_epoch(stop, clock, epoch, n, seconds, spread=0.002):
+    for i in range(n):
+        clock.now += seconds
+        stop.feed({"type": "batch", "epoch": epoch, "batch": i, "total": seconds + spread * ((i * 7) % 5 - 2)})
+
+
+def test_early_stop_when_the_later_epoch_is_clearly_slow():
+    clock = Clock()
+    stop = EarlyStop(1.2, batches_per_epoch=200, clock=clock)
+    feed_epoch(stop, clock, 1, 200, 0.10)
+    assert stop.decide() is None
+    feed_epoch(stop, clock, 2, 15, 0.15)
+    assert stop.decide() is None  # too few batches yet
+    feed_epoch(stop, clock, 2, 15, 0.15)
+    reason = stop.decide()
+    assert reason and "1.50x epoch 1" in reason
+
+
+def test_no_early_stop_for_a_healthy_epoch():
+    clock = Clock()
+    stop = EarlyStop(1.2, batches_per_epoch=200, clock=clock)
+    feed_epoch(stop, clock, 1, 200, 0.10)
+    for _ in range(20):
+        feed_epoch(stop, clock, 2, 10, 0.105)
+        assert stop.decide() is None
+
+
+def test_early_stop_after_twice_the_first_epoch():
+    """A very slow epoch (the report's 90x) is stopped on time, before it has enough batches."""
+    clock = Clock()
+    stop = EarlyStop(1.2, batches_per_epoch=100, clock=clock)
+    feed_epoch(stop, clock, 1, 100, 0.10)  # epoch 1: 10 s
+    feed_epoch(stop, clock, 2, 2, 9.0)
+    assert stop.decide() is None
+    feed_epoch(stop, clock, 2, 1, 9.0)  # 27 s into epoch 2 > 2 x 10 s
+    assert "over 2x" in stop.decide()
+
+
+def test_record_tail_waits_for_complete_lines(tmp_path):
+    path = tmp_path / "run.jsonl"
+    tail = _RecordTail(path)
+    assert tail.read() == []
+    path.write_text('{"type":"header"}\n{"type":"ba')
+    assert tail.read() == [{"type": "header"}]
+    with open(path, "a") as f:
+        f.write('tch","epoch":1}\n')
+    assert tail.read() == [{"type": "batch", "epoch": 1}]
+
+
+def test_spec_key_changes_with_settings_and_arguments_reproduce_them():
+    a = TrialSpec(settings=Settings(num_workers=2))
+    assert a.key() == TrialSpec(settings=Settings(num_workers=2)).key()
+    assert a.key() != TrialSpec(settings=Settings(num_workers=4)).key()
+    assert a.key() != TrialSpec(settings=Settings(num_workers=2), replicate=1).key()
+    args = a.train_args(Path("/x"), stall_after=30)
+    assert args[0] == "train" and "--no-persistent-workers" in args
+    assert args[args.index("--num-workers") + 1] == "2"
+    assert args[args.index("--max-batches") + 1] == "200"
+
+
+def tiny_spec(tiny_data, **settings):
+    return TrialSpec(settings=Settings(device="cpu", batch_size=TINY_BATCH, **settings), data=tiny_data,
+                     epochs=2, max_batches=16, faults=(f"{PLUGINS}:SlowerEachEpoch",))
+
+
+def test_a_slow_trial_is_stopped_early_and_analysed(small_data, tmp_path):
+    spec = TrialSpec(settings=Settings(device="cpu", batch_size=TINY_BATCH), data=small_data, epochs=2,
+                     max_batches=60, faults=(f"{PLUGINS}:SlowerEachEpoch",))
+    result = run_trial(spec, tmp_path)
+    assert result.status == "slow"
+    assert result.stopped and "stopped as slow" in result.stopped
+    assert result.ratio > 1.2 and result.cause == "metric-accumulation"
+    assert len(result.epoch_s) == 2
+    assert (tmp_path / "analysis.json").exists()
+
+
+def test_a_crashing_trial_is_reported_not_raised(tiny_data, tmp_path):
+    spec = TrialSpec(settings=Settings(device="cpu", batch_size=TINY_BATCH), data="/nonexistent.tsv")
+    result = run_trial(spec, tmp_path)
+    assert result.status == "invalid"
+    assert "data file not found" in result.error
+
+
+def test_killing_a_trial_kills_its_workers(tiny_data, tmp_path):
+    spec = TrialSpec(settings=Settings(device="cpu", batch_size=TINY_BATCH, num_workers=2, persistent_workers=True),
+                     data=tiny_data, epochs=50, max_batches=None)
+    seen: dict[str, list[int]] = {}
+
+    def watch(progress):
+        if progress.epoch >= 1 and not seen:
+            trial = next(p for p in psutil.Process().children() if "dcnprobe" in " ".join(p.cmdline()))
+            seen["pids"] = [trial.pid] + [c.pid for c in trial.children()]
+
+    result = run_trial(spec, tmp_path, budget_s=8, on_progress=watch)
+    assert result.status == "timeout"
+    assert len(seen["pids"]) == 3  # the trial and its two workers
+    time.sleep(0.5)
+    assert not [pid for pid in seen["pids"] if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+def test_runner_caches_and_rechecks_a_close_call(tiny_data, tmp_path):
+    runner = TrialRunner(tmp_path, tiny_spec(tiny_data), threshold=1.2)
+    first = runner.trial(tiny_spec(tiny_data).settings)
+    again = runner.trial(tiny_spec(tiny_data).settings)
+    assert again.key == first.key and runner.ran == 1 and runner.reused == 1
+    assert TrialCache(tmp_path).get(tiny_spec(tiny_data)) is not None
+    # a verdict whose interval straddles the threshold is close to call
+    close = type(first)(**{**first.to_json(), "status": "ok", "stopped": None, "ratio": 1.2, "ratio_ci": [1.1, 1.3]})
+    assert runner.noisy(close)
+    assert not runner.noisy(type(first)(**{**close.to_json(), "ratio_ci": [1.25, 1.3]}))
+
+
+@pytest.mark.slow
+def test_bisect_survives_a_sigkill_and_resumes(small_data, tmp_path):
+    out = tmp_path / "bisect"
+    command = [sys.executable, "-m", "dcnprobe", "bisect", "--data", small_data, "--batch-size", str(TINY_BATCH),
+               "--max-batches", "60", "--fault", f"{PLUGINS}:SlowPersistentLoader", "--out", str(out)]
+    harness = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and len(list(out.glob("trials/*/result.json"))) < 2:
+        time.sleep(0.2)
+    harness.send_signal(signal.SIGKILL)
+    harness.wait()
+    finished = {p.parent.name for p in out.glob("trials/*/result.json")}
+    assert len(finished) >= 2
+    time.sleep(1)
+    orphans = [p for p in psutil.process_iter(["cmdline"]) if str(out) in " ".join(p.info["cmdline"] or [])]
+    assert not orphans, "a trial outlived the harness"
+
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("(cached)") >= len(finished)
+    result = json.loads((out / "bisect.json").read_text())
+    assert result["culprit"] == ["num_workers", "persistent_workers"]
+    assert result["trials_cached"] >= len(finished)
+    assert os.path.exists(out / "report.html")
