@@ -1,0 +1,21 @@
+"""Ground truth: each scenario, run for real for 2 epochs, is analysed to the cause it
+declares; a clean run is not called slow. Slow: about 40 s per scenario."""
+
+import pytest
+
+from benchmarks.confusion import CLEAN_SEEDS, run_scenario
+from dcnprobe.faults import FAULTS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_scenario_is_analysed_to_its_declared_cause(name, tmp_path):
+    row = run_scenario(name, tmp_path, max_batches=100)
+    assert row.found == FAULTS[name].cause, f"{name}: found {row.found} ({row.status}, ratio {row.ratio})"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", CLEAN_SEEDS)
+def test_clean_run_is_never_called_slow(seed, tmp_path):
+    row = run_scenario("clean", tmp_path, max_batches=100, seed=seed)
+    assert row.status == "ok" and row.found == "none", f"clean seed {seed}: {row.status}, {row.found}"
