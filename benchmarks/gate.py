@@ -24,7 +24,8 @@ class Threshold:
     limit: float | None = None
     percent: float | None = None  # relative to a reference
 
-    def check(self, name: str, value: float, reference: float | None = None) -> str | None:
+    def check(self, name: str, value: float, reference: float | None = None,
+              higher_is_better: bool = False) -> str | None:
         """None when the value passes, else a one-line failure message."""
         if self.op is not None:
             if _OPS[self.op](value, self.limit):
@@ -32,8 +33,12 @@ class Threshold:
             return f"{name} = {value:.4g} fails '{self.text}'"
         if reference is None:
             return None  # nothing to compare with: relative thresholds need --compare
-        allowed = reference * (1 + self.percent / 100)
-        if value <= allowed:
+        if higher_is_better:
+            if value >= reference * (1 - self.percent / 100):
+                return None
+            return (f"{name} = {value:.4g} is more than {self.percent:g}% below the reference {reference:.4g} "
+                    f"('{self.text}')")
+        if value <= reference * (1 + self.percent / 100):
             return None
         return f"{name} = {value:.4g} is more than {self.percent:g}% above the reference {reference:.4g} ('{self.text}')"
 

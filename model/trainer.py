@@ -52,6 +52,7 @@ class TrainJob:
     model: ModelConfig = field(default_factory=ModelConfig)
     out: Path | None = None  # checkpoints and summary.json go here
     resume: bool = False
+    checkpoints: bool = True  # one per epoch under out/checkpoints (trials of the harness skip them)
 
     def __post_init__(self) -> None:
         get_preset(self.preset)  # unknown presets fail before anything runs
@@ -158,7 +159,8 @@ def fit(
             result.epochs.append(metrics)
             probe.epoch_end(epoch, asdict(metrics))
             if job.out is not None:
-                checkpoint.save(job.out, epoch, _checkpoint_state(job, settings, model, optimizer, result, device))
+                if job.checkpoints:
+                    checkpoint.save(job.out, epoch, _checkpoint_state(job, settings, model, optimizer, result, device))
                 write_summary(job.out, result)
             if on_epoch:
                 on_epoch(metrics)

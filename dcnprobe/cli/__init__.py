@@ -20,14 +20,16 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from dcnprobe.cli import analyze, bisect, faults, sweep, train
+    from dcnprobe.cli import analyze, bisect, faults, profile_epoch, sweep, train
 
-    for module in (train, analyze, bisect, sweep, faults):
+    for module in (train, analyze, bisect, sweep, profile_epoch, faults):
         cli.add_command(module.command)
 
 
 def main(argv: list[str] | None = None) -> None:
     _register()
+    if hasattr(sys.stdout, "reconfigure"):
+        sys.stdout.reconfigure(line_buffering=True)  # progress reaches a log file as it happens
     args = sys.argv[1:] if argv is None else argv
     if not args:
         with click.Context(cli, info_name="dcnprobe") as ctx:

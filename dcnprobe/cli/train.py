@@ -24,6 +24,8 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="run directory: run.jsonl, summary.json, checkpoints [default: runs/train-TIME]")
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint in --out")
+@click.option("--checkpoints/--no-checkpoints", default=True, show_default=True,
+              help="save a checkpoint per epoch under --out/checkpoints")
 @click.option("--no-probe", is_flag=True, help="run the identical loop with no instrumentation")
 @click.option("--sync", type=click.Choice(SYNC_MODES), default="batch", show_default=True,
               help="device sync: once per batch, after every phase, or never")
@@ -34,7 +36,7 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
                    f"(or {DEFAULT_STALL_FACTOR:g}x the median batch time, if longer)")
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def command(settings: Settings, preset: str, epochs: int | None, max_batches: int | None, data: str,
-            faults: tuple[str, ...], out: Path | None, resume: bool, no_probe: bool, sync: str,
+            faults: tuple[str, ...], out: Path | None, resume: bool, checkpoints: bool, no_probe: bool, sync: str,
             sample_interval: float, stall_after: float, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
     from dcnprobe.devices import resolve_device
@@ -50,7 +52,7 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
     load_data(data)
     out = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
     job = TrainJob(settings=settings, preset=preset, epochs=epochs, max_batches=max_batches, data=data,
-                   out=out, resume=resume)
+                   out=out, resume=resume, checkpoints=checkpoints)
     probe = NullProbe() if no_probe else Probe(out, device=device, sync=sync, sample_interval=sample_interval,
                                                 stall_floor_s=stall_after)
     progress = None if quiet else BatchProgress()

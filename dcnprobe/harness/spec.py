@@ -43,7 +43,7 @@ class TrialSpec:
 
     def train_args(self, out: Path, stall_after: float, quiet: bool = True) -> list[str]:
         args = ["train", *to_cli_args(self.settings), "--preset", self.preset, "--epochs", str(self.epochs),
-                "--data", self.data, "--out", str(out), "--stall-after", str(stall_after)]
+                "--data", self.data, "--out", str(out), "--stall-after", str(stall_after), "--no-checkpoints"]
         if self.max_batches is not None:
             args += ["--max-batches", str(self.max_batches)]
         for fault in self.faults:
