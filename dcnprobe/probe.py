@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 
 import torch
 
-from dcnprobe import environment
+from dcnprobe import environment, glibc
 from dcnprobe.devices import backend_for
 from dcnprobe.gcwatch import GcWatch
 from dcnprobe.hooks import PHASES
@@ -82,6 +82,7 @@ class Probe:
         self.step = 0
         self._t0 = 0.0
         self._epoch_open = False
+        self._in_loop = False
         self._auto_epoch = False
         self._epoch_started = 0.0
         self._epoch_totals: list[float] = []
@@ -171,6 +172,7 @@ class Probe:
         if self._auto_epoch:
             self.epoch_start(self.epoch + 1)
         self.watchdog.arm()
+        self._in_loop = True
         timer = self.timer
         timer.begin()
         try:
@@ -187,6 +189,7 @@ class Probe:
                 yield item
         finally:  # also when the loop breaks out early
             self.watchdog.disarm()
+            self._in_loop = False
             if self._auto_epoch:
                 self.epoch_end(self.epoch)
 
@@ -204,6 +207,9 @@ class Probe:
             "t": self._now(),
             **times,
             "rss": self.reader.rss(self.reader.pid),
+            # At batch end the step's activations are freed: what glibc still hands out is
+            # what the loop keeps. A steadier measure of retention than a mid-step sample.
+            "in_use": self._in_use(),
             "py_blocks": sys.getallocatedblocks(),
             "gc_s": gc_seconds - self._gc_seconds,
             "gc_gen2": gc_gen2 - self._gc_gen2,
@@ -221,11 +227,18 @@ class Probe:
 
     # -- internals ---------------------------------------------------------------
 
+    @staticmethod
+    def _in_use() -> int | None:
+        info = glibc.mallinfo()
+        return info["in_use"] if info else None
+
     def _now(self) -> float:
         return self.clock() - self._t0
 
     def _context(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "step": self.step}
+        # in_loop: sampled while batches were being iterated (not during validation or
+        # checkpointing between epochs, whose memory use is of another kind).
+        return {"epoch": self.epoch, "step": self.step, "in_loop": self._in_loop}
 
     def _emit_sample(self, sample: dict[str, Any]) -> None:
         if self.writer is not None:

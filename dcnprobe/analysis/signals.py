@@ -190,10 +190,14 @@ def _memory(signals: Signals, run: Run, steady: pd.DataFrame) -> None:
     step = steady["step"].to_numpy(float)
     memory["main_rss"] = _series_growth(step, steady["rss"].to_numpy(float)) if "rss" in steady else None
     memory["python_blocks"] = _series_growth(step, steady["py_blocks"].to_numpy(float)) if "py_blocks" in steady else None
+    if "in_use" in steady and steady["in_use"].notna().sum() >= 3:
+        memory["main_in_use"] = _series_growth(step, steady["in_use"].to_numpy(float))
     samples = run.memory
     first_steady = int(steady["step"].min())
     if not samples.empty and "step" in samples:
         samples = samples[samples["step"] >= first_steady]
+    if not samples.empty and "in_loop" in samples:
+        samples = samples[samples["in_loop"].fillna(True).astype(bool)]  # not validation's memory
     if not samples.empty:
         s = samples["step"].to_numpy(float)
         for column, name in [("malloc_in_use", "main_in_use"), ("malloc_free_held", "main_allocator_held"),
@@ -201,7 +205,7 @@ def _memory(signals: Signals, run: Run, steady: pd.DataFrame) -> None:
                              ("device_allocated", "device_allocated"), ("device_reserved", "device_reserved"),
                              ("device_current", "device_current"), ("device_driver", "device_driver"),
                              ("live_tensors", "live_tensors"), ("swap_used", "swap_used")]:
-            if column in samples and samples[column].notna().sum() >= 3:
+            if name not in memory and column in samples and samples[column].notna().sum() >= 3:
                 memory[name] = _series_growth(s, samples[column].to_numpy(float))
         for column in ("swap_in", "device_alloc_retries"):
             if column in samples and samples[column].notna().any():

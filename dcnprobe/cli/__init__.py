@@ -20,9 +20,9 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from dcnprobe.cli import analyze, bisect, faults, profile_epoch, sweep, train
+    from dcnprobe.cli import analyze, bench, bisect, faults, profile_epoch, sweep, train
 
-    for module in (train, analyze, bisect, sweep, profile_epoch, faults):
+    for module in (train, analyze, bisect, sweep, profile_epoch, faults, bench):
         cli.add_command(module.command)
 
 
