@@ -190,6 +190,8 @@ class Probe:
         finally:  # also when the loop breaks out early
             self.watchdog.disarm()
             self._in_loop = False
+            if self.writer is not None:  # between epochs now: no batch is due until the next pass
+                self.writer.write("loop_end", {"t": self._now(), "epoch": self.epoch, "batches": self.batch})
             if self._auto_epoch:
                 self.epoch_end(self.epoch)
 

@@ -28,10 +28,10 @@ PY_SPY_TIMEOUT_S = 20
 class StallWatchdog:
     """Calls `on_stall(waited_s, median_s)` once when progress stops for too long.
 
-    The limit is max(floor_s, factor x median of recent batch times); before the first
-    batch, whose time includes worker start-up, it is first_batch_s. The watchdog is
-    only armed while batches are being iterated: validation and checkpoints between
-    epochs are not batches and may take as long as they take.
+    The limit is max(floor_s, factor x median of recent batch times); for the first batch
+    of each pass over the loader, whose wait includes starting workers (seconds with
+    'spawn'), it is first_batch_s. The watchdog is only armed while batches are being
+    iterated: validation and checkpoints between epochs may take as long as they take.
     """
 
     def __init__(self, on_stall: Callable[[float, float | None], None], *, factor: float = DEFAULT_STALL_FACTOR,
@@ -42,6 +42,7 @@ class StallWatchdog:
         self._recent: deque[float] = deque(maxlen=64)
         self._last = clock()
         self._armed = False
+        self._first = True
         self._fired = False
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -49,6 +50,7 @@ class StallWatchdog:
     def arm(self) -> None:
         self._last = self.clock()
         self._armed = True
+        self._first = True
 
     def disarm(self) -> None:
         self._armed = False
@@ -56,10 +58,11 @@ class StallWatchdog:
     def progress(self, batch_seconds: float) -> None:
         self._recent.append(batch_seconds)
         self._last = self.clock()
+        self._first = False
 
     def limit(self) -> float:
-        if not self._recent:
-            return self.first_batch_s
+        if self._first or not self._recent:
+            return max(self.first_batch_s, self.floor_s)
         return max(self.floor_s, self.factor * statistics.median(self._recent))
 
     def check(self) -> bool:

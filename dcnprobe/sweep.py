@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from dcnprobe.devices import resolve_device
+from dcnprobe.errors import UsageError
 from dcnprobe.harness.runner import TrialResult
 from dcnprobe.harness.trials import TrialRunner
 from dcnprobe.settings import Settings, SettingsError, canonical_name, format_value, parse_value
@@ -59,7 +61,8 @@ def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner) ->
     for changes in combinations(base, vary):
         try:
             settings = base.with_changes(changes)
-        except SettingsError as exc:
+            resolve_device(settings.device)
+        except UsageError as exc:  # an impossible combination, or a device that is not here
             outcome.invalid.append({"settings": {k: format_value(v) for k, v in changes.items()}, "reason": str(exc)})
             runner.report(f"skip {' '.join(f'{k}={format_value(v)}' for k, v in changes.items())}: {exc}")
             continue

@@ -21,7 +21,7 @@ class TrainerPlugin:
     """Every hook is a no-op; override the ones you need."""
 
     def configure(self, settings: Settings) -> Settings:
-        """Settings this plugin needs (called once, before anything is built)."""
+        """Settings this plugin needs, stated, not toggled: applying it twice changes nothing."""
         return settings
 
     def wrap_dataset(self, dataset: Dataset, settings: Settings) -> Dataset:
@@ -41,6 +41,13 @@ class TrainerPlugin:
 
     def on_epoch_end(self, epoch: int) -> None:
         pass
+
+
+def configured(settings: Settings, plugins: Sequence[TrainerPlugin]) -> Settings:
+    """The settings a run uses once every plugin has stated what it needs."""
+    for plugin in plugins:
+        settings = plugin.configure(settings)
+    return settings
 
 
 class WorkerInit:

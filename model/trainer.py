@@ -34,7 +34,7 @@ from model.data.store import Schema
 from model.data.table import Table
 from model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
 from model.metrics import roc_auc
-from model.plugins import TrainerPlugin, WorkerInit
+from model.plugins import TrainerPlugin, WorkerInit, configured
 from model.presets import DEFAULT_PRESET, Hyperparams, get_preset
 
 EVAL_BATCH = 16384
@@ -125,9 +125,7 @@ def fit(
     on_epoch: EpochCallback | None = None,
 ) -> TrainResult:
     probe = probe or NullProbe()
-    settings = job.settings
-    for plugin in plugins:
-        settings = plugin.configure(settings)
+    settings = configured(job.settings, plugins)
     hp = job.hyperparams
     device = resolve_device(settings.device)
     backend = backend_for(device)

@@ -9,6 +9,7 @@ of setting changes that turns healthy into slow.
 
 from __future__ import annotations
 
+import itertools
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,10 +47,10 @@ class BisectOutcome:
 
 
 def resolve_auto(settings: Settings) -> Settings:
-    """'auto' names a device, so two settings that resolve to the same one do not differ."""
-    if settings.device != "auto":
-        return settings
-    return settings.with_changes({"device": str(resolve_device("auto"))})
+    """'auto' names a device, so two settings that resolve to the same one do not differ.
+    A device that is not there is a UsageError here, before any trial runs."""
+    device = resolve_device(settings.device)
+    return settings if settings.device != "auto" else settings.with_changes({"device": str(device)})
 
 
 def bisect(bad: Settings, good: Settings, runner: TrialRunner) -> BisectOutcome:
@@ -107,7 +108,9 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
         history.update(result.history)
         outcome.evaluations += result.evaluations
         outcome.culprits.append(sorted(result.minimal, key=names.index))
-        remaining = [n for n in remaining if n not in result.minimal]
+        # Another, independent culprit among the rest? Ask about the largest runnable part
+        # of it (persistent_workers alone, say, cannot run and would answer nothing).
+        remaining = _largest_runnable([n for n in remaining if n not in result.minimal], good, outcome)
         if not remaining or _ask(remaining, test, history, outcome) is not Outcome.FAIL:
             break
     outcome.finding = "culprit"
@@ -115,6 +118,17 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
     slowest = max((r for r in runner.results if r.failing), key=lambda r: r.ratio or 0.0, default=bad_result)
     _explain(outcome, slowest)
     outcome.verdict = _culprit_text(outcome, bad_result)
+
+
+def _largest_runnable(names: list[str], good: Settings, outcome: BisectOutcome) -> list[str]:
+    for size in range(len(names), 0, -1):
+        for subset in itertools.combinations(names, size):
+            try:
+                good.with_changes({n: outcome.differences[n][0] for n in subset})
+            except SettingsError:
+                continue
+            return list(subset)
+    return []
 
 
 def _ask(subset: list[str], test, history: dict[frozenset, Outcome], outcome: BisectOutcome) -> Outcome:

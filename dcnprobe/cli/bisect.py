@@ -41,9 +41,9 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], faults, epochs, max_bat
     from dcnprobe.report.document import Bullets, Heading, Paragraph
 
     common = {"batch_size": batch_size} if batch_size else {}
-    bad_settings = DEFAULT_BAD.with_changes({**common, **parse_assignments(bad)})
-    good_settings = DEFAULT_GOOD.with_changes({**common, **parse_assignments(good)})
-    resolve_auto(bad_settings), resolve_auto(good_settings)  # an absent device fails before any trial
+    # An absent device or an impossible combination fails here, before any trial.
+    bad_settings = resolve_auto(DEFAULT_BAD.with_changes({**common, **parse_assignments(bad)}))
+    good_settings = resolve_auto(DEFAULT_GOOD.with_changes({**common, **parse_assignments(good)}))
     line = ProgressLine()
     runner = make_runner(out, faults, epochs, max_batches, preset, data, threshold, trial_budget, stall_after, line)
     click.echo(f"bisect: {epochs} epochs x {max_batches} batches per trial"

@@ -44,14 +44,14 @@ def command(epoch: int, settings: Settings, preset: str, epochs: int | None, max
     from dcnprobe.profiling import report
     from dcnprobe.profiling.session import ProfilingPlugin
     from model.data.source import load_data
+    from model.plugins import configured
     from model.trainer import TrainJob, fit
 
     if epochs is not None and epochs != epoch:
         raise click.BadParameter(f"profile-epoch trains exactly {epoch} epochs; leave --epochs out")
     chosen = _tools(tools)
     plugins = resolve_faults(faults)
-    for plugin in plugins:
-        settings = plugin.configure(settings)
+    settings = configured(settings, plugins)  # as fit() will see them: the device to probe, the table header
     device = resolve_device(settings.device)
     load_data(data)
     baseline = None if no_baseline or epoch == 1 else 1

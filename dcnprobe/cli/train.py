@@ -43,11 +43,11 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
     from dcnprobe.faults import resolve_faults
     from dcnprobe.probe import Probe
     from model.data.source import load_data
+    from model.plugins import configured
     from model.trainer import TrainJob, fit
 
     plugins = resolve_faults(faults)
-    for plugin in plugins:
-        settings = plugin.configure(settings)
+    settings = configured(settings, plugins)  # as fit() will see them: the device to probe, the table header
     device = resolve_device(settings.device)  # an absent device or bad data fails before any work
     load_data(data)
     out = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")

@@ -37,6 +37,7 @@ STATUSES = ("ok", "slow", "stalled", "crashed", "timeout", "invalid")
 DEFAULT_BUDGET_S = 1800.0
 DEFAULT_STALL_AFTER_S = 30.0
 RESULT_FILE = "result.json"
+FIRST_BATCH_S = 600.0  # validation, checkpoints and worker start-up between passes
 
 
 @dataclass
@@ -106,16 +107,22 @@ def run_trial(
     progress = Progress(batches_per_epoch=spec.max_batches)
     stopped: str | None = None
     status: str | None = None
-    last_batch_at = time.monotonic()
-    # Longer than the trial's own watchdog, so that one gets the first word.
+    last_record_at = time.monotonic()
+    between_passes = True  # before the first batch, or between an epoch's loop and the next
+    # Longer than the trial's own watchdog, so that one gets the first word (it can dump
+    # stacks from inside); the harness only acts when the trial cannot, e.g. its GIL is held.
     harness_stall_s = max(3 * stall_after_s, 60.0)
     try:
         while proc.poll() is None:
             for record in tail.read():
                 stopper.feed(record)
-                if record.get("type") == "batch":
-                    last_batch_at = time.monotonic()
+                last_record_at = time.monotonic()
+                kind = record.get("type")
+                if kind == "batch":
+                    between_passes = False
                     progress.epoch, progress.batch = int(record["epoch"]), int(record["batch"]) + 1
+                elif kind in ("loop_end", "epoch"):
+                    between_passes = True
                 elif record.get("type") == "header":
                     progress.batches_per_epoch = record.get("batches_per_epoch") or progress.batches_per_epoch
                     stopper.batches_per_epoch = progress.batches_per_epoch
@@ -125,9 +132,9 @@ def run_trial(
                 stopped, status = f"stopped as slow: {reason}", "slow"
             elif now - started > budget_s:
                 stopped, status = f"stopped at the {budget_s:.0f} s budget", "timeout"
-            elif tail.started and now - last_batch_at > harness_stall_s:
+            elif tail.started and now - last_record_at > (FIRST_BATCH_S if between_passes else harness_stall_s):
                 _dump_from_outside(proc.pid, out)
-                stopped, status = f"no batch for {now - last_batch_at:.0f} s; stacks dumped by the harness", "stalled"
+                stopped, status = f"no batch for {now - last_record_at:.0f} s; stacks dumped by the harness", "stalled"
             if stopped:
                 kill_trial(proc)
                 break

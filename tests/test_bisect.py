@@ -1,0 +1,88 @@
+"""Bisect's orchestration on a table-driven stand-in for trials (the real trials run in
+the slow tests): confirmation, invalid combinations, a second culprit, interactions."""
+
+from dcnprobe.bisect import DEFAULT_BAD, DEFAULT_GOOD, bisect_json
+from dcnprobe.bisect.search import bisect
+from dcnprobe.harness.runner import TrialResult
+from dcnprobe.harness.spec import TrialSpec
+from dcnprobe.settings import Settings
+
+
+class TableRunner:
+    """Answers like TrialRunner, from a rule over the settings instead of a training run."""
+
+    def __init__(self, slow_when):
+        self.slow_when = slow_when
+        self.threshold = 1.2
+        self.template = TrialSpec()
+        self.reference = Settings()
+        self.results: list[TrialResult] = []
+        self.ran = self.reused = 0
+        self.lines: list[str] = []
+
+    def report(self, line):
+        self.lines.append(line)
+
+    def failing(self, settings):
+        slow = self.slow_when(settings)
+        self.ran += 1
+        self.results.append(TrialResult(key=str(self.ran), spec=TrialSpec(settings=settings).describe(),
+                                        status="slow" if slow else "ok", ratio=1.6 if slow else 1.0,
+                                        ratio_ci=[1.5, 1.7] if slow else [0.95, 1.05],
+                                        causes=[{"id": "worker-memory-growth", "score": 0.9, "evidence": ["e"]}]
+                                        if slow else [{"id": "none", "score": 1.0, "evidence": ["-"]}]))
+        return slow
+
+
+BAD = DEFAULT_BAD.with_changes({"device": "cpu"})
+
+
+def test_persistent_workers_interaction():
+    runner = TableRunner(lambda s: s.num_workers > 0 and s.persistent_workers)
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    assert outcome.finding == "culprit"
+    assert outcome.culprit == ["num_workers", "persistent_workers"]
+    assert outcome.interactions == ["num_workers + persistent_workers matter only together "
+                                    "(num_workers alone: healthy; persistent_workers alone: invalid or unresolved)"]
+    assert outcome.cause == "worker-memory-growth"
+    # bad, good, {num_workers, persistent_workers}, {num_workers}, then the leftover {cache_clear}
+    assert runner.ran == 5
+    assert "persistent_workers=true needs num_workers > 0" in "\n".join(runner.lines)
+
+
+def test_single_setting_and_no_interaction():
+    runner = TableRunner(lambda s: s.cache_clear == "never")
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    assert outcome.culprit == ["cache_clear"] and outcome.interactions == []
+
+
+def test_two_independent_culprits_are_both_reported():
+    runner = TableRunner(lambda s: s.num_workers > 0 or s.cache_clear == "never")
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    assert sorted(map(tuple, outcome.culprits)) == [("cache_clear",), ("num_workers",)]
+    assert "Also, independently" in outcome.verdict
+
+
+def test_bad_not_slow_stops_after_one_trial():
+    runner = TableRunner(lambda s: False)
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    assert outcome.finding == "bad-not-slow" and outcome.culprit == [] and runner.ran == 1
+    assert outcome.verdict.startswith("No slowdown")
+
+
+def test_good_slow_too_stops():
+    runner = TableRunner(lambda s: True)
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    assert outcome.finding == "good-is-slow" and runner.ran == 2
+
+
+def test_json_contract():
+    runner = TableRunner(lambda s: s.num_workers > 0 and s.persistent_workers)
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    data = bisect_json(outcome, runner)
+    assert data["culprit"] == ["num_workers", "persistent_workers"]
+    assert isinstance(data["verdict"], str) and data["verdict"]
+    for trial in data["trials"]:
+        assert {"settings", "status", "epoch_s", "ratio", "ratio_ci"} <= set(trial)
+        assert trial["settings"]["device"] == "cpu"
+    assert data["full_factorial"] == 8
