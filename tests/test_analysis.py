@@ -120,3 +120,9 @@ def test_one_epoch_only(tmp_path):
     a = analyze(tmp_path, epochs=1)
     assert a.signals.ratio is None and not a.slowdown
     assert "Only one epoch" in a.verdict
+
+
+def test_too_few_batches_are_never_called_slow(tmp_path):
+    a = analyze(tmp_path, batches=15, slowdown=2.0)
+    assert a.signals.ratio == pytest.approx(2.0, rel=0.1)
+    assert not a.slowdown

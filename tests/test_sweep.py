@@ -31,6 +31,8 @@ def test_a_real_sweep_with_an_impossible_combination(tiny_data, tmp_path, capsys
     result = json.loads((tmp_path / "sweep.json").read_text())
     assert len(result["trials"]) == 3  # 0 workers with persistence cannot run
     assert result["invalid"][0]["settings"] == {"num_workers": "0", "persistent_workers": "true"}
-    assert all(t["status"] == "ok" for t in result["trials"])
+    # 12 batches an epoch are too few to call a trial slow: whatever the machine's noise,
+    # every trial must come back measured and healthy rather than crashed or slow.
+    assert [t["status"] for t in result["trials"]] == ["ok", "ok", "ok"]
     assert (tmp_path / "report.html").stat().st_size > 10_000  # the plots are embedded
     assert "0 of 3 runnable combinations are slow" in capsys.readouterr().out

@@ -26,7 +26,8 @@ from dcnprobe.hooks import DATA_WAIT, PHASES
 from dcnprobe.records import Run
 
 TIMED = (DATA_WAIT, *PHASES, "other")
-MIN_BATCHES_TO_COMPARE = 5
+MIN_BATCHES_TO_COMPARE = 5  # to report a ratio at all
+MIN_BATCHES_TO_CALL_SLOW = 20  # a bootstrap interval from fewer batches is too optimistic to act on
 
 
 @dataclass
@@ -144,12 +145,13 @@ def _compare_epochs(signals: Signals, steady: pd.DataFrame) -> None:
             candidates.append((epoch, stat, *ratio_ci(base["total"].to_numpy(), group["total"].to_numpy(), stat)))
     if not candidates:
         return
-    slow = [c for c in candidates if c[3] > signals.threshold]
+    slow = [c for c in candidates if c[3] > signals.threshold and len(groups[c[0]]) >= MIN_BATCHES_TO_CALL_SLOW]
     pool = [c for c in slow if c[1] == "median"] or slow or [c for c in candidates if c[1] == "median"]
     epoch, stat, ratio, low, high = max(pool, key=lambda c: c[3])
     signals.compared_epoch, signals.ratio_stat, signals.ratio, signals.ratio_ci = epoch, stat, ratio, (low, high)
-    signals.slowdown = low > signals.threshold
     later = groups[epoch]
+    enough = min(len(base), len(later)) >= MIN_BATCHES_TO_CALL_SLOW
+    signals.slowdown = low > signals.threshold and enough
     reduce = pd.Series.median if stat == "median" else pd.Series.mean
     signals.phase_growth = {p: float(reduce(later[p]) - reduce(base[p])) for p in TIMED if p in later}
     total_growth = float(reduce(later["total"]) - reduce(base["total"]))
