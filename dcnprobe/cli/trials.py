@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import functools
 import shlex
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import click
 
@@ -42,12 +40,7 @@ def trial_options(default_out: str) -> Callable:
         ]
         for decl in reversed(decls):
             command = decl(command)
-
-        @functools.wraps(command)
-        def wrapper(**kwargs: Any) -> Any:
-            return command(**kwargs)
-
-        return wrapper
+        return command
 
     return decorate
 
