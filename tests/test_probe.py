@@ -114,3 +114,19 @@ def test_sigkill_mid_epoch_keeps_every_record_up_to_the_kill(tmp_path, tiny_data
     assert len(run.batches) == sum(r["type"] == "batch" for r in complete) >= 25
     assert run.batches[list(BATCH_TIMES)].notna().all().all()
     assert (run.memory["workers"] == 2).any()
+
+
+def test_train_records_every_batch_phase_workers_and_epochs(small_data, tmp_path, capsys):
+    """The issue's check: 2 epochs x 40 batches with 2 workers."""
+    from dcnprobe.cli import main
+
+    main(["train", "--epochs", "2", "--max-batches", "40", "--num-workers", "2", "--data", small_data,
+          "--batch-size", str(TINY_BATCH), "--out", str(tmp_path), "--quiet", "--sample-interval", "0.1"])
+    run = read_run(tmp_path)
+    assert len(run.batches) == 80
+    assert run.batches[list(BATCH_TIMES)].notna().all().all()
+    # Non-persistent workers are new processes each epoch: two per epoch.
+    assert run.workers.groupby("epoch")["pid"].nunique().tolist() == [2, 2]
+    assert (run.memory["workers"] == 2).any() and (run.memory["workers_rss"] > 0).any()
+    assert run.epochs["epoch"].tolist() == [1, 2] and run.status == "ok"
+    assert "val_auc" in run.epochs and "median_batch_s" in run.epochs
