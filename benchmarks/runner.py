@@ -16,14 +16,15 @@ import json
 import os
 import platform
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from benchmarks import machine_load
 from benchmarks.gate import parse_threshold
 
 BASELINE = Path(__file__).with_name("baseline.json")
+SHARED = 0.10  # share of the CPUs used by other work above which the summary says so
 
 
 def _groups() -> dict[str, tuple[Callable[..., dict[str, Any]], tuple[str, ...]]]:
@@ -44,10 +45,13 @@ def run_groups(profile: str, only: list[str] | None, plant: tuple[str, ...]) -> 
         if (only and name not in only) or (not only and profile not in profiles):
             continue
         print(f"running {name} ({profile})...", flush=True)
-        started = time.monotonic()
+        started = machine_load.mark()
         measured = _planted(name, profile, plant) if plant and name == "epoch" else function(profile)
+        ended = machine_load.mark()
+        others = machine_load.other_load(started, ended)
         for measure, entry in measured.items():
-            entry["seconds"] = round(time.monotonic() - started, 1)
+            entry["seconds"] = round(ended.wall - started.wall, 1)
+            entry["other_load"] = None if others is None else round(others, 3)
             results[measure] = entry
     return results
 
@@ -85,6 +89,10 @@ def summary(results: dict[str, Any], rows: list[tuple[str, str, str]], baseline:
         table = entry.get("detail", {}).get("table")
         if table:
             lines += ["", table]
+    shared = sorted({(e["other_load"], e["seconds"]) for e in results.values() if (e.get("other_load") or 0) > SHARED})
+    for load, seconds in shared:
+        lines += ["", f"Note: other work used {load:.0%} of the CPUs during a {seconds:.0f} s group; "
+                      "its ratios may reflect that, not the code."]
     failures = [msg for _, _, msg in rows if msg]
     lines += ["", f"{len(failures)} of {len(rows)} thresholds failed" if failures else f"all {len(rows)} thresholds pass"]
     lines += [f"- {msg}" for msg in failures]

@@ -1,11 +1,14 @@
 """The benchmark gate: thresholds parsed from strings, failures that name the measure."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
+from benchmarks import machine_load
 from benchmarks.gate import parse_threshold
 from benchmarks.runner import BASELINE, check, summary
 
@@ -64,3 +67,38 @@ def test_a_planted_scenario_fails_the_gate_on_the_epoch_ratio(tmp_path):
     clean = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "epoch", "--out", str(tmp_path / "clean.json")],
                            capture_output=True, text=True, timeout=900)
     assert clean.returncode == 0, clean.stdout + clean.stderr
+
+
+def test_other_load_is_the_machine_minus_our_own_share(monkeypatch):
+    monkeypatch.setattr(machine_load.os, "cpu_count", lambda: 2)
+    start = machine_load.CpuMark(wall=0.0, machine_busy=100.0, own=10.0)
+    # 10 s on 2 CPUs = 20 CPU-seconds; the machine was busy 15 s, 5 of them ours
+    assert machine_load.other_load(start, machine_load.CpuMark(10.0, 115.0, 15.0)) == pytest.approx(0.5)
+    assert machine_load.other_load(start, machine_load.CpuMark(10.0, 105.0, 15.0)) == 0.0  # all ours
+    assert machine_load.other_load(start, machine_load.CpuMark(10.0, None, 15.0)) is None  # no /proc/stat
+
+
+@pytest.mark.skipif(not machine_load.PROC_STAT.exists(), reason="needs Linux /proc/stat")
+def test_other_load_sees_a_busy_process_that_is_not_ours():
+    # Started before the first mark and measured before it is reaped, so none of its
+    # CPU time is counted as ours: it is "other work" sharing the machine.
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        start = machine_load.mark()
+        time.sleep(1.5)
+        end = machine_load.mark()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    # One spinning process holds one whole CPU (most of one, allowing for scheduling).
+    assert machine_load.other_load(start, end) >= 0.7 / (os.cpu_count() or 1)
+
+
+def test_summary_warns_when_the_machine_was_shared():
+    baseline = json.loads(BASELINE.read_text())
+    results = {"epoch_ratio": {"value": 1.0, "unit": "ratio", "seconds": 120.0, "other_load": 0.4}}
+    text = summary(results, check(results, baseline, None), baseline, "quick")
+    assert "other work used 40% of the CPUs during a 120 s group" in text
+    results["epoch_ratio"]["other_load"] = 0.02
+    assert "other work" not in summary(results, check(results, baseline, None), baseline, "quick")

@@ -57,7 +57,8 @@ class TrialRunner:
             if self.on_progress:
                 of = f"/{p.batches_per_epoch}" if p.batches_per_epoch else ""
                 ratio = f", ratio so far {p.ratio:.2f}" if p.ratio else ""
-                self.on_progress(f"[{number}] {label}: epoch {p.epoch}, batch {p.batch}{of}, {p.elapsed_s:.0f} s{ratio}")
+                where = f"epoch {p.epoch}, batch {p.batch}{of}" if p.epoch else "starting (data, workers)"
+                self.on_progress(f"[{number}] {label}: {where}, {p.elapsed_s:.0f} s{ratio}")
 
         result = run_trial(spec, self.cache.prepare(spec), threshold=self.threshold, budget_s=self.budget_s,
                            stall_after_s=self.stall_after_s, on_progress=progress)
