@@ -11,8 +11,8 @@ from dcnprobe.settings import Settings
 class TableRunner:
     """Answers like TrialRunner, from a rule over the settings instead of a training run."""
 
-    def __init__(self, slow_when):
-        self.slow_when = slow_when
+    def __init__(self, slow_when, slow_status="slow"):
+        self.slow_when, self.slow_status = slow_when, slow_status
         self.threshold = 1.2
         self.template = TrialSpec()
         self.reference = Settings()
@@ -27,7 +27,7 @@ class TableRunner:
         slow = self.slow_when(settings)
         self.ran += 1
         self.results.append(TrialResult(key=str(self.ran), spec=TrialSpec(settings=settings).describe(),
-                                        status="slow" if slow else "ok", ratio=1.6 if slow else 1.0,
+                                        status=self.slow_status if slow else "ok", ratio=1.6 if slow else 1.0,
                                         ratio_ci=[1.5, 1.7] if slow else [0.95, 1.05],
                                         causes=[{"id": "worker-memory-growth", "score": 0.9, "evidence": ["e"]}]
                                         if slow else [{"id": "none", "score": 1.0, "evidence": ["-"]}]))
@@ -45,6 +45,8 @@ def test_persistent_workers_interaction():
     assert outcome.interactions == ["num_workers + persistent_workers matter only together "
                                     "(num_workers alone: healthy; persistent_workers alone: invalid or unresolved)"]
     assert outcome.cause == "worker-memory-growth"
+    assert outcome.verdict.startswith("Culprit: num_workers=4, persistent_workers=true together make later epochs "
+                                      "slow (1.60x epoch 1); with num_workers=0, persistent_workers=false the run is healthy.")
     # bad, good, {num_workers, persistent_workers}, {num_workers}, then the leftover {cache_clear}
     assert runner.ran == 5
     assert "persistent_workers=true needs num_workers > 0" in "\n".join(runner.lines)
@@ -54,6 +56,15 @@ def test_single_setting_and_no_interaction():
     runner = TableRunner(lambda s: s.cache_clear == "never")
     outcome = bisect(BAD, DEFAULT_GOOD, runner)
     assert outcome.culprit == ["cache_clear"] and outcome.interactions == []
+    assert outcome.verdict.startswith("Culprit: cache_clear=never makes later epochs slow (1.60x epoch 1);")
+
+
+def test_a_stall_is_called_a_stall_not_a_ratio():
+    runner = TableRunner(lambda s: s.num_workers > 0, slow_status="stalled")
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    assert outcome.culprit == ["num_workers"]
+    assert outcome.verdict.startswith("Culprit: num_workers=4 makes a later epoch stall (no batch finishes); "
+                                      "with num_workers=0 the run is healthy.")
 
 
 def test_two_independent_culprits_are_both_reported():

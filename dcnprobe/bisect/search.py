@@ -162,9 +162,12 @@ def _culprit_text(outcome: BisectOutcome, bad_result: TrialResult) -> str:
     culprit = outcome.culprit
     moves = ", ".join(f"{n}={format_value(outcome.differences[n][0])}" for n in culprit)
     fixes = ", ".join(f"{n}={format_value(outcome.differences[n][1])}" for n in culprit)
-    ratio = f" ({bad_result.ratio:.2f}x epoch 1)" if bad_result.ratio else ""
-    together = " together" if len(culprit) > 1 else ""
-    text = f"Culprit: {moves}{together} make later epochs slow{ratio}; with {fixes} the run is healthy."
+    together = " together make" if len(culprit) > 1 else " makes"
+    if bad_result.status == "stalled":
+        effect = "a later epoch stall (no batch finishes)"
+    else:
+        effect = "later epochs slow" + (f" ({bad_result.ratio:.2f}x epoch 1)" if bad_result.ratio else "")
+    text = f"Culprit: {moves}{together} {effect}; with {fixes} the run is healthy."
     if len(outcome.culprits) > 1:
         text += " Also, independently: " + "; ".join(" + ".join(c) for c in outcome.culprits[1:]) + "."
     if outcome.cause and outcome.cause != "none":
