@@ -53,14 +53,11 @@ def batch_times(panels: Sequence[Panel], path: Path) -> Path:
             line = ax.plot(group["step"], group["total"] * 1000, ".", ms=2.5, label=f"epoch {epoch}")[0]
             median = group["total"].median() * 1000
             ax.hlines(median, group["step"].min(), group["step"].max(), colors=line.get_color(), linewidth=1.5)
-        ax.set_title(panel.wrapped, fontsize=8)
-        ax.set_xlabel("batch (all epochs)", fontsize=8)
-        ax.set_ylabel("batch time, ms", fontsize=8)
+        _label(ax, panel, "batch (all epochs)", "batch time, ms")
         if not batches.empty:
             top = np.percentile(batches["total"], 99) * 1000 * 1.3
             ax.set_ylim(0, max(top, 1))
             ax.legend(fontsize=7, loc="upper left")
-        ax.tick_params(labelsize=7)
     fig.suptitle("Per-batch time by epoch (lines: epoch medians)", fontsize=11)
     return _save(fig, path)
 
@@ -82,10 +79,7 @@ def memory_timelines(panels: Sequence[Panel], path: Path) -> Path:
                     mask = values.notna()
                     ax.plot(t[mask], values[mask] / MB, label=label, linewidth=1.2)
             ax.legend(fontsize=6, loc="upper left")
-        ax.set_title(panel.wrapped, fontsize=8)
-        ax.set_xlabel("seconds", fontsize=8)
-        ax.set_ylabel("MB", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, panel, "seconds", "MB")
     fig.suptitle("Memory: main process, DataLoader workers, device, swap", fontsize=11)
     return _save(fig, path)
 
@@ -93,7 +87,7 @@ def memory_timelines(panels: Sequence[Panel], path: Path) -> Path:
 def phase_breakdown(panels: Sequence[Panel], path: Path) -> Path:
     """Stacked median seconds per phase, per epoch, per trial."""
     fig, axes = _grid(len(panels), height=2.4)
-    phases = [p for p in (DATA_WAIT, *PHASES, "other")]
+    phases = (DATA_WAIT, *PHASES, "other")
     for ax, panel in zip(axes, panels):
         batches = panel.run.batches
         if batches.empty:
@@ -105,15 +99,21 @@ def phase_breakdown(panels: Sequence[Panel], path: Path) -> Path:
             ax.bar([f"epoch {e}" for e in medians.index], medians[phase], bottom=bottom, label=phase,
                    color=_PHASE_COLOURS.get(phase))
             bottom += medians[phase].to_numpy()
-        ax.set_title(panel.wrapped, fontsize=8)
-        ax.set_ylabel("median ms per batch", fontsize=8)
-        ax.tick_params(labelsize=7)
+        _label(ax, panel, None, "median ms per batch")
     if axes:
         handles, labels = axes[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="lower center", ncol=len(labels), fontsize=7)
     fig.suptitle("Where each batch's time goes, per epoch", fontsize=11)
     fig.subplots_adjust(bottom=0.15)
     return _save(fig, path)
+
+
+def _label(ax, panel: Panel, xlabel: str | None, ylabel: str) -> None:
+    ax.set_title(panel.wrapped, fontsize=8)
+    if xlabel:
+        ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel(ylabel, fontsize=8)
+    ax.tick_params(labelsize=7)
 
 
 def _save(fig, path: Path) -> Path:
