@@ -11,7 +11,7 @@ import pytest
 
 from dcnprobe.harness import TrialCache, TrialRunner, TrialSpec, run_trial
 from dcnprobe.harness.early_stop import EarlyStop
-from dcnprobe.harness.runner import _RecordTail
+from dcnprobe.harness.runner import TrialResult, _RecordTail
 from dcnprobe.settings import Settings
 
 from conftest import TINY_BATCH
@@ -125,6 +125,15 @@ def test_killing_a_trial_kills_its_workers(tiny_data, tmp_path):
     assert len(seen["pids"]) == 3  # the trial and its two workers
     time.sleep(0.5)
     assert not [pid for pid in seen["pids"] if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+
+def test_a_cached_trial_points_at_its_records_where_the_output_now_is(tmp_path):
+    spec = TrialSpec(settings=Settings(device="cpu"))
+    cache = TrialCache(tmp_path / "first")
+    cache.prepare(spec)
+    cache.put(TrialResult(key=spec.key(), spec=spec.describe(), status="ok", run_dir="relative/to/another/cwd"))
+    os.rename(tmp_path / "first", tmp_path / "moved")
+    assert TrialCache(tmp_path / "moved").get(spec).run_dir == str(tmp_path / "moved" / "trials" / spec.key())
 
 
 def test_runner_caches_and_rechecks_a_close_call(tiny_data, tmp_path):

@@ -24,9 +24,13 @@ class TrialCache:
         if not path.is_file():
             return None
         try:
-            return TrialResult.from_json(json.loads(path.read_text()))
+            result = TrialResult.from_json(json.loads(path.read_text()))
         except (json.JSONDecodeError, TypeError):
             return None  # torn or foreign: run the trial again
+        # Where the trial's records are now: the saved path was relative to wherever the
+        # earlier command ran, and a resumed bisect may run from elsewhere.
+        result.run_dir = str(self.directory(spec))
+        return result
 
     def prepare(self, spec: TrialSpec) -> Path:
         """A clean directory for a trial that has to run (a previous, unfinished try is removed)."""
