@@ -53,6 +53,9 @@ def memory_growth(max_batches: int = 100, epochs: int = 4) -> dict[str, Any]:
                        "epochs_compared": len(steady)}}
 
 
-def run(profile: str) -> dict[str, Any]:
+def run(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Both measures, or with faults planted only the epoch ratio (the gate must fail on it)."""
     batches = 100 if profile == "quick" else 200
+    if faults:
+        return {"epoch_ratio": epoch_ratio(faults=faults, max_batches=batches)}
     return {"epoch_ratio": epoch_ratio(max_batches=batches), "memory_growth": memory_growth(max_batches=batches // 2)}

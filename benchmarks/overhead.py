@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.timing import WARMUP_BATCHES
+from benchmarks.timing import WARMUP_BATCHES, median_ratio
 from dcnprobe.hooks import NullProbe
 from dcnprobe.probe import Probe
 from dcnprobe.settings import Settings
@@ -100,7 +100,7 @@ def paired_ratio(segments: list[tuple[bool, list[float]]]) -> float:
     ratios = []
     for (on, probed), (off, bare) in zip(segments[::2], segments[1::2]):
         if on and not off and probed and bare:
-            ratios.append(np.median(probed) / np.median(bare))
+            ratios.append(median_ratio(probed, bare))
     return float(np.median(ratios))
 
 
@@ -115,7 +115,7 @@ def run(profile: str) -> dict[str, Any]:
     pairs = probe.segments[2:]  # the first pair holds the warm-up
     return {
         "probe_overhead": {
-            "value": float(np.median(probed) / np.median(bare)),
+            "value": median_ratio(probed, bare),
             "unit": "ratio",
             "detail": {
                 "paired_segments_ratio": paired_ratio(pairs),

@@ -11,16 +11,18 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.timing import median_ratio
 from dcnprobe.analysis.signals import steady_batches
 from dcnprobe.probe import Probe
 from dcnprobe.profiling.session import ProfilingPlugin
+from dcnprobe.profiling.torch_capture import TorchCapture
 from dcnprobe.records import read_run
 from dcnprobe.settings import Settings
 from model.trainer import TrainJob, fit
 
 PLAN = {2: ("pyspy",), 4: ("memray",), 6: ("torch",)}
 EPOCHS = 7
-TORCH = {"wait": 2, "warmup": 2, "active": 5}
+TORCH = TorchCapture()  # the schedule the plugin uses: which batches of its epoch are recorded
 
 
 def run(profile: str) -> dict[str, Any]:
@@ -28,7 +30,7 @@ def run(profile: str) -> dict[str, Any]:
     job = TrainJob(settings=Settings(device="cpu"), epochs=EPOCHS, max_batches=batches)
     with tempfile.TemporaryDirectory() as out:
         plugin = ProfilingPlugin(PLAN, Path(out) / "profiles", warn=lambda line: print(f"  note: {line}"),
-                                 torch_active=TORCH["active"])
+                                 torch_active=TORCH.active)
         fit(job, probe=Probe(out), plugins=[plugin])
         batches_frame = read_run(out).batches
     steady = steady_batches(batches_frame)
@@ -39,13 +41,13 @@ def run(profile: str) -> dict[str, Any]:
         bare = steady[steady["epoch"].isin([epoch - 1, epoch + 1])]["total"].to_numpy()
         profiled = batches_frame[batches_frame["epoch"] == epoch]
         if tool == "torch":
-            start = TORCH["wait"] + TORCH["warmup"]
-            profiled = profiled[(profiled["batch"] >= start) & (profiled["batch"] < start + TORCH["active"])]
+            start = TORCH.wait + TORCH.warmup
+            profiled = profiled[(profiled["batch"] >= start) & (profiled["batch"] < start + TORCH.active)]
         else:
             profiled = steady[steady["epoch"] == epoch]
         times = profiled["total"].to_numpy()
         results[f"{tool}_overhead"] = {
-            "value": float(np.median(times) / np.median(bare)), "unit": "ratio",
+            "value": median_ratio(times, bare), "unit": "ratio",
             "detail": {"profiled_batches": int(times.size), "bare_batches": int(bare.size),
                        "profiled_median_s": float(np.median(times)), "bare_median_s": float(np.median(bare))},
         }

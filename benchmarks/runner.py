@@ -46,7 +46,7 @@ def run_groups(profile: str, only: list[str] | None, plant: tuple[str, ...]) -> 
             continue
         print(f"running {name} ({profile})...", flush=True)
         started = machine_load.mark()
-        measured = _planted(name, profile, plant) if plant and name == "epoch" else function(profile)
+        measured = function(profile, faults=plant) if plant and name == "epoch" else function(profile)
         ended = machine_load.mark()
         others = machine_load.other_load(started, ended)
         for measure, entry in measured.items():
@@ -54,12 +54,6 @@ def run_groups(profile: str, only: list[str] | None, plant: tuple[str, ...]) -> 
             entry["other_load"] = None if others is None else round(others, 3)
             results[measure] = entry
     return results
-
-
-def _planted(name: str, profile: str, plant: tuple[str, ...]) -> dict[str, Any]:
-    from benchmarks.epoch_ratio import epoch_ratio
-
-    return {"epoch_ratio": epoch_ratio(faults=plant, max_batches=100 if profile == "quick" else 200)}
 
 
 def check(results: dict[str, Any], baseline: dict[str, Any], reference: dict[str, Any] | None) -> list[tuple[str, str, str]]:

@@ -15,7 +15,6 @@ import time
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from benchmarks.timing import WARMUP_BATCHES, batch_times, interleave, median_ratio
@@ -54,8 +53,7 @@ def pure_compute_times(job: TrainJob, batches: int) -> np.ndarray:
 
 def data_wait_share(job: TrainJob) -> float:
     with tempfile.TemporaryDirectory() as out:
-        fit_job = TrainJob(settings=job.settings, preset=job.preset, epochs=1, max_batches=job.max_batches, data=job.data)
-        batch_times(fit_job, probe=Probe(out))
+        batch_times(job, probe=Probe(out))
         batches = read_run(out).batches.iloc[WARMUP_BATCHES:]
     return float(batches["data_wait"].sum() / batches["total"].sum())
 
@@ -64,7 +62,6 @@ def run(profile: str) -> dict[str, Any]:
     blocks, batches = (2, 20) if profile == "quick" else (4, 40)
     settings = Settings(device="cpu", num_workers=0, batch_size=4096)
     job = TrainJob(settings=settings, epochs=1, max_batches=batches)
-    torch.set_num_threads(torch.get_num_threads())
     times = interleave(blocks, {
         "full": lambda: batch_times(job),
         "compute": lambda: pure_compute_times(job, batches),

@@ -61,7 +61,7 @@ class StallWatchdog:
         self._first = False
 
     def limit(self) -> float:
-        if self._first or not self._recent:
+        if self._first:
             return max(self.first_batch_s, self.floor_s)
         return max(self.floor_s, self.factor * statistics.median(self._recent))
 

@@ -50,7 +50,7 @@ def parse_vary(texts: Sequence[str]) -> dict[str, list[Any]]:
     return vary
 
 
-def combinations(base: Settings, vary: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+def combinations(vary: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     names = list(vary)
     return [dict(zip(names, values)) for values in itertools.product(*(vary[n] for n in names))]
 
@@ -58,7 +58,7 @@ def combinations(base: Settings, vary: Mapping[str, list[Any]]) -> list[dict[str
 def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner) -> SweepOutcome:
     outcome = SweepOutcome(base, dict(vary))
     runner.reference = base
-    for changes in combinations(base, vary):
+    for changes in combinations(vary):
         try:
             settings = base.with_changes(changes)
             resolve_device(settings.device)

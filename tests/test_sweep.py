@@ -3,7 +3,6 @@ import json
 import pytest
 
 from dcnprobe.errors import UsageError
-from dcnprobe.settings import Settings
 from dcnprobe.sweep import combinations, parse_vary
 
 from conftest import TINY_BATCH
@@ -19,7 +18,7 @@ def test_parse_vary_uses_each_settings_parser():
 
 
 def test_the_matrix_is_the_product():
-    combos = combinations(Settings(), {"num_workers": [0, 2], "loader": ["batched", "per-sample"]})
+    combos = combinations({"num_workers": [0, 2], "loader": ["batched", "per-sample"]})
     assert len(combos) == 4 and {"num_workers": 2, "loader": "per-sample"} in combos
 
 

@@ -64,7 +64,7 @@ class Analysis:
                  "worker_cpu_per_batch_s": e.worker_cpu_per_batch}
                 for e in s.epochs
             ],
-            "memory": _memory_json(s.memory),
+            "memory": s.memory,
             "gc": {k: (v.__dict__ if hasattr(v, "__dict__") else v) for k, v in s.gc.items()},
             "cpu": s.cpu,
         }
@@ -111,14 +111,3 @@ def verdict_text(analysis: Analysis) -> str:
         return headline + " No cause stands out."
     return headline + f" Most likely cause: {top.id} - {top.evidence[0]}."
 
-
-def _memory_json(memory: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for key, value in memory.items():
-        if isinstance(value, dict) and key != "per_worker_growth":
-            out[key] = {k: v for k, v in value.items()}
-        elif key == "per_worker_growth":
-            out[key] = {str(pid): growth for pid, growth in value.items()}
-        else:
-            out[key] = value
-    return out

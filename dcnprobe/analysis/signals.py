@@ -110,11 +110,11 @@ def _epochs(run: Run, batches: pd.DataFrame, steady: pd.DataFrame) -> list[Epoch
             gc_share=gc_share,
             first_wait_s=float(first[DATA_WAIT]) if first is not None else None,
         ))
-    _worker_epochs(run, batches, result)
+    _worker_epochs(run, result)
     return result
 
 
-def _worker_epochs(run: Run, batches: pd.DataFrame, epochs: list[EpochSignal]) -> None:
+def _worker_epochs(run: Run, epochs: list[EpochSignal]) -> None:
     workers = run.workers
     if workers.empty or "epoch" not in workers:
         return
@@ -281,6 +281,4 @@ def _cpu(signals: Signals, run: Run) -> None:
 def _shapes(signals: Signals, batches: pd.DataFrame) -> None:
     if "rows" not in batches:
         return
-    rows = batches["rows"].to_numpy()
-    first_seen = ~pd.Series(rows).duplicated().to_numpy()
-    signals.shapes = {"distinct": int(len(np.unique(rows))), "first_seen_mask": first_seen}
+    signals.shapes = {"distinct": int(batches["rows"].nunique())}

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import click
 
+from dcnprobe.analysis import DEFAULT_THRESHOLD
+
 
 @click.command("analyze")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("--threshold", type=click.FloatRange(min=1.0), default=1.2, show_default=True,
+@click.option("--threshold", type=click.FloatRange(min=1.0), default=DEFAULT_THRESHOLD, show_default=True,
               help="a later epoch is slow when the confidence interval of its ratio to epoch 1 is above this")
 def command(run_dir: Path, threshold: float) -> None:
     """Say whether a recorded run got slower, where the time went, and the most likely cause."""

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.harness.runner import DEFAULT_BUDGET_S, DEFAULT_STALL_AFTER_S
 from dcnprobe.harness.spec import TrialSpec
@@ -29,7 +30,7 @@ def trial_options(default_out: str) -> Callable:
                          help="rows per batch in every trial [default: the settings' 4096]"),
             click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True),
             click.option("--data", default="synthetic", show_default=True, help="as for dcnprobe train"),
-            click.option("--threshold", type=click.FloatRange(min=1.0), default=1.2, show_default=True,
+            click.option("--threshold", type=click.FloatRange(min=1.0), default=DEFAULT_THRESHOLD, show_default=True,
                          help="a trial is slow when its later-epoch/epoch-1 ratio is clearly above this"),
             click.option("--trial-budget", type=click.FloatRange(min=10), default=DEFAULT_BUDGET_S, show_default=True,
                          help="wall-time limit of one trial, seconds"),

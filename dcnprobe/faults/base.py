@@ -20,5 +20,3 @@ class Fault(TrainerPlugin):
     # Settings under which the mechanism shows (e.g. workers for worker faults). Used by
     # the validation runs; a user may of course run a fault under any settings.
     shows_with: ClassVar[dict[str, Any]] = {}
-    # True when the mechanism makes later epochs slower than epoch 1 (a bisect can find it).
-    slows_later_epochs: ClassVar[bool] = False

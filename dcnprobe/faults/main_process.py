@@ -34,7 +34,6 @@ class UnboundedMetric(Fault):
     name = "unbounded-metric"
     cause = "metric-accumulation"
     summary = "recomputes a train AUC over an ever-growing, never-reset buffer every batch"
-    slows_later_epochs = True
 
     def __init__(self) -> None:
         self.scores: list[np.ndarray] = []
@@ -70,7 +69,6 @@ class MemoryPressure(Fault):
     name = "memory-pressure"
     cause = "memory-pressure"
     summary = "leaks 8 MiB per batch and rereads all of it every batch: cost grows with the leak"
-    slows_later_epochs = True
     CHUNK = 8 << 20
 
     def __init__(self) -> None:

@@ -98,7 +98,6 @@ class WorkerStall(Fault):
     cause = "worker-memory-growth"
     summary = "workers keep every batch they made and check new ones against all of it"
     shows_with = {"num_workers": 4, "persistent_workers": True}
-    slows_later_epochs = True
 
     def wrap_dataset(self, dataset: Dataset, settings: Settings) -> Dataset:
         return _History(dataset)
@@ -142,7 +141,6 @@ class WorkerHang(Fault):
     cause = "stall"
     summary = "workers forked while a lock is held deadlock on it: the loader stops producing"
     shows_with = {"num_workers": 2, "persistent_workers": False}
-    slows_later_epochs = True
     FLUSH_S = 3.0
 
     def wrap_dataset(self, dataset: Dataset, settings: Settings) -> Dataset:

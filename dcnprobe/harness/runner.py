@@ -31,11 +31,11 @@ from dcnprobe.errors import UsageError
 from dcnprobe.harness.early_stop import EarlyStop
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.records import RUN_FILE
-from dcnprobe.stall import STALL_EXIT_CODE, capture_stacks
+from dcnprobe.stall import DEFAULT_STALL_FLOOR_S, STALL_EXIT_CODE, capture_stacks
 
 STATUSES = ("ok", "slow", "stalled", "crashed", "timeout", "invalid")
 DEFAULT_BUDGET_S = 1800.0
-DEFAULT_STALL_AFTER_S = 30.0
+DEFAULT_STALL_AFTER_S = DEFAULT_STALL_FLOOR_S  # what `train --stall-after` gets from a trial
 RESULT_FILE = "result.json"
 FIRST_BATCH_S = 600.0  # validation, checkpoints and worker start-up between passes
 

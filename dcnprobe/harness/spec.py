@@ -41,14 +41,14 @@ class TrialSpec:
         text = json.dumps([self.describe(), code_version()], sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def train_args(self, out: Path, stall_after: float, quiet: bool = True) -> list[str]:
+    def train_args(self, out: Path, stall_after: float) -> list[str]:
         args = ["train", *to_cli_args(self.settings), "--preset", self.preset, "--epochs", str(self.epochs),
                 "--data", self.data, "--out", str(out), "--stall-after", str(stall_after), "--no-checkpoints"]
         if self.max_batches is not None:
             args += ["--max-batches", str(self.max_batches)]
         for fault in self.faults:
             args += ["--fault", fault]
-        return args + (["--quiet"] if quiet else [])
+        return args + ["--quiet"]
 
 
 @functools.cache

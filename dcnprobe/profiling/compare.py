@@ -11,10 +11,8 @@ IGNORED_FRAMES = ("process ", "<module>", "_bootstrap", "Thread.run")
 
 def function_growth(baseline: Stacks, later: Stacks, top: int = 12) -> list[tuple[str, float, float]]:
     """(function, share in baseline, share later), largest growth of share first."""
-    before, after = function_shares(baseline), function_shares(later)
-    rows = [(f, before.get(f, 0.0), after[f]) for f in after if not f.startswith(IGNORED_FRAMES)]
-    rows.sort(key=lambda r: r[2] - r[1], reverse=True)
-    return [r for r in rows if r[2] - r[1] > 0][:top]
+    after = {f: share for f, share in function_shares(later).items() if not f.startswith(IGNORED_FRAMES)}
+    return growth(function_shares(baseline), after, top)
 
 
 def growth(baseline: Mapping[str, float], later: Mapping[str, float], top: int = 12,

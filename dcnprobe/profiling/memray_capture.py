@@ -10,7 +10,7 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
-from dcnprobe.profiling.tools import ToolUnavailable
+from dcnprobe.profiling.tools import check
 
 REPORT_TIMEOUT_S = 600
 
@@ -20,10 +20,8 @@ class MemrayCapture:
         self._tracker = None
 
     def start(self, out: Path) -> None:
-        try:
-            import memray
-        except ImportError:
-            raise ToolUnavailable("memray is not installed: pip install memray (skipping memray)") from None
+        check("memray")
+        import memray
         out.unlink(missing_ok=True)
         self._tracker = memray.Tracker(out, native_traces=False, file_format=memray.FileFormat.ALL_ALLOCATIONS)
         self._tracker.__enter__()

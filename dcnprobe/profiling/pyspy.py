@@ -12,7 +12,12 @@ import time
 from pathlib import Path
 
 from dcnprobe.executables import find_tool
-from dcnprobe.profiling.tools import PERMISSION_HINT, ToolUnavailable, allow_ptrace_from_children
+from dcnprobe.profiling.tools import (
+    PERMISSION_HINT,
+    ToolUnavailable,
+    allow_ptrace_from_children,
+    check,
+)
 
 RATE = 100  # samples per second
 ATTACH_WAIT_S = 1.0
@@ -27,9 +32,8 @@ class PySpyRecorder:
 
     def start(self, out: Path) -> None:
         """Sample this process and its children into `out` (collapsed stacks)."""
+        check("pyspy")
         exe = find_tool("py-spy")
-        if exe is None:
-            raise ToolUnavailable("py-spy is not installed: pip install py-spy (skipping py-spy)")
         allow_ptrace_from_children()
         self._out, self._log = out, out.with_suffix(".log")
         command = [exe, "record", "--pid", str(os.getpid()), "--subprocesses", "--format", "raw",

@@ -74,13 +74,12 @@ def _memray(doc, produced, epochs, out, target, baseline) -> None:
     captures = {e: produced[e]["memray"] for e in epochs if produced.get(e, {}).get("memray")}
     if not captures:
         return
-    links, leaked, peak = [], {}, {}
+    links, leaked = [], {}
     for epoch, capture in captures.items():
         made = memray_capture.reports(capture)
         links.append(f"epoch {epoch}: " + ", ".join(f"{_link(path, out)} ({name})" for name, path in made.items())
                      + f", {_link(capture, out)} (capture)")
         leaked[epoch] = memray_capture.allocation_sites(capture, leaked=True)
-        peak[epoch] = memray_capture.allocation_sites(capture, leaked=False)
     doc.add(Heading("memray: which allocations grew"), Bullets(links))
     epoch = target if target in leaked else next(iter(leaked))
     before = leaked.get(baseline, {}) if baseline in leaked else None
@@ -90,7 +89,8 @@ def _memray(doc, produced, epochs, out, target, baseline) -> None:
                       "program that asked for it: memory that accumulates batch after batch shows up here, "
                       "with the same amount in every epoch it lasts:"),
             _bytes_table(rows, baseline if before is not None else None, epoch, change=False))
-    if target in peak and baseline in peak:
+    if target in captures and baseline in captures:  # a full pass over each capture: only when compared
+        peak = {e: memray_capture.allocation_sites(captures[e], leaked=False) for e in (baseline, target)}
         rows = growth(peak[baseline], peak[target], minimum=1 << 16)
         doc.add(Paragraph(f"Allocation sites whose share of each epoch's peak memory grew from epoch {baseline} "
                           f"to epoch {target}:"), _bytes_table(rows, baseline, target))

@@ -32,7 +32,6 @@ class ProfilingPlugin(TrainerPlugin):
                 self._drop(tool, str(exc))
         self.artefacts: dict[int, dict[str, Any]] = {}  # epoch -> tool -> what it produced
         self._running: dict[str, Any] = {}
-        self._epoch = 0
 
     def _drop(self, tool: str, message: str) -> None:
         if tool not in self.unavailable:
@@ -43,7 +42,6 @@ class ProfilingPlugin(TrainerPlugin):
         return tuple(t for t in self.plan.get(epoch, ()) if t not in self.unavailable)
 
     def on_epoch_start(self, epoch: int) -> None:
-        self._epoch = epoch
         self.out.mkdir(parents=True, exist_ok=True)
         for tool in self.tools_for(epoch):
             base = self.out / f"epoch{epoch}-{tool}"
