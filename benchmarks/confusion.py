@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dcnprobe.faults import FAULTS
+from model.faults import FAULTS
 from dcnprobe.harness import TrialSpec, run_trial
 from dcnprobe.settings import Settings
 

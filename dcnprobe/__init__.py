@@ -11,11 +11,17 @@ from typing import Any
 
 __version__ = "0.1.0"
 
+# The public API: what user loops, the built-in trainer (model/) and other tools may use.
 _EXPORTS = {
     "Settings": "dcnprobe.settings",
     "UsageError": "dcnprobe.errors",
     "NullProbe": "dcnprobe.hooks",
+    "ProbeLike": "dcnprobe.hooks",
+    "ProbeListener": "dcnprobe.hooks",
     "Probe": "dcnprobe.probe",
+    "DeviceBackend": "dcnprobe.devices",
+    "backend_for": "dcnprobe.devices",
+    "resolve_device": "dcnprobe.devices",
     "read_run": "dcnprobe.records",
     "analyze_run": "dcnprobe.analysis",
 }

@@ -47,6 +47,27 @@ class ProbeLike(Protocol):
     def finish(self, status: str = "ok") -> None: ...
 
 
+class ProbeListener:
+    """Something that acts at the probe's boundaries, inside the training process: the
+    epoch profilers, the live slowdown warning. Every method is a no-op; override what you
+    need. Listeners run on the training thread, so they must be cheap per batch."""
+
+    def on_start(self, header: Mapping[str, Any]) -> None:
+        pass
+
+    def on_epoch_start(self, epoch: int) -> None:
+        pass
+
+    def on_batch(self, record: Mapping[str, Any]) -> None:
+        pass
+
+    def on_epoch_end(self, epoch: int) -> None:
+        pass
+
+    def on_finish(self, status: str) -> None:
+        pass
+
+
 _NO_PHASE = contextlib.nullcontext()
 
 

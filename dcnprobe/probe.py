@@ -28,7 +28,8 @@ import torch
 from dcnprobe import environment, glibc
 from dcnprobe.devices import backend_for
 from dcnprobe.gcwatch import GcWatch
-from dcnprobe.hooks import PHASES
+from dcnprobe.attach.contract import AttachConfig
+from dcnprobe.hooks import PHASES, ProbeListener
 from dcnprobe.processes import ProcessReader, own_faults
 from dcnprobe.records import SCHEMA_VERSION, RunWriter
 from dcnprobe.sampler import DEFAULT_INTERVAL, DEFAULT_USS_EVERY, MemorySampler
@@ -60,6 +61,7 @@ class Probe:
         live_tensors: bool = False,
         clock: Callable[[], float] = time.perf_counter,
         sync_fn: Callable[[], None] | None = None,
+        listeners: Iterable[ProbeListener] = (),
     ) -> None:
         if on_stall not in ("exit", "record"):
             raise ValueError("on_stall must be 'exit' or 'record'")
@@ -90,6 +92,24 @@ class Probe:
         self._gc_gen2 = 0
         self._faults = (0, 0)
         self._finished = False
+        self.listeners: list[ProbeListener] = list(listeners)
+        # Started by a launcher (dcnprobe run, a trial, profile-epoch): its config wins, so
+        # that a script using this API records where the launcher looks, with its options.
+        self.config = AttachConfig.from_env()
+        if self.config is not None:
+            self._configure(self.config)
+
+    def add_listener(self, listener: ProbeListener) -> None:
+        self.listeners.append(listener)
+
+    def _configure(self, config: AttachConfig) -> None:
+        self.out_dir = Path(config.run_dir)
+        if config.stall_after is not None:
+            self.watchdog.floor_s = config.stall_after
+        if config.profile:
+            from dcnprobe.profiling.session import EpochProfiler
+
+            self.add_listener(EpochProfiler.from_config(config.profile))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -109,6 +129,8 @@ class Probe:
             **(info or {}),
         }
         self.writer.write("header", header)
+        for listener in self.listeners:
+            listener.on_start(header)
         self.gc.start()
         self._faults = own_faults()
         self.sampler.start()
@@ -121,6 +143,8 @@ class Probe:
         self.watchdog.stop()
         self.sampler.stop()
         self.gc.stop()
+        for listener in self.listeners:
+            listener.on_finish(status)
         self._emit_sample(self.sampler.sample(with_uss=True))
         self.writer.write("footer", {"status": status, "t": self._now(), "epochs": self.epoch, "steps": self.step})
         self.writer.close()
@@ -145,6 +169,8 @@ class Probe:
         self._epoch_open = True
         self._epoch_started = self.clock()
         self._epoch_totals = []
+        for listener in self.listeners:
+            listener.on_epoch_start(epoch)
 
     def epoch_end(self, epoch: int, metrics: Mapping[str, Any] | None = None) -> None:
         self.watchdog.disarm()
@@ -192,6 +218,10 @@ class Probe:
             self._in_loop = False
             if self.writer is not None:  # between epochs now: no batch is due until the next pass
                 self.writer.write("loop_end", {"t": self._now(), "epoch": self.epoch, "batches": self.batch})
+            # The epoch's training batches are done (validation, if any, comes after):
+            # profilers stop here so that they cover training only.
+            for listener in self.listeners:
+                listener.on_epoch_end(self.epoch)
             if self._auto_epoch:
                 self.epoch_end(self.epoch)
 
@@ -226,6 +256,8 @@ class Probe:
         self.watchdog.progress(times["total"])
         if self.writer is not None:
             self.writer.write("batch", record)
+        for listener in self.listeners:
+            listener.on_batch(record)
 
     # -- internals ---------------------------------------------------------------
 

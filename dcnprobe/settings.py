@@ -25,7 +25,6 @@ _FALSE = {"false", "0", "no", "off"}
 _NONE = {"none", "default", ""}
 _DEVICE_RE = re.compile(r"^(auto|cpu|mps|cuda(:\d+)?)$")
 _CACHE_CLEAR_RE = re.compile(r"^(never|epoch|every:([1-9]\d*))$")
-LOADER_STYLES = ("batched", "per-sample")
 
 
 def _parse_bool(text: str) -> bool:
@@ -62,6 +61,13 @@ def _choice_parser(pattern: re.Pattern[str], description: str) -> Callable[[str]
     return parse
 
 
+def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    def parse_or_none(text: str) -> Any:
+        return None if text.strip().lower() in _NONE else parse(text)
+
+    return parse_or_none
+
+
 def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
     return field(default=default, metadata={"parse": parse, "help": help})
 
@@ -85,6 +91,12 @@ class Settings:
         "release cached memory: never, epoch, or every:N batches (CPU: gc.collect + malloc_trim)",
     )
     pin_memory: bool = _setting(False, _parse_bool, "DataLoader pin_memory")
+    start_method: str | None = _setting(
+        None,
+        _optional(_choice_parser(re.compile(r"^(fork|spawn|forkserver)$"), "fork, spawn, forkserver or none")),
+        "how DataLoader workers start: fork, spawn or forkserver (none: the platform's default, "
+        "spawn on macOS, fork on Linux); several worker faults exist under only one of them",
+    )
     prefetch_factor: int | None = _setting(
         None, _int_parser(1, optional=True), "batches each worker loads ahead (needs num_workers > 0)"
     )
@@ -110,6 +122,8 @@ class Settings:
             )
         if self.prefetch_factor is not None and self.num_workers == 0:
             raise SettingsError("prefetch_factor needs num_workers > 0 (only workers prefetch)")
+        if self.start_method is not None and self.num_workers == 0:
+            raise SettingsError("start_method needs num_workers > 0 (there are no workers to start)")
 
     # -- conversions -------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from dcnprobe.errors import UsageError
+from dcnprobe import UsageError
 
 
 def checkpoint_path(out: Path, epoch: int) -> Path:

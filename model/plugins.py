@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset
 
-from dcnprobe.settings import Settings
+from dcnprobe import Settings
 
 
 class TrainerPlugin:

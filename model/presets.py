@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dcnprobe.errors import UsageError
+from dcnprobe import UsageError
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcnprobe.devices import DeviceBackend, backend_for, resolve_device
-from dcnprobe.errors import UsageError
-from dcnprobe.hooks import NullProbe, ProbeLike
-from dcnprobe.settings import Settings
+from dcnprobe import DeviceBackend, NullProbe, ProbeLike, Settings, UsageError, backend_for, resolve_device
 from model import checkpoint
 from model.data.loader import epoch_sampler, make_dataset, make_loader
 from model.data.source import DEFAULT_DATA, load_data

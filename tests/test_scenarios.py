@@ -4,7 +4,7 @@ declares; a clean run is not called slow. Slow: about 40 s per scenario."""
 import pytest
 
 from benchmarks.confusion import CLEAN_SEEDS, run_scenario
-from dcnprobe.faults import FAULTS
+from model.faults import FAULTS
 
 
 @pytest.mark.slow

@@ -8,7 +8,7 @@ import click
 @click.command("faults")
 def command() -> None:
     """List the slowdown scenarios that --fault can plant, with the cause each reproduces."""
-    from dcnprobe.faults import FAULTS
+    from model.faults import FAULTS
     from dcnprobe.settings import format_value
 
     width = max(len(name) for name in FAULTS)

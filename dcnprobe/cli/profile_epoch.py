@@ -39,7 +39,7 @@ def command(epoch: int, settings: Settings, preset: str, epochs: int | None, max
     links every artefact (flame graphs, speedscope, memray HTML, Chrome traces).
     """
     from dcnprobe.devices import resolve_device
-    from dcnprobe.faults import resolve_faults
+    from model.faults import resolve_faults
     from dcnprobe.probe import Probe
     from dcnprobe.profiling import report
     from dcnprobe.profiling.session import ProfilingPlugin

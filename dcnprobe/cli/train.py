@@ -40,7 +40,7 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
             sample_interval: float, stall_after: float, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
     from dcnprobe.devices import resolve_device
-    from dcnprobe.faults import resolve_faults
+    from model.faults import resolve_faults
     from dcnprobe.probe import Probe
     from model.data.source import load_data
     from model.plugins import configured

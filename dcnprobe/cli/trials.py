@@ -48,7 +48,7 @@ def trial_options(default_out: str) -> Callable:
 
 def make_runner(out: Path, faults, epochs, max_batches, preset, data, threshold, trial_budget, stall_after,
                 line: ProgressLine) -> TrialRunner:
-    from dcnprobe.faults import resolve_faults
+    from model.faults import resolve_faults
 
     resolve_faults(faults)  # an unknown fault fails here, not in every trial
     out.mkdir(parents=True, exist_ok=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 from dcnprobe.profiling import memray_capture
 from dcnprobe.profiling.compare import function_growth, growth
 from dcnprobe.profiling.flamegraph import parse_collapsed, to_svg, write_speedscope
-from dcnprobe.profiling.session import ProfilingPlugin
-from dcnprobe.records import read_run
+from dcnprobe.profiling.session import Profiles
+from dcnprobe.records import Run
 from dcnprobe.report.document import Bullets, Document, Heading, Paragraph, Table, to_markdown
 
 MB = 1 << 20
@@ -18,13 +18,14 @@ def _link(path: Path | None, out: Path) -> str:
     return f"[{path.name}]({path.relative_to(out).as_posix()})" if path else "-"
 
 
-def build(plugin: ProfilingPlugin, out: Path, target: int, baseline: int | None) -> Path:
+def build(profiles: Profiles, run: Run, out: Path, target: int, baseline: int | None) -> Path:
+    """Write OUT/profile.md from what the profiler produced (artefacts under OUT/profiles)."""
     epochs = [e for e in (baseline, target) if e is not None]
     doc = Document(f"Profile of epoch {target}" + (f" against epoch {baseline}" if baseline else ""))
-    doc.add(Paragraph(_timing(out, target, baseline)))
-    if plugin.unavailable:
-        doc.add(Bullets([f"not run: {message}" for message in plugin.unavailable.values()]))
-    produced = plugin.artefacts
+    doc.add(Paragraph(_timing(run, target, baseline)))
+    if profiles.unavailable:
+        doc.add(Bullets([f"not run: {message}" for message in profiles.unavailable.values()]))
+    produced = profiles.artefacts
     _pyspy(doc, produced, epochs, out, target, baseline)
     _memray(doc, produced, epochs, out, target, baseline)
     _torch(doc, produced, epochs, out, target, baseline)
@@ -33,8 +34,7 @@ def build(plugin: ProfilingPlugin, out: Path, target: int, baseline: int | None)
     return path
 
 
-def _timing(out: Path, target: int, baseline: int | None) -> str:
-    run = read_run(out)
+def _timing(run: Run, target: int, baseline: int | None) -> str:
     medians = run.batches.groupby("epoch")["total"].median() if not run.batches.empty else {}
     if target not in medians:
         return "No batches were recorded for the profiled epoch."

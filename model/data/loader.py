@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from dcnprobe.settings import Settings
+from dcnprobe import Settings
 from model.data.table import Table
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # categorical, numeric, label
@@ -102,6 +102,7 @@ def make_loader(
         persistent_workers=settings.persistent_workers,
         pin_memory=settings.pin_memory,
         prefetch_factor=settings.prefetch_factor if workers else None,
+        multiprocessing_context=settings.start_method if workers else None,
         worker_init_fn=worker_init_fn,
         # A private generator: worker seeds must not consume the global RNG that dropout
         # uses, or a resumed run would diverge from an uninterrupted one.

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dcnprobe.errors import UsageError
+from dcnprobe import UsageError
 from model.data.store import Schema, StoreWriter, build_once, cache_key
 from model.data.table import CTRData, open_store
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from dcnprobe.errors import UsageError
+from dcnprobe import UsageError
 from model.data.readers import FileSpec, load_file
 from model.data.synthetic import load_synthetic, parse_synthetic
 from model.data.table import CTRData

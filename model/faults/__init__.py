@@ -13,16 +13,16 @@ import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
-from dcnprobe.errors import UsageError
-from dcnprobe.faults.base import Fault
-from dcnprobe.faults.main_process import (
+from dcnprobe import UsageError
+from model.faults.base import Fault
+from model.faults.main_process import (
     CacheThrash,
     GraphRetention,
     HeapGrowth,
     MemoryPressure,
     UnboundedMetric,
 )
-from dcnprobe.faults.workers import WorkerCopyOnRead, WorkerHang, WorkerStall
+from model.faults.workers import WorkerCopyOnRead, WorkerHang, WorkerStall
 from model.plugins import TrainerPlugin
 
 FAULTS: dict[str, type[Fault]] = {

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from dcnprobe.faults.base import Fault
-from dcnprobe.settings import Settings
+from model.faults.base import Fault
+from dcnprobe import Settings
 
 
 class _RowObjects(Dataset):

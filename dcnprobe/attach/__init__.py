@@ -1,0 +1,1 @@
+"""Attach the probe to an unmodified training command from outside."""
