@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 import torch
 
 from dcnprobe import environment, glibc
+from dcnprobe.analysis.stats import percentile
 from dcnprobe.devices import backend_for
 from dcnprobe.gcwatch import GcWatch
 from dcnprobe.attach.contract import AttachConfig
@@ -182,7 +183,7 @@ class Probe:
             "t_start": self._epoch_started - self._t0,
             "t_end": self._now(),
             "median_batch_s": totals[len(totals) // 2] if totals else None,
-            "p90_batch_s": totals[int(0.9 * (len(totals) - 1))] if totals else None,
+            "p90_batch_s": percentile(totals, 90) if totals else None,  # the one definition: analysis.stats
             **(metrics or {}),
         }
         if self.writer is not None:

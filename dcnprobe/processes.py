@@ -74,7 +74,8 @@ class ProcessReader:
         return getattr(info, "uss", None)
 
     def stats(self, pid: int, with_uss: bool) -> dict[str, Any] | None:
-        """rss, uss (or None), threads, CPU seconds, involuntary switches, page faults."""
+        """rss, uss (or None), threads, CPU seconds, involuntary switches, open file
+        descriptors (None where the platform has no count), page faults."""
         proc = self.handle(pid)
         if proc is None:
             return None
@@ -88,6 +89,7 @@ class ProcessReader:
                     "cpu_user": cpu.user,
                     "cpu_system": cpu.system,
                     "ctx_involuntary": proc.num_ctx_switches().involuntary,
+                    "fds": open_fds(proc),
                 }
                 stats.update(page_faults(proc, memory))
             stats["uss"] = proc.memory_full_info().uss if with_uss else None
@@ -109,6 +111,23 @@ def page_faults(proc: psutil.Process, memory: Any = None) -> dict[str, int | Non
             return {"minflt": None, "majflt": None}
     memory = memory or _safe(proc.memory_info)
     return {"minflt": getattr(memory, "pfaults", None), "majflt": getattr(memory, "pageins", None)}
+
+
+def open_fds(proc: psutil.Process) -> int | None:
+    """Open file descriptors: leaks in workers (shared-memory tensors kept alive) show as a
+    count that only rises. Windows has no such count."""
+    num_fds = getattr(proc, "num_fds", None)
+    return _safe(num_fds) if num_fds else None
+
+
+def cpu_frequency_mhz() -> float | None:
+    """Current clock frequency, averaged over cores; None where psutil cannot read it
+    (many VMs and containers). A falling clock with flat memory is thermal throttling."""
+    try:
+        freq = psutil.cpu_freq()
+    except (OSError, NotImplementedError, AttributeError):
+        return None
+    return float(freq.current) if freq and freq.current else None
 
 
 def own_faults() -> tuple[int, int]:

@@ -1,5 +1,6 @@
 """Background memory sampler: the main process, every DataLoader worker, the system,
-the device allocator, glibc's allocator and the Python heap, at a fixed interval.
+the device allocator, glibc's allocator and the Python heap, at a fixed interval; also
+the machine's busy CPU time (for other processes' load) and the CPU clock frequency.
 
 It runs in a daemon thread and emits flat dict records (see dcnprobe.records). RSS is
 read every tick; USS, which costs the kernel a page-table walk (about 10 ms for a process
@@ -17,7 +18,8 @@ from typing import Any
 
 from dcnprobe import glibc
 from dcnprobe.gcwatch import GcWatch
-from dcnprobe.processes import ProcessReader, system_memory
+from dcnprobe.machine_load import machine_busy_seconds
+from dcnprobe.processes import ProcessReader, cpu_frequency_mhz, system_memory
 
 DEFAULT_INTERVAL = 0.5
 DEFAULT_USS_EVERY = 8
@@ -54,6 +56,10 @@ class MemorySampler:
         main = reader.stats(reader.pid, with_uss) or {}
         record.update({f"main_{k}": v for k, v in main.items()})
         record.update(system_memory())
+        # Machine-wide busy CPU-seconds: less our own CPU (main + workers, below), the
+        # analysis gets the load of other processes, so that contention is not blamed on code.
+        record["machine_busy_s"] = machine_busy_seconds()
+        record["cpu_freq_mhz"] = cpu_frequency_mhz()
         record.update({f"device_{k}": v for k, v in self.device_memory().items()})
         malloc = glibc.mallinfo()
         if malloc:

@@ -1,11 +1,13 @@
 """From signals to causes: each rule reads the measurements (never a scenario's name) and
 returns a score in (0, 1] with the evidence behind it, or nothing.
 
-Cause ids are stable; they are the ids of DESIGN.md's catalogue:
-    graph-retention, metric-accumulation, gc-pressure, worker-memory-growth,
-    worker-respawn, thread-oversubscription, device-allocator-retention,
-    memory-pressure, allocator-fragmentation, cache-clearing-cost, shape-cache,
-    stall, none
+Cause ids are stable; docs/causes.md describes each one (CAUSE_IDS below is the list,
+and a test keeps the two in step). Every number a rule compares against lives in
+dcnprobe.analysis.thresholds.
+
+Outside CPU load is never blamed on the user's code: when other processes' load
+explains the timing (signals.contended and not signals.slowdown), the rules that read
+timing stay silent and machine-contention is named instead.
 """
 
 from __future__ import annotations
@@ -15,26 +17,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcnprobe.analysis.signals import Signals
+from dcnprobe.analysis import thresholds as th
+from dcnprobe.analysis.formatting import format_ratio
+from dcnprobe.analysis.signals import COMPUTE, Signals
+from dcnprobe.analysis.thresholds import MB
 
 CAUSE_IDS = (
-    "graph-retention", "metric-accumulation", "gc-pressure", "worker-memory-growth", "worker-respawn",
-    "thread-oversubscription", "device-allocator-retention", "memory-pressure", "allocator-fragmentation",
-    "cache-clearing-cost", "shape-cache", "stall", "none",
+    "graph-retention", "metric-accumulation", "periodic-work", "gc-pressure", "worker-memory-growth",
+    "worker-respawn", "thread-oversubscription", "machine-contention", "device-allocator-retention",
+    "memory-pressure", "allocator-fragmentation", "cache-clearing-cost", "shape-cache", "fd-leak",
+    "thermal-throttling", "stall", "none",
 )
-
-MB = 1 << 20
-# Thresholds, in one place. Memory amounts are growth over the steady part of the run.
-RETAINED_MIN = 64 * MB  # growth that counts as memory that does not come back
-RETAINED_PER_BATCH = 256 * 1024  # ... and per batch, so slow drifts over long runs don't count
-TENSOR_BYTES_PER_BLOCK = 4096  # retained bytes per new Python object: above = big buffers (tensors)
-PYTHON_BLOCKS_PER_BATCH = 2000  # new Python objects per batch that make a heap grow
-WORKER_GROWTH_MIN = 48 * MB  # all workers together
-PRESSURE_MEMORY_MIN = 256 * MB
-PRESSURE_PER_BATCH = 1 * MB
-CACHE_CLEAR_SHARE = 0.05
-RESPAWN_SHARE = 0.05  # of an epoch's time spent waiting for new workers
-STRONG_TREND_T = 8.0  # t statistic of batch time against step
 
 
 @dataclass
@@ -43,13 +36,21 @@ class Finding:
     score: float
     evidence: list[str] = field(default_factory=list)
 
+    @property
+    def advice(self) -> str:
+        from dcnprobe.analysis.advice import advice_for
+
+        return advice_for(self.id)
+
     def to_dict(self) -> dict:
-        return {"id": self.id, "score": round(self.score, 3), "evidence": self.evidence}
+        return {"id": self.id, "score": round(self.score, 3), "evidence": self.evidence, "advice": self.advice}
 
 
 def rank(signals: Signals, run_dir: Path | None = None) -> list[Finding]:
     findings = [f for rule in RULES if (f := rule(signals, run_dir)) is not None and f.score > 0]
-    findings.sort(key=lambda f: f.score, reverse=True)
+    # Outside load that explains the timing comes first, whatever the other scores:
+    # the user's code must not be blamed for another process's CPU.
+    findings.sort(key=lambda f: (f.id == "machine-contention" and _contention_explains(signals), f.score), reverse=True)
     if not findings:
         findings.append(Finding("none", 1.0, [_no_cause_evidence(signals)]))
     return findings
@@ -82,17 +83,47 @@ def _retained(signals: Signals) -> tuple[float, float, str]:
 
 
 def _time_grows(signals: Signals) -> bool:
+    """The run's own batches take longer. Never true when other processes' load explains
+    the timing: every rule that reads timing goes through here."""
+    if _contention_explains(signals):
+        return False
     trend = signals.time_trend
-    rising = trend is not None and trend.t > STRONG_TREND_T and trend.growth > 0.1 * (signals.batch_seconds or 1)
-    return signals.slowdown or (rising and (signals.within_epoch_rise or 0) > 1.1)
+    rising = (trend is not None and trend.t > th.STRONG_TREND_T
+              and trend.growth > th.TREND_MIN_GROWTH * (signals.batch_seconds or 1))
+    return signals.slowdown or (rising and (signals.within_epoch_rise or 0) > th.WITHIN_EPOCH_RISE)
+
+
+def _contention_explains(signals: Signals) -> bool:
+    return signals.contended and not signals.slowdown
 
 
 def _ratio_text(signals: Signals) -> str:
     if signals.ratio is None:
         return "only one epoch was measured"
     low, high = signals.ratio_ci
-    return (f"epoch {signals.compared_epoch}/epoch 1 {signals.ratio_stat} batch time {signals.ratio:.2f} "
-            f"(95% CI {low:.2f}-{high:.2f})")
+    return (f"epoch {signals.compared_epoch}/epoch 1 {signals.ratio_stat} batch time "
+            f"{format_ratio(signals.ratio, low, high, signals.confidence)}")
+
+
+def _shape_text(signals: Signals) -> str:
+    """How the batch time moved, in words that match the data: a change point says which
+    way, and 'stayed up' only where the end of the run is still up."""
+    change, where = signals.change, signals.change_epoch_batch
+    if change is not None and where is not None:
+        epoch, batch = where
+        if change.kind == "ramp":
+            return f"batch time starts rising at epoch {epoch}, batch {batch}"
+        moved = "jumped" if change.direction == "up" else "fell"
+        levels = f"{change.before * 1000:.0f} -> {change.after * 1000:.0f} ms median"
+        if change.direction == "up" and signals.change_stayed:
+            return f"batch time jumped at epoch {epoch}, batch {batch} and stayed up ({levels})"
+        if change.direction == "up":
+            return f"batch time jumped at epoch {epoch}, batch {batch} ({levels}), and came back down by the end"
+        return f"batch time {moved} at epoch {epoch}, batch {batch} ({levels})"
+    trend = signals.time_trend
+    if trend is not None and trend.per_step > 0:
+        return f"batch time rises steadily with every step: +{trend.per_step * 100 * 1000:.1f} ms per 100 batches"
+    return "batch time is higher in the later epoch"
 
 
 def _workers_grew(signals: Signals) -> float:
@@ -118,7 +149,7 @@ def stall(signals: Signals, run_dir: Path | None) -> Finding | None:
             where = _blocked_at(run_dir / "stacks" / name) if run_dir else None
             if where:
                 evidence.append(f"{name}: {where}")
-    return Finding("stall", 1.0, evidence or ["the run ended with status 'stalled'"])
+    return Finding("stall", th.SCORE_STALL, evidence or ["the run ended with status 'stalled'"])
 
 
 def _blocked_at(path: Path) -> str | None:
@@ -155,11 +186,11 @@ def _is_stdlib(frame: str) -> bool:
 
 def graph_retention(signals: Signals, run_dir: Path | None) -> Finding | None:
     growth, per_batch, label = _retained(signals)
-    if growth < RETAINED_MIN or per_batch < RETAINED_PER_BATCH or _time_grows(signals):
+    if growth < th.RETAINED_MIN or per_batch < th.RETAINED_PER_BATCH or _time_grows(signals):
         return None
     blocks = max(_per_batch(signals, "python_blocks"), 1.0)
     bytes_per_object = per_batch / blocks
-    if bytes_per_object < TENSOR_BYTES_PER_BLOCK:
+    if bytes_per_object < th.TENSOR_BYTES_PER_BLOCK:
         return None  # many small objects: a Python heap, not tensors
     evidence = [
         f"{label} grew {_mb(growth)} ({_mb(per_batch)} per batch) and does not come back",
@@ -168,7 +199,7 @@ def graph_retention(signals: Signals, run_dir: Path | None) -> Finding | None:
     ]
     if "live_tensors" in signals.memory:
         evidence.append(f"live tensors grew by {_growth(signals, 'live_tensors'):,.0f}")
-    return Finding("graph-retention", min(1.0, 0.6 + 0.1 * growth / (256 * MB)), evidence)
+    return Finding("graph-retention", min(1.0, th.SCORE_GRAPH_RETENTION + 0.1 * growth / th.PRESSURE_MEMORY_MIN), evidence)
 
 
 def memory_pressure(signals: Signals, run_dir: Path | None) -> Finding | None:
@@ -177,8 +208,8 @@ def memory_pressure(signals: Signals, run_dir: Path | None) -> Finding | None:
     majors = signals.memory.get("major_faults", 0)
     if not _time_grows(signals):
         return None
-    swapping = swap_in > 64 * MB or majors > 1000
-    if not (swapping or (growth >= PRESSURE_MEMORY_MIN and per_batch >= PRESSURE_PER_BATCH)):
+    swapping = swap_in > th.SWAP_IN_MIN or majors > th.MAJOR_FAULTS_MIN
+    if not (swapping or (growth >= th.PRESSURE_MEMORY_MIN and per_batch >= th.PRESSURE_PER_BATCH)):
         return None
     evidence = [
         f"batch time grows as memory grows: {_ratio_text(signals)}",
@@ -189,7 +220,7 @@ def memory_pressure(signals: Signals, run_dir: Path | None) -> Finding | None:
         evidence.append(f"swap-in {_mb(swap_in)}, {majors:,} major page faults: memory is being paged")
     if signals.grew:
         evidence.append(f"the time went to '{signals.grew}'")
-    return Finding("memory-pressure", 0.95 if swapping else 0.85, evidence)
+    return Finding("memory-pressure", th.SCORE_SWAPPING if swapping else th.SCORE_MEMORY_PRESSURE, evidence)
 
 
 def metric_accumulation(signals: Signals, run_dir: Path | None) -> Finding | None:
@@ -198,28 +229,25 @@ def metric_accumulation(signals: Signals, run_dir: Path | None) -> Finding | Non
     if not _time_grows(signals) or signals.grew == "cache_clear":
         return None
     growth, per_batch, _ = _retained(signals)
-    if growth >= PRESSURE_MEMORY_MIN and per_batch >= PRESSURE_PER_BATCH:
+    if growth >= th.PRESSURE_MEMORY_MIN and per_batch >= th.PRESSURE_PER_BATCH:
         return None  # memory-pressure explains it
     if signals.grew == "data_wait" and _has_workers(signals):
         return None  # the workers' side: see worker_memory_growth
-    trend = signals.time_trend
-    if signals.change is not None and signals.change.kind == "step" and signals.change_epoch_batch:
-        epoch, batch = signals.change_epoch_batch
-        shape = f"batch time jumped at epoch {epoch}, batch {batch} and stayed up"
-    else:
-        shape = f"batch time rises steadily with every step: +{trend.per_step * 100 * 1000:.1f} ms per 100 batches"
-    evidence = [f"{shape}; {_ratio_text(signals)}"]
-    if signals.within_epoch_rise and signals.within_epoch_rise > 1.1:
+    if _bursts_explain(signals):
+        return None  # spikes at a period: periodic-work, not a history that grows
+    evidence = [f"{_shape_text(signals)}; {_ratio_text(signals)}"]
+    if signals.within_epoch_rise and signals.within_epoch_rise > th.WITHIN_EPOCH_RISE:
         evidence.append(f"within an epoch the last quarter is {signals.within_epoch_rise:.2f}x the first")
     evidence.append(f"memory grows little ({_mb(per_batch)} per batch): the work per batch grows, not the data")
     if signals.grew:
         where = {"other": " (the loop's own code outside forward, backward and the optimizer: metrics, logging, bookkeeping)",
                  "data_wait": " (the dataset's own code, in the main process)"}.get(signals.grew, "")
         evidence.append(f"the time went to '{signals.grew}'{where}")
-    score = 0.8 if signals.grew == "other" else 0.5
+    score = th.SCORE_METRICS_IN_LOOP if signals.grew == "other" else th.SCORE_METRICS_ELSEWHERE
     gc_trend = signals.gc.get("trend") if signals.gc else None
-    if gc_trend is not None and gc_trend.t > 3 and gc_trend.growth > 0.5 * (signals.phase_growth.get("other") or 0):
-        score -= 0.3  # garbage collection explains much of it: gc-pressure
+    if (gc_trend is not None and gc_trend.t > th.GC_TREND_T
+            and gc_trend.growth > th.GC_EXPLAINS_GROWTH * (signals.phase_growth.get("other") or 0)):
+        score -= th.SCORE_GC_EXPLAINS_METRICS  # garbage collection explains much of it: gc-pressure
     return Finding("metric-accumulation", score, evidence)
 
 
@@ -230,11 +258,15 @@ def _has_workers(signals: Signals) -> bool:
 def gc_pressure(signals: Signals, run_dir: Path | None) -> Finding | None:
     gc = signals.gc
     blocks = _per_batch(signals, "python_blocks")
-    if not gc or blocks < PYTHON_BLOCKS_PER_BATCH:
+    if not gc or blocks < th.PYTHON_BLOCKS_PER_BATCH:
         return None
+    never = _gc_never_runs(signals)
+    if never:
+        return never
     trend = gc["trend"]
-    growing_pauses = trend.t > 3 and trend.per_step > 0
-    aligned = gc["outlier_batches"] >= 3 and gc["outliers_with_gen2"] / gc["outlier_batches"] > max(0.5, 2 * gc["gen2_rate"])
+    growing_pauses = trend.t > th.GC_TREND_T and trend.per_step > 0 and not _contention_explains(signals)
+    aligned = (gc["outlier_batches"] >= th.GC_ALIGNED_MIN
+               and gc["outliers_with_gen2"] / gc["outlier_batches"] > max(th.GC_ALIGNED_SHARE, 2 * gc["gen2_rate"]))
     if not (growing_pauses or aligned):
         return None
     shares = [e.gc_share for e in signals.epochs]
@@ -245,8 +277,29 @@ def gc_pressure(signals: Signals, run_dir: Path | None) -> Finding | None:
     if aligned:
         evidence.append(f"{gc['outliers_with_gen2']} of the {gc['outlier_batches']} slowest batches ran a generation-2 collection "
                         f"(base rate {gc['gen2_rate']:.1%})")
-    score = 0.5 + 0.2 * growing_pauses + 0.2 * aligned
+    score = th.SCORE_GC_BASE + th.SCORE_GC_EACH_SIGN * (growing_pauses + aligned)
     return Finding("gc-pressure", score, evidence)
+
+
+def _gc_never_runs(signals: Signals) -> Finding | None:
+    """No generation-2 collection while the Python heap grows by half its size or more
+    (so one was due), or no collection of any generation at all: the collector is off
+    or starved, and cycles pile up."""
+    gc = signals.gc
+    heap = signals.memory.get("python_blocks")
+    if not heap or gc.get("gen2_runs") != 0:
+        return None
+    switched_off = gc.get("gen0_runs") == 0
+    due = heap["start"] > 0 and heap["growth"] >= th.GC_NEVER_HEAP_GROWTH * heap["start"]
+    if not (switched_off or due):
+        return None
+    growth, per_batch, label = _retained(signals)
+    evidence = [
+        f"no generation-2 collection ran while the Python heap grew by {heap['growth']:,.0f} objects "
+        f"({heap['per_batch']:,.0f} per batch)" + ("; no collection of any generation ran: gc is disabled" if switched_off else ""),
+        f"{label} grew {_mb(growth)}: reference cycles are not being freed",
+    ]
+    return Finding("gc-pressure", th.SCORE_GC_NEVER_RUNS, evidence)
 
 
 def worker_memory_growth(signals: Signals, run_dir: Path | None) -> Finding | None:
@@ -255,9 +308,9 @@ def worker_memory_growth(signals: Signals, run_dir: Path | None) -> Finding | No
     if not _has_workers(signals):
         return None
     growth = _workers_grew(signals)
-    memory_grew = growth >= WORKER_GROWTH_MIN
+    memory_grew = growth >= th.WORKER_GROWTH_MIN
     cpu = [e.worker_cpu_per_batch for e in signals.epochs if e.worker_cpu_per_batch is not None]
-    cpu_rose = len(cpu) >= 2 and cpu[0] > 0 and cpu[-1] / cpu[0] > 1.3
+    cpu_rose = len(cpu) >= 2 and cpu[0] > 0 and cpu[-1] / cpu[0] > th.WORKER_CPU_ROSE
     slower = _time_grows(signals)
     loading_slower = slower and signals.grew == "data_wait"
     if not (memory_grew or loading_slower or (slower and cpu_rose)):
@@ -283,9 +336,9 @@ def worker_memory_growth(signals: Signals, run_dir: Path | None) -> Finding | No
     same_workers = len(signals.epochs) >= 2 and all(e.worker_pids == signals.epochs[0].worker_pids for e in signals.epochs)
     if same_workers:
         evidence.append("the same worker processes served every epoch (persistent workers carry their state)")
-    score = 0.7 if memory_grew else 0.5
+    score = th.SCORE_WORKERS_MEMORY if memory_grew else th.SCORE_WORKERS_WORK
     if memory_grew and slower and (cpu_rose or loading_slower):
-        score = 0.9
+        score = th.SCORE_WORKERS_BOTH
     return Finding("worker-memory-growth", score, evidence)
 
 
@@ -297,9 +350,9 @@ def worker_respawn(signals: Signals, run_dir: Path | None) -> Finding | None:
     waits = [e.first_wait_s for e in later]
     epoch_s = signals.batch_seconds * first.batches  # a full epoch, even when later ones were cut short
     share = max(waits) / epoch_s
-    if not new_workers or share < RESPAWN_SHARE or max(waits) < 5 * signals.batch_seconds:
+    if not new_workers or share < th.RESPAWN_SHARE or max(waits) < th.RESPAWN_BATCHES * signals.batch_seconds:
         return None
-    return Finding("worker-respawn", min(0.9, 0.4 + share), [
+    return Finding("worker-respawn", min(th.SCORE_RESPAWN_MAX, th.SCORE_RESPAWN_BASE + share), [
         f"each later epoch's first batch waited {', '.join(f'{w:.1f} s' for w in waits)} for the loader "
         f"(up to {share:.0%} of an epoch; a batch takes {signals.batch_seconds:.2f} s)",
         "new worker processes started every epoch (persistent_workers=false)",
@@ -307,15 +360,142 @@ def worker_respawn(signals: Signals, run_dir: Path | None) -> Finding | None:
 
 
 def thread_oversubscription(signals: Signals, run_dir: Path | None) -> Finding | None:
+    """More runnable threads than cores: they queue, spin and switch. Rising between
+    epochs (torch.set_num_threads raised mid-run, workers each with a full thread pool),
+    it shows as more threads, more kernel time and more involuntary switches, with the
+    extra time in compute phases."""
+    first, later = _first_and_compared(signals)
+    cores = signals.cpu.get("cores") if signals.cpu else None
+    if not cores or first is None:
+        return None
+    threads = max((e.threads or 0) for e in signals.epochs)
+    if threads < th.THREADS_PER_CORE * cores:
+        return None
+    if later is not None and _time_grows(signals):
+        signs = []
+        if later.threads is not None and first.threads is not None and later.threads - first.threads > th.THREADS_ROSE_BY_CORES * cores:
+            signs.append(f"threads rose from {first.threads} in epoch {first.epoch} to {later.threads} in epoch "
+                         f"{later.epoch}, on {cores} cores")
+        if _rose(first.system_share, later.system_share, add=th.SYSTEM_SHARE_ROSE):
+            signs.append(f"kernel share of CPU time rose {first.system_share:.0%} -> {later.system_share:.0%}")
+        if _rose(first.involuntary_per_s, later.involuntary_per_s, times=th.SWITCHES_ROSE):
+            signs.append(f"involuntary context switches rose {first.involuntary_per_s:,.0f} -> "
+                         f"{later.involuntary_per_s:,.0f} per second")
+        compute = sum(max(signals.phase_growth.get(p, 0.0), 0.0) for p in COMPUTE)
+        extra = sum(max(v, 0.0) for v in signals.phase_growth.values())
+        compute_inflates = extra > 0 and compute >= th.COMPUTE_SHARE_OF_GROWTH * extra
+        if compute_inflates and len(signs) >= 2:
+            return Finding("thread-oversubscription", th.SCORE_THREADS_RISING, [
+                f"{threads} threads on {cores} cores; " + "; ".join(signs),
+                f"the extra time is in compute (forward, backward, optimizer: +{compute * 1000:.0f} ms per batch); "
+                + _ratio_text(signals),
+            ])
     cpu = signals.cpu
-    if not cpu:
+    if cpu["max_threads"] < th.THREADS_PER_CORE * cores or cpu["system_share"] < th.SYSTEM_SHARE_HIGH:
         return None
-    cores = cpu["cores"]
-    if cpu["max_threads"] < 4 * cores or cpu["system_share"] < 0.3:
-        return None
-    return Finding("thread-oversubscription", 0.5, [
+    return Finding("thread-oversubscription", th.SCORE_THREADS_STATIC, [
         f"{cpu['max_threads']} threads on {cores} cores, {cpu['system_share']:.0%} of CPU time in the kernel, "
         f"{cpu['involuntary_switches_per_s']:.0f} involuntary context switches per second",
+    ])
+
+
+def _first_and_compared(signals: Signals):
+    if not signals.epochs:
+        return None, None
+    later = next((e for e in signals.epochs if e.epoch == signals.compared_epoch), None)
+    return signals.epochs[0], later
+
+
+def _rose(before: float | None, after: float | None, *, add: float = 0.0, times: float = 1.0) -> bool:
+    if before is None or after is None:
+        return False
+    return after > before * times + add if times != 1.0 else after > before + add
+
+
+def machine_contention(signals: Signals, run_dir: Path | None) -> Finding | None:
+    """Other processes took CPU that the run needed. Named instead of any cause in the
+    user's code; the run is not called slow for it."""
+    if not signals.contended:
+        return None
+    loads = ", ".join(f"epoch {e}: {share:.0%}" for e, share in sorted(signals.outside_load.items()))
+    evidence = [f"CPU used by processes outside the run (share of all cores): {loads}"]
+    if signals.ratio is not None:
+        evidence.append(f"{_ratio_text(signals)}; that change in outside load alone would make the run "
+                        f"{signals.contention_ratio:.2f}x slower")
+    if signals.slowdown:
+        evidence.append("the run is slower than the outside load explains: rerun on a quiet machine to see "
+                        "how much of it is the code's")
+        score = th.SCORE_CONTENTION * 0.5
+    else:
+        evidence.append("the timings say nothing about the code: rerun on a quiet machine")
+        score = th.SCORE_CONTENTION
+    return Finding("machine-contention", score, evidence)
+
+
+def periodic_work(signals: Signals, run_dir: Path | None) -> Finding | None:
+    """Every k batches something else runs inside the loop (evaluation, logging, a
+    checkpoint): spikes at a period. The median hardly moves; the mean does."""
+    if _contention_explains(signals) or not _bursts_explain(signals):
+        return None
+    first, later = _first_and_compared(signals)
+    b = later.bursts
+    periods = ", ".join(f"epoch {e.epoch}: " + (f"every {e.bursts.period} batches" if e.bursts.period else
+                                                 f"{e.bursts.count} slow batches")
+                        for e in signals.epochs if e.bursts is not None)
+    evidence = [
+        f"every {b.period} batches one batch takes {b.burst_s * 1000:.0f} ms against a median of "
+        f"{later.times.median * 1000:.0f} ms: {b.count} of {later.batches} batches ({b.share:.0%}), "
+        f"{b.time_share:.0%} of epoch {later.epoch}'s time",
+        f"the period per epoch: {periods}",
+    ]
+    mean, median = signals.ratios.get("mean"), signals.ratios.get("median")
+    if mean and median:
+        evidence.append(f"the mean batch time moved {format_ratio(*mean, signals.confidence)} while the median moved "
+                        f"{format_ratio(*median, signals.confidence)}: bursts, not a level that stayed up")
+    return Finding("periodic-work", th.SCORE_PERIODIC, evidence)
+
+
+def _bursts_explain(signals: Signals) -> bool:
+    """The compared epoch has periodic spikes that take a real share of its time, and
+    more of it than epoch 1's spikes did: they are where the extra time went."""
+    first, later = _first_and_compared(signals)
+    if later is None or later.bursts is None or later.bursts.period is None:
+        return False
+    gc = signals.gc
+    if gc and gc["outlier_batches"] and gc["outliers_with_gen2"] / gc["outlier_batches"] > th.GC_ALIGNED_SHARE:
+        return False  # the spikes are garbage collections: gc-pressure
+    grew = later.bursts.time_share - (first.bursts.time_share if first.bursts else 0.0)
+    return later.bursts.time_share >= th.BURST_TIME_SHARE and grew > 0 and signals.ratios.get("mean", (0,))[0] > 1
+
+
+def thermal_throttling(signals: Signals, run_dir: Path | None) -> Finding | None:
+    """Compute gets slower while memory stays flat and the clock falls. Without a clock
+    reading there is no telling throttling from anything else: no finding."""
+    first, later = _first_and_compared(signals)
+    if later is None or first.cpu_freq_mhz is None or later.cpu_freq_mhz is None or not _time_grows(signals):
+        return None
+    if later.cpu_freq_mhz > first.cpu_freq_mhz * (1 - th.FREQUENCY_FELL):
+        return None
+    growth, per_batch, label = _retained(signals)
+    if growth >= th.RETAINED_MIN:
+        return None  # memory grows: a memory cause explains it better
+    compute = sum(max(signals.phase_growth.get(p, 0.0), 0.0) for p in COMPUTE)
+    extra = sum(max(v, 0.0) for v in signals.phase_growth.values())
+    if extra <= 0 or compute < th.COMPUTE_SHARE_OF_GROWTH * extra:
+        return None
+    return Finding("thermal-throttling", th.SCORE_THERMAL, [
+        f"CPU clock fell {first.cpu_freq_mhz:,.0f} -> {later.cpu_freq_mhz:,.0f} MHz from epoch {first.epoch} to {later.epoch}",
+        f"compute (forward, backward, optimizer) grew +{compute * 1000:.0f} ms per batch; {_ratio_text(signals)}",
+        f"memory stayed flat ({label} {_mb(growth)})",
+    ])
+
+
+def fd_leak(signals: Signals, run_dir: Path | None) -> Finding | None:
+    if not signals.fds or signals.fds["growth"] < th.FDS_ROSE:
+        return None
+    return Finding("fd-leak", th.SCORE_FD_LEAK, [
+        f"open file descriptors (main process + workers) rose {signals.fds['start']} -> {signals.fds['end']}: "
+        "something keeps files or shared-memory segments open; it ends in 'too many open files' or a hang",
     ])
 
 
@@ -324,8 +504,8 @@ def device_allocator_retention(signals: Signals, run_dir: Path | None) -> Findin
                               ("device_reserved", "device_allocated", ("reserved", "allocated"))):
         if held in signals.memory and used in signals.memory:
             held_growth, used_growth = _growth(signals, held), _growth(signals, used)
-            if held_growth >= RETAINED_MIN and used_growth < 0.25 * held_growth:
-                return Finding("device-allocator-retention", 0.85, [
+            if held_growth >= th.RETAINED_MIN and used_growth < th.DEVICE_USED_SHARE * held_growth:
+                return Finding("device-allocator-retention", th.SCORE_DEVICE_RETENTION, [
                     f"device {names[0]} memory grew {_mb(held_growth)} while {names[1]} memory changed {_mb(used_growth)}: "
                     "the allocator keeps memory the program no longer uses",
                 ])
@@ -335,14 +515,14 @@ def device_allocator_retention(signals: Signals, run_dir: Path | None) -> Findin
 def allocator_fragmentation(signals: Signals, run_dir: Path | None) -> Finding | None:
     retries = signals.memory.get("device_alloc_retries", 0)
     if retries > 0:
-        return Finding("allocator-fragmentation", 0.8, [f"the CUDA caching allocator retried {retries:.0f} allocations"])
+        return Finding("allocator-fragmentation", th.SCORE_CUDA_RETRIES, [f"the CUDA caching allocator retried {retries:.0f} allocations"])
     rss = _growth(signals, "main_rss")
-    if "main_in_use" not in signals.memory or rss < RETAINED_MIN * 2:
+    if "main_in_use" not in signals.memory or rss < th.FRAGMENTATION_RSS_MIN:
         return None
     in_use = _growth(signals, "main_in_use")
-    if in_use > 0.25 * rss:
+    if in_use > th.FRAGMENTATION_IN_USE_SHARE * rss:
         return None
-    return Finding("allocator-fragmentation", 0.4, [
+    return Finding("allocator-fragmentation", th.SCORE_FRAGMENTATION, [
         f"RSS grew {_mb(rss)} while memory in use changed {_mb(in_use)}: glibc holds freed memory "
         f"(free but held: {_mb(_growth(signals, 'main_allocator_held'))} more); RSS alone would be a false leak alarm",
     ])
@@ -350,29 +530,33 @@ def allocator_fragmentation(signals: Signals, run_dir: Path | None) -> Finding |
 
 def cache_clearing_cost(signals: Signals, run_dir: Path | None) -> Finding | None:
     share = signals.cache_clear_share
-    if share < CACHE_CLEAR_SHARE:
+    if share < th.CACHE_CLEAR_SHARE:
         return None
-    return Finding("cache-clearing-cost", min(1.0, 0.5 + 2 * share), [
-        f"clearing caches takes {share:.0%} of batch time (phase 'cache_clear')",
-        "clearing per batch throws away what the allocator would reuse next batch; clear once per epoch",
-    ])
+    evidence = [f"clearing caches costs {share:.0%} of batch time, the clear calls and the batch after each clear together"]
+    if signals.cache_clear_after_s:
+        evidence.append(f"the batch after each of the {signals.cache_clears} clears spends +{signals.cache_clear_after_s * 1000:.0f} ms "
+                        "more in compute: its forward re-fills what the clear threw away (the cost is not in the clear call)")
+    evidence.append("clearing per batch throws away what the allocator would reuse next batch; clear once per epoch")
+    return Finding("cache-clearing-cost", min(1.0, th.SCORE_CACHE_CLEAR_BASE + 2 * share), evidence)
 
 
 def shape_cache(signals: Signals, run_dir: Path | None) -> Finding | None:
     shapes = signals.shapes
-    if not shapes or shapes["distinct"] < 4:
+    if not shapes or shapes["distinct"] < th.DISTINCT_SHAPES:
         return None
-    return Finding("shape-cache", 0.5, [f"{shapes['distinct']} distinct batch shapes: each new shape recompiles or re-plans"])
+    return Finding("shape-cache", th.SCORE_SHAPES, [f"{shapes['distinct']} distinct batch shapes: each new shape recompiles or re-plans"])
 
 
 def _no_cause_evidence(signals: Signals) -> str:
     if signals.ratio is None:
         return "nothing stands out in the measurements"
+    if signals.slowdown:
+        return f"{_ratio_text(signals)}; no rule matched the measurements"
     return f"no slowdown: {_ratio_text(signals)}; memory and GC show nothing unusual"
 
 
 RULES: tuple[Callable[[Signals, Path | None], Finding | None], ...] = (
-    stall, graph_retention, memory_pressure, metric_accumulation, gc_pressure, worker_memory_growth,
-    worker_respawn, thread_oversubscription, device_allocator_retention, allocator_fragmentation,
-    cache_clearing_cost, shape_cache,
+    stall, machine_contention, graph_retention, memory_pressure, metric_accumulation, periodic_work, gc_pressure,
+    worker_memory_growth, worker_respawn, thread_oversubscription, device_allocator_retention,
+    allocator_fragmentation, cache_clearing_cost, shape_cache, fd_leak, thermal_throttling,
 )

@@ -11,23 +11,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dcnprobe.analysis import thresholds as th
 from dcnprobe.analysis.stats import (
+    Bursts,
     ChangePoint,
     Slope,
     Summary,
     change_point,
     linear_slope,
     mad_outliers,
+    periodic_bursts,
     ratio_ci,
     summarize,
     warmup_batches,
 )
 from dcnprobe.hooks import DATA_WAIT, PHASES
+from dcnprobe.machine_load import outside_share
 from dcnprobe.records import Run
 
 TIMED = (DATA_WAIT, *PHASES, "other")
-MIN_BATCHES_TO_COMPARE = 5  # to report a ratio at all
-MIN_BATCHES_TO_CALL_SLOW = 20  # a bootstrap interval from fewer batches is too optimistic to act on
+COMPUTE = ("forward", "backward", "optimizer")
+MIN_BATCHES_TO_COMPARE = th.MIN_BATCHES_TO_COMPARE
+MIN_BATCHES_TO_CALL_SLOW = th.MIN_BATCHES_TO_CALL_SLOW
 
 
 @dataclass
@@ -40,6 +45,17 @@ class EpochSignal:
     first_wait_s: float | None  # data_wait of the epoch's first batch
     worker_pids: list[int] = field(default_factory=list)
     worker_cpu_per_batch: float | None = None
+    between_epochs_s: float | None = None  # previous epoch's last batch end to this epoch's first batch start
+    bursts: Bursts | None = None  # slow batches in this epoch and their period
+    # From the background samples (None where the records lack them):
+    threads: int | None = None  # most threads alive at once, main process + workers
+    system_share: float | None = None  # kernel share of the run's CPU time (main + workers)
+    involuntary_per_s: float | None = None  # involuntary context switches per second, main + workers
+    cpu_seconds: float | None = None  # the run's own CPU time (main + workers)
+    utilisation: float | None = None  # the run's own CPU over wall time and all cores
+    outside_load: float | None = None  # share of all cores busy with other processes' work
+    open_fds: int | None = None  # most open file descriptors at once, main + workers
+    cpu_freq_mhz: float | None = None  # median CPU clock
 
 
 @dataclass
@@ -49,9 +65,15 @@ class Signals:
     epochs: list[EpochSignal]
     ratio: float | None = None  # worst later epoch over epoch 1, of the statistic in ratio_stat
     ratio_ci: tuple[float, float] | None = None
-    ratio_stat: str = "median"  # "mean" when only the mean shows the slowdown (bursty batches)
+    ratio_stat: str = "median"  # "mean" when the mean moved and the median did not (bursty batches)
+    ratios: dict[str, tuple[float, float, float]] = field(default_factory=dict)  # compared epoch: stat -> (r, low, high)
+    confidence: float = th.CONFIDENCE
     compared_epoch: int | None = None
-    slowdown: bool = False
+    slowdown: bool = False  # a slowdown of the run's own making: never one that other processes' load explains
+    outside_load: dict[int, float] = field(default_factory=dict)  # epoch -> share of all cores used by other processes
+    contended: bool = False  # outside load differed between the epochs compared, or explains the ratio
+    contention_ratio: float | None = None  # the slowdown the change in outside load alone would cause
+    measured_slowdown: bool = False  # slow by the interval alone, before outside load is accounted for
     time_trend: Slope | None = None  # batch total against step, steady batches
     within_epoch_rise: float | None = None  # last-quarter / first-quarter median, averaged over epochs
     phase_growth: dict[str, float] = field(default_factory=dict)  # seconds per batch (ratio_stat), compared epoch - epoch 1
@@ -59,12 +81,16 @@ class Signals:
     change: ChangePoint | None = None
     change_step: int | None = None
     change_epoch_batch: tuple[int, int] | None = None
+    change_stayed: bool = False  # after the change, the run's last quarter is still away from the earlier level
     memory: dict[str, Any] = field(default_factory=dict)
     gc: dict[str, Any] = field(default_factory=dict)
     cpu: dict[str, Any] = field(default_factory=dict)
     memory_time_correlation: float | None = None
     stalls: list[dict[str, Any]] = field(default_factory=list)
-    cache_clear_share: float = 0.0
+    cache_clear_share: float = 0.0  # the clear calls plus the extra time of the batch after each clear
+    cache_clear_after_s: float | None = None  # extra seconds in the batch after a clear (its forward re-fills caches)
+    cache_clears: int = 0
+    fds: dict[str, int] = field(default_factory=dict)  # open descriptors, main + workers: start, end, growth
     shapes: dict[str, Any] = field(default_factory=dict)
     batch_seconds: float | None = None  # steady median over the run
 
@@ -79,7 +105,7 @@ def steady_batches(batches: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(parts) if parts else batches.iloc[0:0]
 
 
-def measure(run: Run, threshold: float = 1.2) -> Signals:
+def measure(run: Run, threshold: float = th.DEFAULT_THRESHOLD) -> Signals:
     batches = run.batches.sort_values("step") if not run.batches.empty else run.batches
     steady = steady_batches(batches)
     signals = Signals(status=run.status, threshold=threshold, epochs=_epochs(run, batches, steady), stalls=run.stalls)
@@ -87,21 +113,29 @@ def measure(run: Run, threshold: float = 1.2) -> Signals:
         return signals
     signals.batch_seconds = float(steady["total"].median())
     _compare_epochs(signals, steady)
+    _contention(signals)
     _trend(signals, steady)
     _memory(signals, run, steady)
-    _gc(signals, steady)
+    _gc(signals, run, steady)
     _cpu(signals, run)
-    signals.cache_clear_share = float(steady["cache_clear"].sum() / steady["total"].sum()) if "cache_clear" in steady else 0.0
+    _cache_clearing(signals, steady)
     _shapes(signals, batches)
     return signals
 
 
 def _epochs(run: Run, batches: pd.DataFrame, steady: pd.DataFrame) -> list[EpochSignal]:
     result = []
+    previous_end = None
     for epoch, group in steady.groupby("epoch", sort=True) if not steady.empty else []:
         everything = batches[batches["epoch"] == epoch]
         first = everything.iloc[0] if len(everything) else None
         gc_share = float(group["gc_s"].sum() / group["total"].sum()) if "gc_s" in group else 0.0
+        between = None
+        if first is not None and previous_end is not None and "t" in everything:
+            # Validation, checkpoints, loop_end bookkeeping and the next iterator's set-up
+            # before its timer starts: the cost of an epoch's end and the next one's start.
+            between = max(0.0, float(first["t"] - first["total"]) - previous_end)
+        previous_end = float(everything.iloc[-1]["t"]) if len(everything) and "t" in everything else None
         result.append(EpochSignal(
             epoch=int(epoch),
             batches=len(everything),
@@ -109,8 +143,11 @@ def _epochs(run: Run, batches: pd.DataFrame, steady: pd.DataFrame) -> list[Epoch
             phases={p: float(group[p].median()) for p in TIMED if p in group},
             gc_share=gc_share,
             first_wait_s=float(first[DATA_WAIT]) if first is not None else None,
+            between_epochs_s=between,
+            bursts=periodic_bursts(group["total"].to_numpy(float), group["batch"].to_numpy()),
         ))
     _worker_epochs(run, result)
+    _sampled_epochs(run, result)
     return result
 
 
@@ -128,36 +165,144 @@ def _worker_epochs(run: Run, epochs: list[EpochSignal]) -> None:
         signal.worker_cpu_per_batch = spent / signal.batches
 
 
+def _sampled_epochs(run: Run, epochs: list[EpochSignal]) -> None:
+    """Per-epoch CPU, threads, switches, descriptors, clock and outside load from the
+    background samples. Each interval between two samples belongs to the epoch of the
+    later one, so the epochs' intervals add up to the whole run."""
+    samples = run.memory
+    if samples.empty or "t" not in samples or "main_cpu_user" not in samples:
+        return
+    cores = run.header.get("environment", {}).get("cpu_count") or 1
+    workers_at = {t: rows.to_dict("records") for t, rows in run.workers.groupby("t")} if not run.workers.empty else {}
+    totals: dict[int, dict[str, Any]] = {}
+    previous = None
+    previous_workers: dict[int, dict[str, Any]] = {}
+    for sample in samples.sort_values("t").to_dict("records"):
+        workers = {int(w["pid"]): w for w in workers_at.get(sample["t"], [])}
+        epoch = sample.get("epoch")
+        if previous is not None and epoch is not None and not pd.isna(epoch):
+            acc = totals.setdefault(int(epoch), {"wall": 0.0, "user": 0.0, "system": 0.0, "involuntary": 0.0,
+                                                 "busy": 0.0, "busy_own": 0.0, "busy_wall": 0.0,
+                                                 "threads": [], "fds": [], "freq": []})
+            wall = float(sample["t"] - previous["t"])
+            user = _delta(sample, previous, "main_cpu_user")
+            system = _delta(sample, previous, "main_cpu_system")
+            involuntary = _delta(sample, previous, "main_ctx_involuntary")
+            for pid, w in workers.items():
+                before = previous_workers.get(pid, {})  # a worker born since: all its CPU is new
+                user += _delta(w, before, "cpu_user")
+                system += _delta(w, before, "cpu_system")
+                involuntary += _delta(w, before, "ctx_involuntary")
+            acc["wall"] += wall
+            acc["user"] += user
+            acc["system"] += system
+            acc["involuntary"] += involuntary
+            busy = _delta(sample, previous, "machine_busy_s", missing=None)
+            if busy is not None:
+                acc["busy"] += busy
+                acc["busy_own"] += user + system
+                acc["busy_wall"] += wall
+            acc["threads"].append(_number(sample.get("main_threads")) + sum(_number(w.get("threads")) for w in workers.values()))
+            if _present(sample.get("main_fds")):
+                acc["fds"].append(_number(sample.get("main_fds")) + sum(_number(w.get("fds")) for w in workers.values()))
+            if _present(sample.get("cpu_freq_mhz")):
+                acc["freq"].append(float(sample["cpu_freq_mhz"]))
+        previous, previous_workers = sample, workers
+    for signal in epochs:
+        acc = totals.get(signal.epoch)
+        if acc is None or acc["wall"] <= 0:
+            continue
+        cpu = acc["user"] + acc["system"]
+        signal.cpu_seconds = cpu
+        signal.utilisation = cpu / acc["wall"] / cores
+        signal.system_share = acc["system"] / cpu if cpu > 0 else None
+        signal.involuntary_per_s = acc["involuntary"] / acc["wall"]
+        signal.threads = int(max(acc["threads"])) if acc["threads"] else None
+        signal.open_fds = int(max(acc["fds"])) if acc["fds"] else None
+        signal.cpu_freq_mhz = float(np.median(acc["freq"])) if acc["freq"] else None
+        if acc["busy_wall"] > 0:
+            signal.outside_load = outside_share(acc["busy"], acc["busy_own"], acc["busy_wall"], cores)
+
+
+def _present(value: Any) -> bool:
+    return value is not None and not (isinstance(value, float) and np.isnan(value))
+
+
+def _number(value: Any) -> float:
+    return float(value) if _present(value) else 0.0
+
+
+def _delta(now: dict[str, Any], before: dict[str, Any], key: str, missing: float | None = 0.0) -> float | None:
+    if not _present(now.get(key)):
+        return missing
+    if not _present(before.get(key)):
+        return float(now[key]) if missing is not None else None
+    return max(0.0, float(now[key]) - float(before[key]))  # counters only rise; a reset is not negative work
+
+
 def _compare_epochs(signals: Signals, steady: pd.DataFrame) -> None:
-    """Each later epoch against epoch 1, by median and by mean; the comparison with the
-    highest lower confidence bound is the one reported. Medians come first: a run is
-    reported by its mean only when the mean shows a slowdown that the median does not."""
+    """Each later epoch against epoch 1, by median and by mean. The median is reported,
+    unless the mean moved where the median did not (bursts: in-loop evaluation, logging,
+    a loader that delivers in lumps): then the mean, with its interval, even when that
+    interval reaches below the threshold. Among epochs, the one with the highest lower bound."""
     groups = {int(e): g for e, g in steady.groupby("epoch", sort=True)}
     if len(groups) < 2:
         return
     first_epoch = min(groups)
     base = groups[first_epoch]
-    candidates = []  # (epoch, statistic, ratio, low, high)
+    by_epoch: dict[int, dict[str, tuple[float, float, float]]] = {}
     for epoch, group in groups.items():
         if epoch == first_epoch or len(group) < MIN_BATCHES_TO_COMPARE or len(base) < MIN_BATCHES_TO_COMPARE:
             continue
-        for stat in ("median", "mean"):
-            candidates.append((epoch, stat, *ratio_ci(base["total"].to_numpy(), group["total"].to_numpy(), stat)))
-    if not candidates:
+        by_epoch[epoch] = {stat: ratio_ci(base["total"].to_numpy(), group["total"].to_numpy(), stat, signals.confidence)
+                           for stat in ("median", "mean")}
+    if not by_epoch:
         return
-    slow = [c for c in candidates if c[3] > signals.threshold and len(groups[c[0]]) >= MIN_BATCHES_TO_CALL_SLOW]
-    pool = [c for c in slow if c[1] == "median"] or slow or [c for c in candidates if c[1] == "median"]
-    epoch, stat, ratio, low, high = max(pool, key=lambda c: c[3])
+
+    def reported(epoch: int) -> str:
+        median, mean = by_epoch[epoch]["median"], by_epoch[epoch]["mean"]
+        median_slow = median[1] > signals.threshold
+        mean_moved = mean[1] > th.MEAN_MOVES_LOW and mean[0] - median[0] >= th.MEAN_MOVES_BY
+        return "mean" if mean_moved and not median_slow else "median"
+
+    epoch = max(by_epoch, key=lambda e: by_epoch[e][reported(e)][1])
+    stat = reported(epoch)
+    ratio, low, high = by_epoch[epoch][stat]
     signals.compared_epoch, signals.ratio_stat, signals.ratio, signals.ratio_ci = epoch, stat, ratio, (low, high)
+    signals.ratios = by_epoch[epoch]
     later = groups[epoch]
     enough = min(len(base), len(later)) >= MIN_BATCHES_TO_CALL_SLOW
-    signals.slowdown = low > signals.threshold and enough
+    signals.slowdown = signals.measured_slowdown = low > signals.threshold and enough
     reduce = pd.Series.median if stat == "median" else pd.Series.mean
     signals.phase_growth = {p: float(reduce(later[p]) - reduce(base[p])) for p in TIMED if p in later}
     total_growth = float(reduce(later["total"]) - reduce(base["total"]))
     top = max(signals.phase_growth, key=signals.phase_growth.get)
     if total_growth > 0 and signals.phase_growth[top] >= 0.3 * total_growth:
         signals.grew = top
+
+
+def _contention(signals: Signals) -> None:
+    """Other processes' CPU load per epoch, and whether it, not the run, explains the ratio.
+
+    A run that wants every core gets (1 - load) of them; going from load o1 to o2 makes
+    it (1 - o1) / (1 - o2) times slower with no change in its code. Synchronised
+    intra-op threads lose more than that fair share, hence the slack. A run is called
+    slow only when it is slow beyond what the outside load explains."""
+    signals.outside_load = {e.epoch: e.outside_load for e in signals.epochs if e.outside_load is not None}
+    if signals.compared_epoch is None or not signals.epochs:
+        return
+    first = signals.outside_load.get(signals.epochs[0].epoch)
+    later = signals.outside_load.get(signals.compared_epoch)
+    if first is None or later is None:
+        return
+    shift = later - first
+    signals.contention_ratio = (1 - first) / max(1 - later, 0.05)
+    very_different = abs(shift) >= th.OUTSIDE_LOAD_SHIFT
+    explains = shift >= th.OUTSIDE_LOAD_MIN_SHIFT and signals.ratio <= signals.contention_ratio * th.CONTENTION_SLACK
+    signals.contended = very_different or explains
+    if signals.contended and signals.slowdown and signals.contention_ratio > 1:
+        beyond = signals.ratio_ci[0] / (signals.contention_ratio * th.CONTENTION_SLACK)
+        signals.slowdown = beyond > signals.threshold
 
 
 def _trend(signals: Signals, steady: pd.DataFrame) -> None:
@@ -169,13 +314,20 @@ def _trend(signals: Signals, steady: pd.DataFrame) -> None:
             totals = group["total"].to_numpy()
             rises.append(np.median(totals[-quarter:]) / np.median(totals[:quarter]))
     signals.within_epoch_rise = float(np.mean(rises)) if rises else None
-    if signals.slowdown or (signals.within_epoch_rise or 0) > signals.threshold:
-        found = change_point(steady["total"].to_numpy())
+    if signals.measured_slowdown or (signals.within_epoch_rise or 0) > signals.threshold:
+        totals = steady["total"].to_numpy()
+        found = change_point(totals)
         if found is not None:
             row = steady.iloc[found.index]
             signals.change = found
             signals.change_step = int(row["step"])
             signals.change_epoch_batch = (int(row["epoch"]), int(row["batch"]))
+            # "Stayed up" (or down) only if the end of the run is still on the far side.
+            tail = float(np.median(totals[-max(len(totals) // 4, 1):]))
+            if found.direction == "up":
+                signals.change_stayed = tail > found.before * th.STAYED_UP
+            else:
+                signals.change_stayed = tail < found.before / th.STAYED_UP
 
 
 def _series_growth(x: np.ndarray, y: np.ndarray) -> dict[str, float] | None:
@@ -238,9 +390,16 @@ def _per_worker_growth(run: Run, first_steady: int) -> dict[int, float]:
     return growth
 
 
-def _gc(signals: Signals, steady: pd.DataFrame) -> None:
+def _gc(signals: Signals, run: Run, steady: pd.DataFrame) -> None:
     if "gc_s" not in steady:
         return
+    collections = {}
+    samples = run.memory
+    for generation in range(3):  # from the collector's own counters, where the sampler read them
+        column = f"gc_count_{generation}"
+        if not samples.empty and column in samples and samples[column].notna().sum() >= 2:
+            values = samples[column].dropna().to_numpy(float)
+            collections[generation] = int(values[-1] - values[0])
     gc_s = steady["gc_s"].to_numpy(float)
     outliers = mad_outliers(steady["total"].to_numpy(float))
     with_gen2 = steady["gc_gen2"].to_numpy() > 0
@@ -254,6 +413,10 @@ def _gc(signals: Signals, steady: pd.DataFrame) -> None:
         "outliers_with_gen2": int((outliers & with_gen2).sum()),
         "gen2_rate": float(with_gen2.mean()),
         "max_gc_s": float(gc_s.max()),
+        # Collections per generation over the run (None: not recorded). Generation 2 never
+        # running while the heap grows is a collector switched off or starved.
+        "gen0_runs": collections.get(0),
+        "gen2_runs": collections.get(2, int(with_gen2.sum())),
     }
 
 
@@ -269,6 +432,9 @@ def _cpu(signals: Signals, run: Run) -> None:
     workers = run.workers
     worker_threads = workers.groupby("t")["threads"].sum() if not workers.empty else pd.Series(dtype=float)
     cores = run.header.get("environment", {}).get("cpu_count") or 1
+    fds = [e.open_fds for e in signals.epochs if e.open_fds is not None]
+    if fds:
+        signals.fds = {"start": fds[0], "end": fds[-1], "growth": fds[-1] - fds[0]}
     signals.cpu = {
         "cores": cores,
         "system_share": system / (user + system) if user + system > 0 else 0.0,
@@ -276,6 +442,30 @@ def _cpu(signals: Signals, run: Run) -> None:
         "involuntary_switches_per_s": float(last["main_ctx_involuntary"] - first["main_ctx_involuntary"]) / elapsed,
         "utilisation": (user + system) / elapsed / cores,
     }
+
+
+def _cache_clearing(signals: Signals, steady: pd.DataFrame) -> None:
+    """What clearing caches costs: the clear call, and the batch after it, whose forward
+    re-fills what was thrown away (allocator blocks, kernels, plans). The second part
+    never shows in the 'cache_clear' phase."""
+    if "cache_clear" not in steady:
+        return
+    total_time = float(steady["total"].sum())
+    clear_time = float(steady["cache_clear"].sum())
+    compute = steady[[p for p in COMPUTE if p in steady]].sum(axis=1)
+    extra = 0.0
+    for _, group in steady.groupby("epoch", sort=True):
+        cleared = group["cache_clear"].to_numpy(float) > 0
+        after = np.roll(cleared, 1)
+        after[0] = False  # the first steady batch follows a batch the warm-up dropped
+        work = compute.loc[group.index].to_numpy(float)
+        normal = ~cleared & ~after
+        if after.any() and normal.sum() >= 3:
+            extra += float(np.clip(work[after] - np.median(work[normal]), 0, None).sum())
+        signals.cache_clears += int(cleared.sum())
+    if signals.cache_clears:
+        signals.cache_clear_after_s = extra / signals.cache_clears
+    signals.cache_clear_share = (clear_time + extra) / total_time if total_time > 0 else 0.0
 
 
 def _shapes(signals: Signals, batches: pd.DataFrame) -> None:

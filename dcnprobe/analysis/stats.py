@@ -10,12 +10,32 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from dcnprobe.analysis.thresholds import (
+    BURST_MIN,
+    BURST_REGULAR,
+    CONFIDENCE,
+    WARMUP_FRACTION,
+    WARMUP_MAX,
+    WARMUP_MIN,
+    WARMUP_NONE_BELOW,
+)
+
 BOOTSTRAP_SAMPLES = 2000
 
 
 def warmup_batches(n: int) -> int:
-    """Batches dropped at the start of an epoch: allocator and cache warm-up, worker start."""
-    return int(min(10, max(2, n // 20))) if n > 6 else 0
+    """Batches dropped at the start of an epoch: allocator and cache warm-up, worker start.
+    The one warm-up rule: the analysis, the harness's early stop and the benchmarks' epoch
+    ratio all drop these."""
+    return int(min(WARMUP_MAX, max(WARMUP_MIN, n // WARMUP_FRACTION))) if n >= WARMUP_NONE_BELOW else 0
+
+
+def percentile(values, q: float) -> float:
+    """The one percentile definition (numpy's default, linear interpolation between the
+    two nearest ranks): it moves smoothly as batches are added, where picking an index
+    jumps by a whole batch and disagrees with np.percentile on small epochs."""
+    values = np.asarray(values, dtype=float)
+    return float(np.percentile(values, q)) if values.size else float("nan")
 
 
 @dataclass(frozen=True)
@@ -32,25 +52,17 @@ def summarize(values: np.ndarray) -> Summary:
     if values.size == 0:
         nan = float("nan")
         return Summary(0, nan, nan, nan, nan)
-    return Summary(int(values.size), float(np.median(values)), float(np.percentile(values, 90)),
+    return Summary(int(values.size), float(np.median(values)), percentile(values, 90),
                    float(values.max()), float(values.mean()))
 
 
-def median_ratio_ci(baseline: np.ndarray, later: np.ndarray, confidence: float = 0.95,
-                    samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float, float]:
-    """median(later) / median(baseline) with a percentile-bootstrap confidence interval.
-
-    The two samples are resampled independently; returns (ratio, low, high).
-    """
-    return ratio_ci(baseline, later, "median", confidence, samples, seed)
-
-
-def ratio_ci(baseline: np.ndarray, later: np.ndarray, statistic: str = "median", confidence: float = 0.95,
+def ratio_ci(baseline: np.ndarray, later: np.ndarray, statistic: str = "median", confidence: float = CONFIDENCE,
              samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float, float]:
     """statistic(later) / statistic(baseline), statistic 'median' or 'mean', with a
     percentile-bootstrap confidence interval. The median ignores rare long batches; the
     mean counts them, which matters when a slowdown arrives in bursts (a loader that
-    delivers three batches at once, then makes the loop wait)."""
+    delivers three batches at once, then makes the loop wait). The two samples are
+    resampled independently; returns (ratio, low, high)."""
     reduce = {"median": np.median, "mean": np.mean}[statistic]
     baseline = np.asarray(baseline, dtype=float)
     later = np.asarray(later, dtype=float)
@@ -97,6 +109,13 @@ class ChangePoint:
     index: int  # first element of the changed regime
     kind: str  # "step" (level shift) or "ramp" (a linear rise starts)
     gain: float  # fraction of the constant model's squared error that the change explains
+    before: float = float("nan")  # median before the change
+    after: float = float("nan")  # median from the change on
+
+    @property
+    def direction(self) -> str:
+        """'up' or 'down': which way the time moved. Wording must follow the data."""
+        return "up" if self.after > self.before else "down"
 
 
 def change_point(values: np.ndarray, min_size: int = 5) -> ChangePoint | None:
@@ -120,7 +139,8 @@ def change_point(values: np.ndarray, min_size: int = 5) -> ChangePoint | None:
         left = csq[k - 1] - csum[k - 1] ** 2 / k
         right = (csq[-1] - csq[k - 1]) - (csum[-1] - csum[k - 1]) ** 2 / (n - k)
         candidates.append((left + right, k, "step"))
-    # Hinges y = a + b * max(0, i - k): least squares per k.
+    # Hinges y = a + b * max(0, i - k): least squares per k (rises only: a falling ramp is
+    # not a slowdown, and a fall that matters shows as a step).
     index = np.arange(n, dtype=float)
     for k in range(0, n - min_size):
         h = np.maximum(0.0, index - k)
@@ -136,7 +156,8 @@ def change_point(values: np.ndarray, min_size: int = 5) -> ChangePoint | None:
     extra_parameters = 2  # the change's position and size
     if sse <= 0 or n * np.log(sse_constant / sse) <= extra_parameters * np.log(n):
         return None
-    return ChangePoint(index=int(k), kind=kind, gain=float(1 - sse / sse_constant))
+    return ChangePoint(index=int(k), kind=kind, gain=float(1 - sse / sse_constant),
+                       before=float(np.median(y[:k])) if k else float(y[0]), after=float(np.median(y[k:])))
 
 
 def mad_outliers(values: np.ndarray, k: float = 5.0) -> np.ndarray:
@@ -147,3 +168,37 @@ def mad_outliers(values: np.ndarray, k: float = 5.0) -> np.ndarray:
     if mad == 0:
         return values > median * 1.5
     return values > median + k * mad
+
+
+@dataclass(frozen=True)
+class Bursts:
+    count: int  # slow batches (MAD outliers)
+    share: float  # of the batches
+    time_share: float  # of the time: the bursts' time above the median
+    period: int | None  # batches between bursts, when they come at a regular period
+    burst_s: float  # median time of a slow batch
+
+
+def periodic_bursts(values: np.ndarray, positions: np.ndarray | None = None) -> Bursts:
+    """Slow batches in a series and whether they come at a period.
+
+    In-loop evaluation, logging or checkpointing every k batches leaves a spike every k
+    batches: the median hardly moves, the mean does. Regular = most gaps between
+    consecutive spikes within one batch of their median gap.
+    """
+    values = np.asarray(values, dtype=float)
+    if values.size == 0:
+        return Bursts(0, 0.0, 0.0, None, float("nan"))
+    positions = np.arange(values.size) if positions is None else np.asarray(positions)
+    slow = mad_outliers(values)
+    count = int(slow.sum())
+    median = float(np.median(values))
+    excess = float((values[slow] - median).sum())
+    period = None
+    if count >= BURST_MIN:
+        gaps = np.diff(positions[slow])
+        typical = float(np.median(gaps))
+        if typical >= 2 and np.mean(np.abs(gaps - typical) <= 1) >= BURST_REGULAR:
+            period = int(round(typical))
+    return Bursts(count, count / values.size, excess / float(values.sum()), period,
+                  float(np.median(values[slow])) if count else float("nan"))

@@ -1,4 +1,5 @@
-"""`dcnprobe analyze RUN_DIR`: the verdict in plain words, and RUN_DIR/analysis.json."""
+"""`dcnprobe analyze RUN_DIR`: the verdict in plain words, the evidence, what to do, and
+RUN_DIR/analysis.json."""
 
 from __future__ import annotations
 
@@ -14,8 +15,8 @@ from dcnprobe.analysis import DEFAULT_THRESHOLD
 @click.option("--threshold", type=click.FloatRange(min=1.0), default=DEFAULT_THRESHOLD, show_default=True,
               help="a later epoch is slow when the confidence interval of its ratio to epoch 1 is above this")
 def command(run_dir: Path, threshold: float) -> None:
-    """Say whether a recorded run got slower, where the time went, and the most likely cause."""
-    from dcnprobe.analysis import analyze_run, write_analysis
+    """Say whether a recorded run got slower, where the time went, the most likely cause and what to do."""
+    from dcnprobe.analysis import advice_lines, analyze_run, write_analysis
 
     analysis = analyze_run(run_dir, threshold)
     path = write_analysis(analysis)
@@ -26,6 +27,12 @@ def command(run_dir: Path, threshold: float) -> None:
         click.echo(f"  {finding.id} (score {finding.score:.2f})")
         for line in finding.evidence:
             click.echo(f"    - {line}")
+    advice = advice_lines(analysis)
+    if advice:
+        click.echo("\nwhat to do:")
+        for cause, text in advice:
+            click.echo(f"  {cause}: {text}")
+        click.echo("  (every cause, its signals and references: docs/causes.md)")
     if analysis.run.truncated or analysis.run.status == "incomplete":
         click.echo(f"\nnote: the run did not finish ({analysis.run.status}); analysed every batch it recorded")
     click.echo(f"\nwritten: {path}")

@@ -1,0 +1,109 @@
+"""Every number the analysis judges by, in one table, each with the reason for its value.
+
+Memory amounts are growth over the steady part of a run (after each epoch's warm-up).
+Scores are in (0, 1]: they only order causes against each other, they are not
+probabilities. Change a value here and tests/test_analysis.py says what it breaks.
+"""
+
+from __future__ import annotations
+
+MB = 1 << 20
+
+# -- calling a run slow ------------------------------------------------------------------
+DEFAULT_THRESHOLD = 1.2  # later/first epoch batch time; below 1.2x, run-to-run noise and warm-up effects on 2 cores
+CONFIDENCE = 0.95  # of the bootstrap interval the verdict quotes
+MIN_BATCHES_TO_COMPARE = 5  # fewer batches in an epoch: no ratio at all
+MIN_BATCHES_TO_CALL_SLOW = 20  # a bootstrap interval from fewer batches is too optimistic to act on
+MEAN_MOVES_BY = 0.1  # the mean is reported when its ratio is this far above the median's (bursts)...
+MEAN_MOVES_LOW = 1.0  # ... and its interval is wholly above 1 (the mean really moved)
+
+# -- warm-up ------------------------------------------------------------------------------
+WARMUP_FRACTION = 20  # drop 1/20 of each epoch's batches at its start (allocator, caches, worker start)...
+WARMUP_MIN, WARMUP_MAX = 2, 10  # ... at least 2, at most 10 batches
+WARMUP_NONE_BELOW = 7  # epochs of 6 batches or fewer keep every batch: nothing would be left
+
+# -- time growing -------------------------------------------------------------------------
+STRONG_TREND_T = 8.0  # t statistic of batch time against step: a trend no noise produces
+TREND_MIN_GROWTH = 0.1  # ... and worth at least 10% of a batch over the run
+WITHIN_EPOCH_RISE = 1.1  # last quarter of an epoch over its first quarter: the epoch itself gets slower
+STAYED_UP = 1.1  # a level shift "stayed up" only if the run's last quarter is still this far above the level before
+
+# -- memory -------------------------------------------------------------------------------
+RETAINED_MIN = 64 * MB  # growth that counts as memory that does not come back
+RETAINED_PER_BATCH = 256 * 1024  # ... and per batch, so slow drifts over long runs don't count
+TENSOR_BYTES_PER_BLOCK = 4096  # retained bytes per new Python object: above = big buffers (tensors)
+PYTHON_BLOCKS_PER_BATCH = 2000  # new Python objects per batch that make a heap grow
+WORKER_GROWTH_MIN = 48 * MB  # all workers together
+PRESSURE_MEMORY_MIN = 256 * MB  # retained growth that can push a machine into paging
+PRESSURE_PER_BATCH = 1 * MB
+SWAP_IN_MIN = 64 * MB  # paged back in during the run: the machine is short of memory
+MAJOR_FAULTS_MIN = 1000  # major page faults during the steady batches, same meaning
+FRAGMENTATION_RSS_MIN = 2 * RETAINED_MIN  # RSS growth worth explaining as allocator-held memory
+FRAGMENTATION_IN_USE_SHARE = 0.25  # in-use growth under this share of RSS growth: the allocator holds the rest
+DEVICE_USED_SHARE = 0.25  # device memory in use grew under this share of what the allocator holds
+
+# -- garbage collector --------------------------------------------------------------------
+GC_TREND_T = 3.0  # GC seconds per batch rising this clearly: pauses grow with the heap
+GC_ALIGNED_MIN = 3  # slow batches that ran a generation-2 collection, at least
+GC_ALIGNED_SHARE = 0.5  # ... and this share of the slow batches (or twice the base rate)
+GC_EXPLAINS_GROWTH = 0.5  # GC growth over this share of the loop's own growth: GC, not metrics
+GC_NEVER_HEAP_GROWTH = 0.5  # heap grew by half its size: generation 2 is due, yet none ran
+
+# -- workers ------------------------------------------------------------------------------
+WORKER_CPU_ROSE = 1.3  # worker CPU per batch, last epoch over first: workers do more work per batch
+RESPAWN_SHARE = 0.05  # of an epoch's time spent waiting for new workers at its start
+RESPAWN_BATCHES = 5  # ... and at least this many batches' worth
+
+# -- threads and CPU ----------------------------------------------------------------------
+THREADS_PER_CORE = 4  # threads (main + workers) per core beyond which compute threads queue for cores
+THREADS_ROSE_BY_CORES = 1  # threads rose between epochs by more than this many per core
+SYSTEM_SHARE_HIGH = 0.3  # kernel share of CPU time that means scheduling and spinning, in any epoch
+SYSTEM_SHARE_ROSE = 0.05  # kernel share rising this much between epochs
+SWITCHES_ROSE = 2.0  # involuntary context switches per second, compared epoch over epoch 1
+COMPUTE_SHARE_OF_GROWTH = 0.5  # forward + backward + optimizer took this share of the extra time
+
+# -- other processes on the machine -------------------------------------------------------
+OUTSIDE_LOAD_SHIFT = 0.2  # outside load (share of all cores) differing this much between the epochs compared
+OUTSIDE_LOAD_MIN_SHIFT = 0.05  # below this difference outside load explains nothing
+CONTENTION_SLACK = 1.3  # synchronised compute threads lose more than a fair share to a CPU hog
+
+# -- periodic bursts ----------------------------------------------------------------------
+BURST_MIN = 3  # slow batches in an epoch before a period means anything
+BURST_REGULAR = 0.6  # share of gaps between bursts within one batch of the typical gap
+BURST_TIME_SHARE = 0.05  # bursts take at least 5% of an epoch's time
+
+# -- cache clearing -----------------------------------------------------------------------
+CACHE_CLEAR_SHARE = 0.05  # clearing (plus the slower batch after it) takes 5% of batch time
+
+# -- thermal ------------------------------------------------------------------------------
+FREQUENCY_FELL = 0.1  # clock 10% lower in the compared epoch than in epoch 1
+
+# -- files --------------------------------------------------------------------------------
+FDS_ROSE = 64  # open descriptors (main + workers) rising by this many over the run
+
+# -- shapes -------------------------------------------------------------------------------
+DISTINCT_SHAPES = 4  # batch shapes beyond which each new one re-plans or recompiles
+
+# -- scores -------------------------------------------------------------------------------
+SCORE_STALL = 1.0  # a stall is observed, not inferred
+SCORE_CONTENTION = 0.97  # outside load measured directly outranks anything inferred from our timings
+SCORE_SWAPPING = 0.95
+SCORE_MEMORY_PRESSURE = 0.85
+SCORE_GRAPH_RETENTION = 0.6  # plus up to 0.4 with the amount retained
+SCORE_METRICS_IN_LOOP = 0.8  # the time went to the loop's own code
+SCORE_METRICS_ELSEWHERE = 0.5
+SCORE_GC_EXPLAINS_METRICS = 0.3  # subtracted when GC explains much of the loop's growth
+SCORE_GC_BASE, SCORE_GC_EACH_SIGN = 0.5, 0.2
+SCORE_GC_NEVER_RUNS = 0.85
+SCORE_WORKERS_MEMORY, SCORE_WORKERS_WORK, SCORE_WORKERS_BOTH = 0.7, 0.5, 0.9
+SCORE_RESPAWN_BASE, SCORE_RESPAWN_MAX = 0.4, 0.9
+SCORE_THREADS_RISING = 0.9  # more threads, more switching, compute inflating: all three seen
+SCORE_THREADS_STATIC = 0.5  # oversubscribed throughout: costs time but does not grow
+SCORE_DEVICE_RETENTION = 0.85
+SCORE_CUDA_RETRIES = 0.8
+SCORE_FRAGMENTATION = 0.4
+SCORE_CACHE_CLEAR_BASE = 0.5  # plus twice the share of time it costs
+SCORE_SHAPES = 0.5
+SCORE_PERIODIC = 0.85
+SCORE_THERMAL = 0.75
+SCORE_FD_LEAK = 0.6
