@@ -34,21 +34,45 @@ def write_run(
     cache_clear_s: float = 0.0,
     device: dict | None = None,  # {"driver": bytes per step, "current": bytes per step}
     stall: bool = False,
+    # Per-epoch machine and CPU figures, {epoch: value}; epochs not named get the default.
+    outside_load: dict[int, float] | None = None,  # other processes' share of all cores (default 0.01)
+    threads: dict[int, int] | None = None,  # main-process threads (default 6)
+    system_share: dict[int, float] | None = None,  # kernel share of the run's CPU (default 0.02)
+    involuntary_per_s: dict[int, float] | None = None,  # involuntary switches per second (default 10)
+    cpu_freq_mhz: dict[int, float | None] | None = None,  # CPU clock; None: not readable (the default)
+    # Periodic bursts: every k batches of epoch e (k by epoch), one batch takes burst_s longer.
+    burst_every: dict[int, int] | None = None,
+    burst_s: float = 0.0,
+    # Cache cleared every N batches; the batch after each clear pays after_clear_s in forward.
+    cache_clear_every: int = 0,
+    after_clear_s: float = 0.0,
+    gc_disabled: bool = False,  # the collector's counters never move
+    fds_per_step: float = 0.0,
+    cores: int = 2,
     seed: int = 0,
 ) -> Path:
     rng = np.random.default_rng(seed)
     writer = RunWriter(directory)
     writer.write("header", {"schema": SCHEMA_VERSION, "settings": {"num_workers": workers}, "sync": "batch",
-                            "environment": {"cpu_count": 2}, "phases": list(PHASES)})
+                            "environment": {"cpu_count": cores}, "phases": list(PHASES)})
     step = 0
     t = 0.0
+    cpu_user = cpu_system = switches = busy = 0.0
+    gc_counts = [0, 0, 0]
     rss_rate = in_use_per_step if rss_per_step is None else rss_per_step
     for epoch in range(1, epochs + 1):
         pids = [1000 + w + (100 * epoch if new_workers_each_epoch else 0) for w in range(workers)]
         for batch in range(batches):
             noise = 1 + 0.03 * rng.standard_normal()
+            clears = cache_clear_every and batch % cache_clear_every == cache_clear_every - 1
             phases = {"data_wait": 0.002, "to_device": 0.0001, "forward": 0.04 * noise, "backward": 0.05 * noise,
-                      "optimizer": 0.007, "cache_clear": cache_clear_s, "other": 0.0009}
+                      "optimizer": 0.007, "cache_clear": cache_clear_s if (clears or not cache_clear_every) else 0.0,
+                      "other": 0.0009}
+            if cache_clear_every and batch % cache_clear_every == 0 and batch > 0:
+                phases["forward"] += after_clear_s  # re-filling what the previous batch's clear threw away
+            k = (burst_every or {}).get(epoch)
+            if k and batch % k == k - 1:
+                phases["other"] += burst_s
             if epoch >= 2:
                 phases[slow_phase] += base * (slowdown - 1)
             phases[ramp_phase] += ramp_per_step * step
@@ -60,17 +84,30 @@ def write_run(
                 phases["other"] += gc_s
             total = sum(phases.values())
             t += total
+            share = (system_share or {}).get(epoch, 0.02)
+            cpu_user += total * (1 - share)
+            cpu_system += total * share
+            switches += total * (involuntary_per_s or {}).get(epoch, 10.0)
+            own = total + 0.001 * len(pids)  # main process, and each worker's 1 ms per step (below)
+            busy += own + (outside_load or {}).get(epoch, 0.01) * cores * total  # ours plus everyone else's
+            if not gc_disabled:
+                gc_counts = [gc_counts[0] + 1, gc_counts[1] + (step % 10 == 0), gc_counts[2] + (step % 50 == 0)]
             writer.write("batch", {"epoch": epoch, "batch": batch, "step": step, "t": t, **phases, "total": total,
                                    "rss": 500 * MB + rss_rate * step, "py_blocks": 100_000 + py_blocks_per_step * step,
                                    "gc_s": gc_s, "gc_gen2": gen2, "minflt": 10, "majflt": 0, "rows": 4096})
             if step % 5 == 0:
                 sample = {"t": t, "epoch": epoch, "step": step, "main_rss": 500 * MB + rss_rate * step,
-                          "main_uss": 400 * MB, "main_threads": 6, "main_cpu_user": t, "main_cpu_system": 0.02 * t,
-                          "main_ctx_involuntary": step, "malloc_in_use": 300 * MB + in_use_per_step * step,
+                          "main_uss": 400 * MB, "main_threads": (threads or {}).get(epoch, 6),
+                          "main_cpu_user": cpu_user, "main_cpu_system": cpu_system, "main_ctx_involuntary": switches,
+                          "main_fds": 20 + int(fds_per_step * step), "machine_busy_s": busy,
+                          "cpu_freq_mhz": (cpu_freq_mhz or {}).get(epoch),
+                          "gc_count_0": gc_counts[0], "gc_count_1": gc_counts[1], "gc_count_2": gc_counts[2],
+                          "malloc_in_use": 300 * MB + in_use_per_step * step,
                           "malloc_free_held": 10 * MB, "py_blocks": 100_000 + py_blocks_per_step * step,
                           "sys_available": 16 << 30, "swap_used": 0, "swap_in": 0, "swap_out": 0,
                           "workers": [{"pid": pid, "rss": 200 * MB, "uss": 20 * MB + worker_uss_per_step * step,
-                                       "threads": 2, "cpu_user": 0.001 * step, "cpu_system": 0.0} for pid in pids]}
+                                       "threads": 2, "fds": 8, "cpu_user": 0.001 * step, "cpu_system": 0.0,
+                                       "ctx_involuntary": step} for pid in pids]}
                 if device:
                     sample["device_driver"] = 1000 * MB + device.get("driver", 0) * step
                     sample["device_current"] = 800 * MB + device.get("current", 0) * step

@@ -1,6 +1,7 @@
 """The analysis on synthetic records whose right answers are known."""
 
 import json
+import re
 
 import pytest
 from synthetic_runs import MB, write_run
@@ -126,3 +127,154 @@ def test_too_few_batches_are_never_called_slow(tmp_path):
     a = analyze(tmp_path, batches=15, slowdown=2.0)
     assert a.signals.ratio == pytest.approx(2.0, rel=0.1)
     assert not a.slowdown
+
+
+# -- issue 13: causes the rules missed on a loop the project never saw ------------------------
+
+# Causes that put the blame on the user's code or set-up; outside load must never land here.
+CODE_CAUSES = set(CAUSE_IDS) - {"machine-contention", "stall", "none"}
+
+
+def test_set_num_threads_16_on_2_cores_from_epoch_2_is_thread_oversubscription(tmp_path):
+    # The issue's run: 21 threads, 16% system time, 1.3-1.5x slower, in compute.
+    a = analyze(tmp_path, slowdown=1.4, slow_phase="forward", threads={2: 21}, system_share={1: 0.03, 2: 0.16},
+                involuntary_per_s={1: 20, 2: 400})
+    assert a.slowdown
+    assert a.top_cause == "thread-oversubscription"
+    evidence = " ".join(a.causes[0].evidence)
+    assert "21 threads on 2 cores" in evidence and "involuntary" in evidence
+
+
+def test_many_threads_without_rising_switches_is_not_thread_oversubscription(tmp_path):
+    # Threads were high all along and nothing about scheduling changed: the step in
+    # forward is something else.
+    a = analyze(tmp_path, slowdown=1.4, slow_phase="forward", threads={1: 21, 2: 21})
+    assert "thread-oversubscription" not in [c.id for c in a.causes]
+
+
+@pytest.mark.parametrize("batches", [120, 200])
+def test_in_loop_evaluation_every_k_batches_is_periodic_work_with_the_mean_ratio(tmp_path, batches):
+    # Evaluation every k batches, k shrinking: 40 in epoch 1, 10 in epoch 2.
+    a = analyze(tmp_path, batches=batches, burst_every={1: 40, 2: 10}, burst_s=0.3)
+    assert a.top_cause == "periodic-work"
+    assert a.signals.ratio_stat == "mean" and a.signals.ratio > 1.15
+    assert a.signals.epochs[1].bursts.period == 10 and a.signals.epochs[0].bursts.period == 40
+    assert "mean batch time" in a.verdict and "CI" in a.verdict
+    assert not a.verdict.startswith("Not slow")
+    text = a.verdict + " ".join(e for c in a.causes for e in c.evidence)
+    assert "stayed up" not in text and "metric-accumulation" not in [c.id for c in a.causes]
+
+
+def test_outside_load_in_epoch_2_is_machine_contention_and_not_slow(tmp_path):
+    # The issue's clean run with another process on one of the two cores: 1.78x.
+    a = analyze(tmp_path, slowdown=1.78, outside_load={2: 0.45})
+    assert not a.slowdown and a.signals.contended
+    assert a.top_cause == "machine-contention"
+    assert not CODE_CAUSES & {c.id for c in a.causes}
+    assert "quiet machine" in a.verdict and re.search(r"epoch 2 4[456]% of all cores", a.verdict)
+    data = json.loads(write_analysis(a).read_text())
+    assert data["slowdown"] is False and data["contended"] is True
+    assert data["outside_load"]["1"] < 0.05 and data["outside_load"]["2"] == pytest.approx(0.45, abs=0.03)
+
+
+@pytest.mark.parametrize("shape", [{"ramp_per_step": 0.0008}, {"slowdown": 1.5, "slow_phase": "other"},
+                                   {"burst_every": {2: 10}, "burst_s": 0.3}])
+def test_outside_load_is_never_blamed_on_code_whatever_the_shape(tmp_path, shape):
+    a = analyze(tmp_path, outside_load={2: 0.5}, **shape)
+    assert a.signals.contended and not a.slowdown
+    assert a.top_cause == "machine-contention"
+    assert not CODE_CAUSES & {c.id for c in a.causes}
+
+
+def test_a_slowdown_far_beyond_the_outside_load_is_still_slow(tmp_path):
+    a = analyze(tmp_path, slowdown=3.0, outside_load={2: 0.45})
+    assert a.slowdown and a.signals.contended
+    assert "machine-contention" in [c.id for c in a.causes]
+    assert "quiet machine" in a.verdict
+
+
+def test_steady_outside_load_in_both_epochs_is_not_contention(tmp_path):
+    a = analyze(tmp_path, outside_load={1: 0.4, 2: 0.4})
+    assert not a.signals.contended and a.top_cause == "none"
+
+
+def test_cache_clear_cost_is_found_in_the_batch_after_the_clear(tmp_path):
+    # The clear call itself is cheap (1 ms); the next batch's forward pays 30 ms.
+    a = analyze(tmp_path, cache_clear_every=2, cache_clear_s=0.001, after_clear_s=0.03)
+    assert a.top_cause == "cache-clearing-cost"
+    assert a.signals.cache_clear_after_s == pytest.approx(0.03, rel=0.2)
+    assert "batch after" in " ".join(a.causes[0].evidence)
+
+
+def test_gc_that_never_runs_while_the_heap_grows_is_gc_pressure(tmp_path):
+    a = analyze(tmp_path, gc_disabled=True, py_blocks_per_step=3000, in_use_per_step=0.5 * MB)
+    assert a.top_cause == "gc-pressure"
+    assert "no generation-2 collection" in a.causes[0].evidence[0]
+
+
+def test_the_same_heap_growth_with_gc_running_is_not_called_gc_that_never_runs(tmp_path):
+    a = analyze(tmp_path, py_blocks_per_step=3000, in_use_per_step=0.5 * MB)
+    assert not any("no generation-2" in e for c in a.causes for e in c.evidence)
+
+
+def test_compute_growing_while_the_clock_falls_is_thermal_throttling(tmp_path):
+    a = analyze(tmp_path, slowdown=1.4, slow_phase="forward", cpu_freq_mhz={1: 3000, 2: 2400})
+    assert a.top_cause == "thermal-throttling"
+
+
+def test_thermal_throttling_is_never_named_without_a_clock_reading(tmp_path):
+    a = analyze(tmp_path, slowdown=1.4, slow_phase="forward")  # cpu_freq_mhz None throughout
+    assert "thermal-throttling" not in [c.id for c in a.causes]
+
+
+def test_rising_file_descriptors_are_an_fd_leak(tmp_path):
+    assert analyze(tmp_path, fds_per_step=1).top_cause == "fd-leak"
+
+
+def test_epoch_start_and_end_costs_are_measured(tmp_path):
+    a = analyze(tmp_path, epochs=3, workers=2, new_workers_each_epoch=True, first_wait_s=3.0)
+    later = a.signals.epochs[1]
+    assert later.first_wait_s == pytest.approx(3.002, abs=0.01)
+    assert later.between_epochs_s == pytest.approx(0.0, abs=0.01)  # the synthetic loop has no gap
+
+
+def test_a_faster_later_epoch_is_never_described_as_a_slowdown(tmp_path):
+    a = analyze(tmp_path, slowdown=0.6)
+    assert not a.slowdown and a.top_cause == "none"
+    text = a.verdict + " ".join(e for c in a.causes for e in c.evidence)
+    assert "jumped" not in text and "stayed up" not in text
+
+
+def test_change_point_wording_follows_the_direction_and_the_end_of_the_run():
+    from dcnprobe.analysis.causes import _shape_text
+    from dcnprobe.analysis.signals import Signals
+    from dcnprobe.analysis.stats import ChangePoint
+
+    signals = Signals(status="ok", threshold=1.2, epochs=[], change_epoch_batch=(2, 30))
+    signals.change = ChangePoint(index=150, kind="step", gain=0.5, before=0.2, after=0.1)
+    assert "fell" in _shape_text(signals) and "stayed" not in _shape_text(signals)
+    signals.change = ChangePoint(index=150, kind="step", gain=0.5, before=0.1, after=0.2)
+    signals.change_stayed = False
+    assert "came back down" in _shape_text(signals)
+    signals.change_stayed = True
+    assert "stayed up" in _shape_text(signals)
+
+
+def test_every_cause_in_analysis_json_carries_its_advice(tmp_path):
+    data = json.loads(write_analysis(analyze(tmp_path, slowdown=1.4, slow_phase="forward", threads={2: 21},
+                                             system_share={1: 0.03, 2: 0.16},
+                                             involuntary_per_s={1: 20, 2: 400})).read_text())
+    assert data["causes"][0]["advice"].startswith("keep torch.set_num_threads")
+    assert all("advice" in c for c in data["causes"])
+
+
+def test_analyze_command_prints_verdict_evidence_and_what_to_do(tmp_path):
+    from click.testing import CliRunner
+
+    from dcnprobe.cli.analyze import command
+
+    path = write_run(tmp_path, slowdown=1.78, outside_load={2: 0.45})
+    result = CliRunner().invoke(command, [str(path)])
+    assert result.exit_code == 0, result.output
+    assert "Not judged slow" in result.output
+    assert "what to do:" in result.output and "machine-contention: rerun on a quiet machine" in result.output

@@ -93,3 +93,39 @@ def test_mad_outliers_flags_only_spikes():
     y = noisy(100, 0.1, 11)
     y[[10, 50]] = 1.0
     assert np.flatnonzero(mad_outliers(y)).tolist() == [10, 50]
+
+
+def test_one_percentile_interpolates_between_ranks():
+    # Ten values 1..10: the 90th percentile lies between 9 and 10, where an index pick says 9.
+    assert percentile(np.arange(1.0, 11.0), 90) == pytest.approx(9.1)
+    assert np.isnan(percentile([], 90))
+
+
+def test_periodic_bursts_find_the_period_and_their_share():
+    y = noisy(200, 0.1, 12, 0.01)
+    y[9::10] += 0.3  # every 10th batch
+    bursts = periodic_bursts(y)
+    assert bursts.period == 10 and bursts.count == 20
+    assert bursts.share == pytest.approx(0.1)
+    assert bursts.time_share == pytest.approx(6.0 / y.sum(), rel=0.05)
+
+
+def test_irregular_spikes_have_no_period():
+    y = noisy(200, 0.1, 13, 0.01)
+    y[[5, 17, 60, 61, 150]] += 0.3
+    assert periodic_bursts(y).period is None
+
+
+def test_change_point_says_which_way_the_time_moved():
+    up = change_point(np.concatenate([noisy(100, 0.1, 14), noisy(100, 0.2, 15)]))
+    down = change_point(np.concatenate([noisy(100, 0.2, 16), noisy(100, 0.1, 17)]))
+    assert up.direction == "up" and up.after == pytest.approx(0.2, rel=0.05)
+    assert down.direction == "down" and down.before == pytest.approx(0.2, rel=0.05)
+
+
+def test_format_ratio_takes_the_confidence_level():
+    from dcnprobe.analysis import format_ratio
+
+    assert format_ratio(1.314, 1.14, 1.49, 0.95) == "1.31x (95% CI 1.14-1.49)"
+    assert format_ratio(1.314, 1.10, 1.52, 0.99) == "1.31x (99% CI 1.10-1.52)"
+    assert format_ratio(1.314, None, None, 0.95) == "1.31x"

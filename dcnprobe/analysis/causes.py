@@ -451,7 +451,7 @@ def periodic_work(signals: Signals, run_dir: Path | None) -> Finding | None:
     mean, median = signals.ratios.get("mean"), signals.ratios.get("median")
     if mean and median:
         evidence.append(f"the mean batch time moved {format_ratio(*mean, signals.confidence)} while the median moved "
-                        f"{format_ratio(*median, signals.confidence)}: bursts, not a level that stayed up")
+                        f"{format_ratio(*median, signals.confidence)}: bursts on an unchanged level")
     return Finding("periodic-work", th.SCORE_PERIODIC, evidence)
 
 

@@ -1,0 +1,63 @@
+"""The sampler's machine and process fields: outside-load input, clock, descriptors."""
+
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from dcnprobe import machine_load, processes
+from dcnprobe.processes import ProcessReader
+from dcnprobe.sampler import MemorySampler
+
+
+def sample(**kwargs):
+    return MemorySampler(lambda record: None, **kwargs).sample()
+
+
+@pytest.mark.skipif(not machine_load.PROC_STAT.exists(), reason="needs Linux /proc/stat")
+def test_a_sample_records_the_machine_busy_time():
+    first, second = sample(), sample()
+    assert isinstance(first["machine_busy_s"], float)
+    assert second["machine_busy_s"] >= first["machine_busy_s"]
+
+
+def test_machine_busy_time_is_none_off_linux(monkeypatch, tmp_path):
+    monkeypatch.setattr(machine_load, "PROC_STAT", tmp_path / "missing")
+    assert sample()["machine_busy_s"] is None
+
+
+def test_cpu_frequency_is_none_where_psutil_cannot_read_it(monkeypatch):
+    monkeypatch.setattr(psutil, "cpu_freq", lambda: None)
+    assert sample()["cpu_freq_mhz"] is None
+
+    def unsupported():
+        raise NotImplementedError
+
+    monkeypatch.setattr(psutil, "cpu_freq", unsupported)
+    assert processes.cpu_frequency_mhz() is None
+
+
+@pytest.mark.skipif(not hasattr(psutil.Process, "num_fds"), reason="no descriptor count on this platform")
+def test_open_descriptors_are_counted_for_main_and_workers(tmp_path):
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; f = open(sys.argv[1], 'w'); time.sleep(30)",
+                              str(tmp_path / "held")])
+    try:
+        held = tmp_path / "held"
+        deadline = time.monotonic() + 10
+        while not held.exists() and time.monotonic() < deadline:  # the child opens it as it starts
+            time.sleep(0.01)
+        record = sample(reader=ProcessReader())
+        assert record["main_fds"] >= 3
+        (worker,) = [w for w in record["workers"] if w["pid"] == child.pid]
+        assert worker["fds"] >= 4 and worker["threads"] >= 1 and "ctx_involuntary" in worker
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_outside_share_is_the_busy_time_less_our_own_over_all_cores():
+    assert machine_load.outside_share(busy_s=15.0, own_s=5.0, wall_s=10.0, cores=2) == pytest.approx(0.5)
+    assert machine_load.outside_share(busy_s=4.0, own_s=5.0, wall_s=10.0, cores=2) == 0.0  # accounting noise
+    assert machine_load.outside_share(busy_s=1.0, own_s=0.0, wall_s=0.0, cores=2) is None
