@@ -26,11 +26,13 @@ from typing import Any, TypeVar
 import torch
 
 from dcnprobe import environment, glibc
+from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.analysis.stats import percentile
+from dcnprobe.attach.contract import ON_SLOWDOWN, AttachConfig
 from dcnprobe.devices import backend_for
 from dcnprobe.gcwatch import GcWatch
-from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.hooks import PHASES, ProbeListener
+from dcnprobe.live.early_warning import EarlyWarning, SlowdownStop
 from dcnprobe.processes import ProcessReader, own_faults
 from dcnprobe.records import SCHEMA_VERSION, RunWriter
 from dcnprobe.sampler import DEFAULT_INTERVAL, DEFAULT_USS_EVERY, MemorySampler
@@ -63,9 +65,13 @@ class Probe:
         clock: Callable[[], float] = time.perf_counter,
         sync_fn: Callable[[], None] | None = None,
         listeners: Iterable[ProbeListener] = (),
+        on_slowdown: str | None = "warn",
+        slowdown_threshold: float = DEFAULT_THRESHOLD,
     ) -> None:
         if on_stall not in ("exit", "record"):
             raise ValueError("on_stall must be 'exit' or 'record'")
+        if on_slowdown not in (*ON_SLOWDOWN, None):
+            raise ValueError(f"on_slowdown must be one of {', '.join(ON_SLOWDOWN)} or None")
         self.out_dir = Path(out_dir)
         self.device = torch.device(device)
         backend = backend_for(self.device)
@@ -94,6 +100,9 @@ class Probe:
         self._faults = (0, 0)
         self._finished = False
         self.listeners: list[ProbeListener] = list(listeners)
+        # Live early warning (dcnprobe.live.early_warning): None switches it off.
+        self.on_slowdown, self.slowdown_threshold = on_slowdown, slowdown_threshold
+        self._stopped_slow: str | None = None  # why the early warning ended the run
         # Started by a launcher (dcnprobe run, a trial, profile-epoch): its config wins, so
         # that a script using this API records where the launcher looks, with its options.
         self.config = AttachConfig.from_env()
@@ -107,6 +116,7 @@ class Probe:
         self.out_dir = Path(config.run_dir)
         if config.stall_after is not None:
             self.watchdog.floor_s = config.stall_after
+        self.on_slowdown = config.on_slowdown
         if config.profile:
             from dcnprobe.profiling.session import EpochProfiler
 
@@ -130,6 +140,9 @@ class Probe:
             **(info or {}),
         }
         self.writer.write("header", header)
+        if self.on_slowdown is not None:
+            self.add_listener(EarlyWarning(self.on_slowdown, self.out_dir, self._write_event,
+                                           threshold=self.slowdown_threshold))
         for listener in self.listeners:
             listener.on_start(header)
         self.gc.start()
@@ -147,8 +160,10 @@ class Probe:
         for listener in self.listeners:
             listener.on_finish(status)
         self._emit_sample(self.sampler.sample(with_uss=True))
-        self.writer.write("footer", {"status": status, "t": self._now(), "epochs": self.epoch, "steps": self.step})
-        self.writer.close()
+        if self._stopped_slow is not None:  # whatever the loop made of the SlowdownStop it saw
+            self._write_footer("slow", reason=self._stopped_slow)
+        else:
+            self._write_footer(status)
 
     def __enter__(self) -> Probe:
         self.start()
@@ -257,8 +272,12 @@ class Probe:
         self.watchdog.progress(times["total"])
         if self.writer is not None:
             self.writer.write("batch", record)
-        for listener in self.listeners:
-            listener.on_batch(record)
+        try:
+            for listener in self.listeners:
+                listener.on_batch(record)
+        except SlowdownStop as stop:
+            self._stopped_slow = stop.reason
+            raise
 
     # -- internals ---------------------------------------------------------------
 
@@ -275,6 +294,15 @@ class Probe:
         # checkpointing between epochs, whose memory use is of another kind).
         return {"epoch": self.epoch, "step": self.step, "in_loop": self._in_loop}
 
+    def _write_event(self, kind: str, record: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer.write(kind, {"t": self._now(), **record})
+
+    def _write_footer(self, status: str, **fields: Any) -> None:
+        """The one place a footer is written (a normal end, a slow stop, a stall)."""
+        if self.writer is not None:
+            self.writer.write_footer(status, t=self._now(), epochs=self.epoch, steps=self.step, **fields)
+
     def _emit_sample(self, sample: dict[str, Any]) -> None:
         if self.writer is not None:
             self.writer.write("memory", sample)
@@ -287,10 +315,12 @@ class Probe:
                 "t": self._now(), "epoch": self.epoch, "batch": self.batch, "step": self.step,
                 "waited_s": waited, "median_batch_s": median, "workers": workers, "stacks": stacks,
             })
+        print(f"dcnprobe: warning: stalled: no batch finished for {waited:.0f} s in epoch {self.epoch} "
+              f"(batch {self.batch}); stacks of the main process and {len(workers)} worker(s) in "
+              f"{self.out_dir / 'stacks'}" + ("; ending the run" if self.on_stall == "exit" else ""),
+              file=sys.stderr, flush=True)
         if self.on_stall == "exit":
-            if self.writer is not None:
-                self.writer.write("footer", {"status": "stalled", "t": self._now(), "epochs": self.epoch, "steps": self.step})
-                self.writer.close()
+            self._write_footer("stalled", reason=f"no batch for {waited:.0f} s")
             kill_processes(workers)
             os._exit(STALL_EXIT_CODE)
 

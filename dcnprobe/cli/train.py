@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from dcnprobe.attach.contract import ON_SLOWDOWN
 from dcnprobe.cli.options import job_options, settings_options
 from dcnprobe.cli.progress import BatchProgress
 from dcnprobe.hooks import NullProbe
+from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE
 from dcnprobe.sampler import DEFAULT_INTERVAL
 from dcnprobe.settings import Settings
 from dcnprobe.stall import DEFAULT_STALL_FACTOR, DEFAULT_STALL_FLOOR_S
@@ -34,10 +36,13 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
 @click.option("--stall-after", type=click.FloatRange(min=0.1), default=DEFAULT_STALL_FLOOR_S, show_default=True,
               help="declare a stall after this many seconds without a finished batch "
                    f"(or {DEFAULT_STALL_FACTOR:g}x the median batch time, if longer)")
+@click.option("--on-slowdown", type=click.Choice(ON_SLOWDOWN), default="warn", show_default=True,
+              help="once a later epoch is clearly slower than epoch 1: warn on stderr, stop the run "
+                   f"(exit code {SLOWDOWN_EXIT_CODE}), or profile the slow epoch with py-spy into OUT/profile.md")
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def command(settings: Settings, preset: str, epochs: int | None, max_batches: int | None, data: str,
             faults: tuple[str, ...], out: Path | None, resume: bool, checkpoints: bool, no_probe: bool, sync: str,
-            sample_interval: float, stall_after: float, quiet: bool) -> None:
+            sample_interval: float, stall_after: float, on_slowdown: str, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
     from dcnprobe.devices import resolve_device
     from model.faults import resolve_faults
@@ -54,7 +59,7 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
     job = TrainJob(settings=settings, preset=preset, epochs=epochs, max_batches=max_batches, data=data,
                    out=out, resume=resume, checkpoints=checkpoints)
     probe = NullProbe() if no_probe else Probe(out, device=device, sync=sync, sample_interval=sample_interval,
-                                                stall_floor_s=stall_after)
+                                                stall_floor_s=stall_after, on_slowdown=on_slowdown)
     progress = None if quiet else BatchProgress()
 
     click.echo(f"training gated DCNv3, preset {preset}, {job.hyperparams.epochs} epochs on {device}"
