@@ -1,21 +1,37 @@
 """The scenario confusion table: every slowdown scenario run for 2 epochs in its own
-process and analysed; its top cause must be the one it declares. Clean runs over three
-seeds must never be called slow. This is the ground truth the analysis is judged on.
+process and analysed; its top cause must be the one it declares. Clean runs over five
+seeds must never be called slow, and two clean runs with a CPU hog started on one core
+when epoch 2 begins must come out machine-contention or not slow, never a code cause.
+This is the ground truth the analysis is judged on.
 """
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from model.faults import FAULTS
+from dcnprobe.cli.train import builtin_command
 from dcnprobe.harness import TrialSpec, run_trial
 from dcnprobe.settings import Settings
+from model.faults import FAULTS
 
-CLEAN_SEEDS = (1, 2, 3)
+CLEAN_SEEDS = (1, 2, 3, 4, 5)
+HOG_SEEDS = (6, 7)
+HOG_MAX_S = 300  # the hog ends by itself even if the benchmark is killed
 STALL_AFTER_S = 10.0
+# A busy loop pinned to one core (where the OS allows pinning), bounded in time.
+HOG_CODE = f"""
+import os, time
+if hasattr(os, "sched_setaffinity"):
+    os.sched_setaffinity(0, {{0}})
+end = time.monotonic() + {HOG_MAX_S}
+while time.monotonic() < end:
+    pass
+"""
 
 
 @dataclass
@@ -29,19 +45,33 @@ class Row:
 
     @property
     def correct(self) -> bool:
+        if self.scenario.startswith("clean + CPU hog"):  # outside load is never the code's fault
+            return self.status != "slow" and self.found in ("machine-contention", "none")
         if self.scenario.startswith("clean"):
             return self.status != "slow"
         return self.found == self.expected
 
 
-def run_scenario(name: str, out: Path, max_batches: int = 100, seed: int = 42) -> Row:
-    """One scenario (or 'clean'), 2 epochs, default data, in a fresh process."""
+def run_scenario(name: str, out: Path, max_batches: int = 100, seed: int = 42, hog: bool = False) -> Row:
+    """One scenario (or 'clean'), 2 epochs, default data, in a fresh process; with `hog`,
+    a CPU hog on one core from the start of epoch 2 to the end of the trial."""
     fault = FAULTS.get(name)
     settings = Settings(device="cpu", seed=seed).with_changes(fault.shows_with if fault else {})
-    spec = TrialSpec(settings=settings, faults=(name,) if fault else (), epochs=2, max_batches=max_batches)
-    result = run_trial(spec, out, stall_after_s=STALL_AFTER_S)
+    spec = TrialSpec(builtin_command(faults=(name,) if fault else ()), settings, epochs=2, max_batches=max_batches)
+    hogs: list[subprocess.Popen] = []
+
+    def start_hog_in_epoch_2(progress) -> None:
+        if hog and not hogs and progress.epoch >= 2:
+            hogs.append(subprocess.Popen([sys.executable, "-c", HOG_CODE]))
+
+    try:
+        result = run_trial(spec, out, stall_after_s=STALL_AFTER_S, on_progress=start_hog_in_epoch_2)
+    finally:
+        for process in hogs:
+            process.kill()
+            process.wait()
     top = result.causes[0] if result.causes else {"id": "-", "score": 0.0}
-    label = name if fault else f"clean (seed {seed})"
+    label = name if fault else (f"clean + CPU hog (seed {seed})" if hog else f"clean (seed {seed})")
     return Row(label, fault.cause if fault else "none", top["id"], top["score"], result.status, result.ratio)
 
 
@@ -64,10 +94,15 @@ def run(profile: str, max_batches: int = 100) -> dict[str, Any]:
         for seed in CLEAN_SEEDS:
             rows.append(run_scenario("clean", Path(tmp) / f"clean-{seed}", max_batches, seed=seed))
             print(f"  {rows[-1].scenario}: {rows[-1].status}", flush=True)
+        for seed in HOG_SEEDS:
+            rows.append(run_scenario("clean", Path(tmp) / f"hog-{seed}", max_batches, seed=seed, hog=True))
+            print(f"  {rows[-1].scenario}: {rows[-1].found} ({rows[-1].status})", flush=True)
     scenarios = [r for r in rows if not r.scenario.startswith("clean")]
     return {
         "scenario_accuracy": {"value": sum(r.correct for r in scenarios) / len(scenarios), "unit": "fraction",
                               "detail": {"table": table(rows)}},
         "clean_called_slow": {"value": float(sum(not r.correct for r in rows if r.scenario.startswith("clean"))),
-                              "unit": "runs", "detail": {"seeds": list(CLEAN_SEEDS)}},
+                              "unit": "runs",
+                              # hog runs count here too: blaming their outside load on code is a false alarm
+                              "detail": {"seeds": list(CLEAN_SEEDS), "hog_seeds": list(HOG_SEEDS)}},
     }
