@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import json
 import os
 import signal
 import subprocess
@@ -30,7 +29,7 @@ from dcnprobe.analysis import DEFAULT_THRESHOLD, analyze_run, write_analysis
 from dcnprobe.errors import UsageError
 from dcnprobe.harness.early_stop import EarlyStop
 from dcnprobe.harness.spec import TrialSpec
-from dcnprobe.records import RUN_FILE
+from dcnprobe.records import RUN_FILE, RecordFollower
 from dcnprobe.stall import DEFAULT_STALL_FLOOR_S, STALL_EXIT_CODE, capture_stacks
 
 STATUSES = ("ok", "slow", "stalled", "crashed", "timeout", "invalid")
@@ -102,7 +101,7 @@ def run_trial(
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
                             preexec_fn=_die_with_parent)
-    tail = _RecordTail(out / RUN_FILE)
+    tail = RecordFollower(out / RUN_FILE)
     stopper = EarlyStop(threshold, batches_per_epoch=spec.max_batches)
     progress = Progress(batches_per_epoch=spec.max_batches)
     stopped: str | None = None
@@ -224,32 +223,5 @@ def _last_line(path: Path) -> str | None:
     return lines[-1][:500] if lines else None
 
 
-class _RecordTail:
-    """New complete lines of a growing JSONL file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._offset = 0
-        self._partial = b""
-        self.started = False
-
-    def read(self) -> list[dict[str, Any]]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self._offset)
-                chunk = f.read()
-        except FileNotFoundError:
-            return []
-        self._offset += len(chunk)
-        data = self._partial + chunk
-        lines = data.split(b"\n")
-        self._partial = lines.pop()  # an incomplete last line waits for the rest
-        records = []
-        for line in lines:
-            if line.strip():
-                try:
-                    records.append(json.loads(line))
-                except json.JSONDecodeError:
-                    continue
-        self.started = self.started or bool(records)
-        return records
+# tests/test_harness.py still imports the old name; the follower lives in dcnprobe.records.
+_RecordTail = RecordFollower
