@@ -10,6 +10,7 @@ from typing import Any
 
 from dcnprobe.analysis.signals import steady_batches
 from dcnprobe.analysis.stats import ratio_ci
+from dcnprobe.cli.train import builtin_command
 from dcnprobe.harness import TrialSpec, run_trial
 from dcnprobe.records import read_run
 from dcnprobe.settings import Settings
@@ -20,8 +21,8 @@ MB = 1 << 20
 def epoch_ratio(faults: tuple[str, ...] = (), max_batches: int = 100, data: str = "synthetic",
                 batch_size: int = 4096) -> dict[str, Any]:
     """The ratio of a 2-epoch run with default settings (plus any planted faults)."""
-    spec = TrialSpec(settings=Settings(device="cpu", batch_size=batch_size), faults=faults, epochs=2,
-                     max_batches=max_batches, data=data)
+    spec = TrialSpec(builtin_command(data=data, faults=faults), Settings(device="cpu", batch_size=batch_size),
+                     epochs=2, max_batches=max_batches)
     with tempfile.TemporaryDirectory() as out:
         result = run_trial(spec, Path(out))
         steady = steady_batches(read_run(out).batches)
@@ -37,8 +38,8 @@ def memory_growth(max_batches: int = 100, epochs: int = 4) -> dict[str, Any]:
     """MB per epoch, main process (glibc in use) plus every worker (USS), 2 persistent
     workers: the change of each epoch's median from epoch 2 on (epoch 1 warms up),
     sampled while batches run (validation allocates and frees its own memory)."""
-    spec = TrialSpec(settings=Settings(device="cpu", num_workers=2, persistent_workers=True), epochs=epochs,
-                     max_batches=max_batches)
+    spec = TrialSpec(builtin_command(), Settings(device="cpu", num_workers=2, persistent_workers=True),
+                     epochs=epochs, max_batches=max_batches)
     with tempfile.TemporaryDirectory() as out:
         run_trial(spec, Path(out))
         run = read_run(out)

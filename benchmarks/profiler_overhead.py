@@ -14,7 +14,7 @@ import numpy as np
 from benchmarks.timing import median_ratio
 from dcnprobe.analysis.signals import steady_batches
 from dcnprobe.probe import Probe
-from dcnprobe.profiling.session import ProfilingPlugin
+from dcnprobe.profiling.session import EpochProfiler
 from dcnprobe.profiling.torch_capture import TorchCapture
 from dcnprobe.records import read_run
 from dcnprobe.settings import Settings
@@ -29,9 +29,9 @@ def run(profile: str) -> dict[str, Any]:
     batches = 30 if profile == "quick" else 60
     job = TrainJob(settings=Settings(device="cpu"), epochs=EPOCHS, max_batches=batches)
     with tempfile.TemporaryDirectory() as out:
-        plugin = ProfilingPlugin(PLAN, Path(out) / "profiles", warn=lambda line: print(f"  note: {line}"),
-                                 torch_active=TORCH.active)
-        fit(job, probe=Probe(out), plugins=[plugin])
+        plugin = EpochProfiler(PLAN, Path(out) / "profiles", warn=lambda line: print(f"  note: {line}"),
+                               torch_active=TORCH.active)
+        fit(job, probe=Probe(out, listeners=[plugin]))
         batches_frame = read_run(out).batches
     steady = steady_batches(batches_frame)
     results = {}

@@ -39,14 +39,17 @@ class Command:
     argv: tuple[str, ...]
     # The built-in trainer takes every setting as an option and uses the Probe API.
     builtin: bool = False
+    # Where the code it runs lives, when that is not the script's folder or the module's
+    # package (the built-in trainer runs `python -m dcnprobe` on code in model/).
+    code_roots: tuple[str, ...] = ()
 
     @classmethod
-    def parse(cls, words: Sequence[str], builtin: bool = False) -> Command:
+    def parse(cls, words: Sequence[str], builtin: bool = False, code_roots: Sequence[str] = ()) -> Command:
         """Check a user's command before anything runs: one clear line for each mistake."""
         argv = tuple(words)
         if not argv or not argv[0].strip():
             raise UsageError("the command after -- is empty (example: dcnprobe run -- python train.py)")
-        command = cls(argv, builtin)
+        command = cls(argv, builtin, tuple(str(r) for r in code_roots))
         for name in command.placeholders:
             if name != OUT and name.replace("-", "_") not in SETTING_NAMES:
                 raise UsageError(f"placeholder {{{name}}} in the command names no setting "
@@ -116,12 +119,13 @@ class Command:
         return digest.hexdigest()[:16]
 
     def code_files(self) -> list[Path]:
-        root = self._code_root()
-        if root is None:
-            return []
-        if root.is_file():
-            return [root]
-        files = sorted(p for p in root.rglob("*.py") if ".venv" not in p.parts and "site-packages" not in p.parts)
+        roots = [Path(r) for r in self.code_roots] or [r for r in [self._code_root()] if r is not None]
+        files: list[Path] = []
+        for root in roots:
+            if root.is_file():
+                files.append(root)
+            else:
+                files += sorted(p for p in root.rglob("*.py") if ".venv" not in p.parts and "site-packages" not in p.parts)
         return files[:MAX_HASHED_FILES]
 
     def _code_root(self) -> Path | None:
@@ -134,7 +138,11 @@ class Command:
         return None
 
     def to_json(self) -> dict[str, Any]:
-        return {"argv": list(self.argv), "builtin": self.builtin}
+        return {"argv": list(self.argv), "builtin": self.builtin, "code_roots": list(self.code_roots)}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Command:
+        return cls(tuple(data["argv"]), bool(data.get("builtin")), tuple(data.get("code_roots", ())))
 
 
 @functools.cache

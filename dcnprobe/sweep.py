@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dcnprobe.devices import resolve_device
@@ -55,7 +55,17 @@ def combinations(vary: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, values)) for values in itertools.product(*(vary[n] for n in names))]
 
 
-def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner) -> SweepOutcome:
+def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner, fixed: Sequence[str] = ()) -> SweepOutcome:
+    """Every combination of `vary` over `base`; `fixed` names the settings of `base` the user
+    chose, which every trial is given too."""
+    command = runner.template.command
+    given = list(dict.fromkeys([*vary, *fixed]))
+    refused = [name for name in given if not command.takes(name)]
+    if refused:
+        raise UsageError(f"this command cannot be given {', '.join(refused)}: add "
+                         f"{' '.join('{' + n + '}' for n in refused)} to it (settings reach a script from outside "
+                         "only for DataLoader arguments, threads and cache clearing)")
+    runner.template = replace(runner.template, applied=tuple(given))
     outcome = SweepOutcome(base, dict(vary))
     runner.reference = base
     for changes in combinations(vary):
@@ -77,3 +87,16 @@ def _shared_by_all(results: Sequence[TrialResult], vary: Mapping[str, list[Any]]
         if len(values) == 1:
             shared[name] = results[0].settings[name]
     return shared
+
+
+def sweep_json(outcome: SweepOutcome, runner: TrialRunner) -> dict[str, Any]:
+    return {
+        "command": runner.template.command.text(),
+        "base": outcome.base.to_dict(),
+        "vary": outcome.vary,
+        "summary": outcome.summary(),
+        "trials": [r.report_json() for r in outcome.results],
+        "invalid": outcome.invalid,
+        "trials_run": runner.ran,
+        "trials_cached": runner.reused,
+    }

@@ -2,6 +2,10 @@ import os
 
 import pytest
 
+from dcnprobe.cli.train import builtin_command
+from dcnprobe.harness.spec import TrialSpec
+from dcnprobe.settings import Settings
+
 # Small enough that a test epoch takes well under a second on 2 cores.
 TINY_DATA = "synthetic:train_rows=8192,val_rows=4096"
 TINY_BATCH = 512
@@ -36,3 +40,11 @@ def small_data(private_cache):
 
     load_data(SMALL_DATA)
     return SMALL_DATA
+
+
+def builtin_spec(data: str = TINY_DATA, faults=(), *, settings: Settings | None = None, epochs: int = 2,
+                 max_batches: int | None = 16, replicate: int = 0) -> TrialSpec:
+    """A trial of the built-in trainer, as `dcnprobe bisect` without `-- CMD` runs it."""
+    return TrialSpec(command=builtin_command(data=data, faults=tuple(faults)), epochs=epochs,
+                     settings=settings or Settings(device="cpu", batch_size=TINY_BATCH), max_batches=max_batches,
+                     replicate=replicate)

@@ -7,6 +7,8 @@ from dcnprobe.harness.runner import TrialResult
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.settings import Settings
 
+from conftest import builtin_spec
+
 
 class TableRunner:
     """Answers like TrialRunner, from a rule over the settings instead of a training run."""
@@ -14,7 +16,7 @@ class TableRunner:
     def __init__(self, slow_when, slow_status="slow"):
         self.slow_when, self.slow_status = slow_when, slow_status
         self.threshold = 1.2
-        self.template = TrialSpec()
+        self.template = builtin_spec()
         self.reference = Settings()
         self.results: list[TrialResult] = []
         self.ran = self.reused = 0
@@ -26,7 +28,7 @@ class TableRunner:
     def failing(self, settings):
         slow = self.slow_when(settings)
         self.ran += 1
-        self.results.append(TrialResult(key=str(self.ran), spec=TrialSpec(settings=settings).describe(),
+        self.results.append(TrialResult(key=str(self.ran), spec=TrialSpec(self.template.command, settings).describe(),
                                         status=self.slow_status if slow else "ok", ratio=1.6 if slow else 1.0,
                                         ratio_ci=[1.5, 1.7] if slow else [0.95, 1.05],
                                         causes=[{"id": "worker-memory-growth", "score": 0.9, "evidence": ["e"]}]

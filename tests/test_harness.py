@@ -14,7 +14,7 @@ from dcnprobe.harness.early_stop import EarlyStop
 from dcnprobe.harness.runner import TrialResult, _RecordTail
 from dcnprobe.settings import Settings
 
-from conftest import TINY_BATCH
+from conftest import TINY_BATCH, builtin_spec
 
 PLUGINS = Path(__file__).parent / "plugins" / "slow_loader.py"
 
@@ -76,25 +76,44 @@ def test_record_tail_waits_for_complete_lines(tmp_path):
     assert tail.read() == [{"type": "batch", "epoch": 1}]
 
 
-def test_spec_key_changes_with_settings_and_arguments_reproduce_them():
-    a = TrialSpec(settings=Settings(num_workers=2))
-    assert a.key() == TrialSpec(settings=Settings(num_workers=2)).key()
-    assert a.key() != TrialSpec(settings=Settings(num_workers=4)).key()
-    assert a.key() != TrialSpec(settings=Settings(num_workers=2), replicate=1).key()
-    args = a.train_args(Path("/x"), stall_after=30)
-    assert args[0] == "train" and "--no-persistent-workers" in args
+def test_spec_key_changes_with_settings_and_arguments_reproduce_them(tiny_data):
+    a = builtin_spec(tiny_data, settings=Settings(num_workers=2), max_batches=200)
+    assert a.key() == builtin_spec(tiny_data, settings=Settings(num_workers=2), max_batches=200).key()
+    assert a.key() != builtin_spec(tiny_data, settings=Settings(num_workers=4), max_batches=200).key()
+    assert a.key() != builtin_spec(tiny_data, settings=Settings(num_workers=2), max_batches=200, replicate=1).key()
+    args, config = a.process(Path("/x"), stall_after_s=30)
+    assert args[1:4] == ["-m", "dcnprobe", "train"] and "--no-persistent-workers" in args
     assert args[args.index("--num-workers") + 1] == "2"
     assert args[args.index("--max-batches") + 1] == "200"
+    assert config.run_dir == "/x" and config.stall_after == 30
+
+
+def test_a_user_command_is_given_only_the_settings_it_asks_for(tmp_path):
+    from dcnprobe.command import Command
+
+    script = tmp_path / "train.py"
+    script.write_text("print('hi')\n")
+    command = Command.parse(["python", str(script), "--device", "{device}"])
+    spec = TrialSpec(command=command, settings=Settings(device="cpu", num_workers=2, threads=3),
+                     applied=("device", "num_workers"), epochs=3, max_batches=50)
+    args, config = spec.process(tmp_path / "out")
+    assert args == ["python", str(script), "--device", "cpu"]
+    assert config.settings == {"num_workers": "2"}  # device went by placeholder; threads was not asked for
+    assert (config.epochs, config.max_batches) == (3, 50)
+    before = spec.key()
+    script.write_text("print('changed')\n")
+    assert TrialSpec(command=command, settings=spec.settings, applied=spec.applied, epochs=3,
+                     max_batches=50).key() != before  # the script's code is part of the key
 
 
 def tiny_spec(tiny_data, **settings):
-    return TrialSpec(settings=Settings(device="cpu", batch_size=TINY_BATCH, **settings), data=tiny_data,
-                     epochs=2, max_batches=16, faults=(f"{PLUGINS}:SlowerEachEpoch",))
+    return builtin_spec(tiny_data, (f"{PLUGINS}:SlowerEachEpoch",),
+                        settings=Settings(device="cpu", batch_size=TINY_BATCH, **settings))
 
 
+@pytest.mark.slow
 def test_a_slow_trial_is_stopped_early_and_analysed(small_data, tmp_path):
-    spec = TrialSpec(settings=Settings(device="cpu", batch_size=TINY_BATCH), data=small_data, epochs=2,
-                     max_batches=60, faults=(f"{PLUGINS}:SlowerEachEpoch",))
+    spec = builtin_spec(small_data, (f"{PLUGINS}:SlowerEachEpoch",), max_batches=60)
     result = run_trial(spec, tmp_path)
     assert result.status == "slow"
     assert result.stopped and "stopped as slow" in result.stopped
@@ -104,15 +123,18 @@ def test_a_slow_trial_is_stopped_early_and_analysed(small_data, tmp_path):
 
 
 def test_a_crashing_trial_is_reported_not_raised(tiny_data, tmp_path):
-    spec = TrialSpec(settings=Settings(device="cpu", batch_size=TINY_BATCH), data="/nonexistent.tsv")
-    result = run_trial(spec, tmp_path)
-    assert result.status == "invalid"
-    assert "data file not found" in result.error
+    script = tmp_path / "crash.py"
+    script.write_text("import sys\nprint('reading data...')\nsys.exit('no such file: /nonexistent.tsv')\n")
+    from dcnprobe.command import Command
+
+    result = run_trial(TrialSpec(command=Command.parse(["python", str(script)])), tmp_path / "trial")
+    assert result.status == "crashed" and result.exit_code == 1
+    assert "no such file" in result.error
 
 
 def test_killing_a_trial_kills_its_workers(tiny_data, tmp_path):
-    spec = TrialSpec(settings=Settings(device="cpu", batch_size=TINY_BATCH, num_workers=2, persistent_workers=True),
-                     data=tiny_data, epochs=50, max_batches=None)
+    spec = builtin_spec(tiny_data, settings=Settings(device="cpu", batch_size=TINY_BATCH, num_workers=2,
+                                                     persistent_workers=True), epochs=50, max_batches=None)
     seen: dict[str, list[int]] = {}
 
     def watch(progress):
@@ -128,7 +150,7 @@ def test_killing_a_trial_kills_its_workers(tiny_data, tmp_path):
 
 
 def test_a_cached_trial_points_at_its_records_where_the_output_now_is(tmp_path):
-    spec = TrialSpec(settings=Settings(device="cpu"))
+    spec = builtin_spec(settings=Settings(device="cpu"))
     cache = TrialCache(tmp_path / "first")
     cache.prepare(spec)
     cache.put(TrialResult(key=spec.key(), spec=spec.describe(), status="ok", run_dir="relative/to/another/cwd"))

@@ -6,7 +6,8 @@ import pytest
 from dcnprobe.executables import find_tool
 from dcnprobe.profiling.compare import function_growth, growth
 from dcnprobe.profiling.flamegraph import function_shares, parse_collapsed, to_speedscope, to_svg
-from dcnprobe.profiling.session import ProfilingPlugin
+from dcnprobe.probe import Probe
+from dcnprobe.profiling.session import EpochProfiler, read_profiles
 
 from conftest import TINY_BATCH
 
@@ -51,12 +52,16 @@ def test_a_missing_tool_is_one_line_and_the_others_still_run(tiny_data, tmp_path
 
     monkeypatch.setattr(tools, "find_tool", lambda name: None)
     warnings = []
-    plugin = ProfilingPlugin({1: ("pyspy", "torch")}, tmp_path, warn=warnings.append, torch_active=2)
+    plugin = EpochProfiler({1: ("pyspy", "torch")}, tmp_path / "profiles", warn=warnings.append, torch_active=2)
     fit(TrainJob(settings=Settings(device="cpu", batch_size=TINY_BATCH), epochs=1, max_batches=8, data=tiny_data),
-        plugins=[plugin])
+        probe=Probe(tmp_path, listeners=[plugin]))
     assert warnings == ["py-spy is not installed: pip install py-spy (skipping py-spy)"]
-    assert (tmp_path / "epoch1-torch.trace.json").exists()
+    assert (tmp_path / "profiles" / "epoch1-torch.trace.json").exists()
     assert "pyspy" not in plugin.artefacts[1]
+    # what the launcher reads back, in another process
+    profiles = read_profiles(tmp_path / "profiles")
+    assert set(profiles.artefacts[1]) == {"torch"} and "pyspy" in profiles.unavailable
+    assert profiles.artefacts[1]["torch"].operators
 
 
 def test_py_spy_without_permission_is_one_line(tiny_data, tmp_path, monkeypatch):
@@ -71,9 +76,9 @@ def test_py_spy_without_permission_is_one_line(tiny_data, tmp_path, monkeypatch)
     fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(pyspy, "find_tool", lambda name: str(fake))
     warnings = []
-    plugin = ProfilingPlugin({1: ("pyspy",)}, tmp_path / "out", warn=warnings.append)
+    plugin = EpochProfiler({1: ("pyspy",)}, tmp_path / "out", warn=warnings.append)
     fit(TrainJob(settings=Settings(device="cpu", batch_size=TINY_BATCH), epochs=1, max_batches=4, data=tiny_data),
-        plugins=[plugin])
+        probe=Probe(tmp_path, listeners=[plugin]))
     assert len(warnings) == 1 and "ptrace not permitted" in warnings[0] and "skipping py-spy" in warnings[0]
 
 
@@ -81,7 +86,7 @@ def profile(tmp_path, fault, tools="pyspy,memray,torch"):
     from dcnprobe.cli import main
 
     main(["profile-epoch", "2", "--fault", fault, "--max-batches", "60", "--tools", tools,
-          "--out", str(tmp_path), "--quiet"])
+          "--out", str(tmp_path)])
     return (tmp_path / "profile.md").read_text()
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import itertools
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dcnprobe.analysis.advice import advice_for
@@ -40,6 +40,9 @@ class BisectOutcome:
     interactions: list[str] = field(default_factory=list)
     evaluations: int = 0  # distinct subsets ddmin asked about (invalid ones cost no trial)
     wall_s: float = 0.0
+    # Settings that differ between bad and good but that the command cannot be given (no
+    # placeholder, not applicable from outside): left to the script, and said so.
+    not_applied: dict[str, tuple[Any, Any]] = field(default_factory=dict)
 
     @property
     def culprit(self) -> list[str]:
@@ -56,7 +59,15 @@ def resolve_auto(settings: Settings) -> Settings:
 def bisect(bad: Settings, good: Settings, runner: TrialRunner) -> BisectOutcome:
     started = time.monotonic()
     bad, good = resolve_auto(bad), resolve_auto(good)
-    outcome = BisectOutcome(bad, good, bad.differences(good))
+    command = runner.template.command
+    not_applied = {k: v for k, v in bad.differences(good).items() if not command.takes(k)}
+    if not_applied:  # the script decides these itself: both sides run with what it chooses
+        bad = bad.with_changes({k: v[1] for k, v in not_applied.items()})
+    outcome = BisectOutcome(bad, good, bad.differences(good), not_applied=not_applied)
+    for name, (b, g) in not_applied.items():
+        runner.report(f"note: {name} differs ({format_value(b)} / {format_value(g)}) but this command cannot be given "
+                      f"it; add {{{name}}} to the command to include it. Bisecting the rest.")
+    runner.template = replace(runner.template, applied=tuple(outcome.differences))
     _search(outcome, runner)
     outcome.wall_s = time.monotonic() - started
     return outcome

@@ -20,10 +20,11 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from dcnprobe.cli import analyze, bench, bisect, faults, profile_epoch, sweep, train
+    from dcnprobe.cli import analyze, bench, bisect, profile_epoch, sweep, train
 
-    for module in (train, analyze, bisect, sweep, profile_epoch, faults, bench):
+    for module in (train, analyze, bisect, sweep, profile_epoch, bench):
         cli.add_command(module.command)
+    cli.add_command(train.faults_command)
 
 
 def main(argv: list[str] | None = None) -> None:

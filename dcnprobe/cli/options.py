@@ -21,7 +21,6 @@ from dcnprobe.settings import (
     parse_value,
     setting_help,
 )
-from model.presets import DEFAULT_PRESET, PRESETS
 
 
 class SettingType(click.ParamType):
@@ -60,21 +59,3 @@ def settings_options(command: Callable) -> Callable:
         return command(settings=Settings(**values), **kwargs)
 
     return wrapper
-
-
-def job_options(command: Callable) -> Callable:
-    """--preset, --epochs, --max-batches, --data, --fault: what a training run is."""
-    decls = [
-        click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True,
-                     help="hyperparameters from the report's comparison table"),
-        click.option("--epochs", type=click.IntRange(min=1), default=None, help="epochs to train [default: the preset's, 5]"),
-        click.option("--max-batches", type=click.IntRange(min=1), default=None,
-                     help="stop each epoch after this many batches [default: the whole split]"),
-        click.option("--data", default="synthetic", show_default=True,
-                     help="synthetic[:hard|:key=value,...], or a .tsv (Criteo), .csv or .parquet file"),
-        click.option("--fault", "faults", multiple=True, metavar="NAME",
-                     help="plant a slowdown scenario (repeatable); 'dcnprobe faults' lists them"),
-    ]
-    for decl in reversed(decls):
-        command = decl(command)
-    return command

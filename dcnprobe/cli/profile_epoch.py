@@ -1,4 +1,4 @@
-"""`dcnprobe profile-epoch N`: profile exactly epoch N, and epoch 1 as the baseline."""
+"""`dcnprobe profile-epoch N [-- CMD]`: profile exactly epoch N, and epoch 1 as the baseline."""
 
 from __future__ import annotations
 
@@ -6,8 +6,7 @@ from pathlib import Path
 
 import click
 
-from dcnprobe.cli.options import job_options, settings_options
-from dcnprobe.cli.progress import BatchProgress
+from dcnprobe.cli.options import settings_options
 from dcnprobe.settings import Settings
 
 
@@ -24,46 +23,60 @@ def _tools(text: str) -> tuple[str, ...]:
 @click.command("profile-epoch")
 @click.argument("epoch", type=click.IntRange(min=1))
 @settings_options
-@job_options
+@click.option("--max-batches", type=click.IntRange(min=1), default=None,
+              help="stop each epoch after this many batches [default: the whole pass]")
+@click.option("--preset", default=None, help="built-in trainer only: hyperparameters [default: phase3-revised]")
+@click.option("--data", default=None, help="built-in trainer only: as for dcnprobe train [default: synthetic]")
+@click.option("--fault", "faults", multiple=True, metavar="NAME", help="built-in trainer only: plant a slowdown")
 @click.option("--tools", default="pyspy,memray,torch", show_default=True, help="profilers to run, comma-separated")
 @click.option("--no-baseline", is_flag=True, help="profile epoch N only, not epoch 1 as well")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/profile"),
               show_default=True)
-@click.option("--quiet", is_flag=True, help="no progress lines")
-def command(epoch: int, settings: Settings, preset: str, epochs: int | None, max_batches: int | None, data: str,
-            faults: tuple[str, ...], tools: str, no_baseline: bool, out: Path, quiet: bool) -> None:
-    """Train epochs 1..EPOCH and profile EPOCH (and epoch 1) with py-spy, memray and torch.profiler.
+@click.argument("command_words", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
+def command(epoch: int, settings: Settings, max_batches: int | None, preset: str | None, data: str | None,
+            faults: tuple[str, ...], tools: str, no_baseline: bool, out: Path, command_words: tuple[str, ...]) -> None:
+    """Run epochs 1..EPOCH and profile EPOCH (and epoch 1) with py-spy, memray and torch.profiler.
 
-    Writes OUT/profile.md, which compares the two epochs: functions whose share of
-    samples grew, allocation sites whose memory grew, operators whose time grew; and
-    links every artefact (flame graphs, speedscope, memray HTML, Chrome traces).
+    Runs the built-in trainer, or your own command after `--`, unchanged. Writes
+    OUT/profile.md, which compares the two epochs: functions whose share of samples
+    grew, allocation sites whose memory grew, operators whose time grew; and links every
+    artefact (flame graphs, speedscope, memray HTML, Chrome traces).
     """
-    from dcnprobe.devices import resolve_device
-    from model.faults import resolve_faults
-    from dcnprobe.probe import Probe
-    from dcnprobe.profiling import report
-    from dcnprobe.profiling.session import ProfilingPlugin
-    from model.data.source import load_data
-    from model.plugins import configured
-    from model.trainer import TrainJob, fit
+    from dataclasses import fields, replace
 
-    if epochs is not None and epochs != epoch:
-        raise click.BadParameter(f"profile-epoch trains exactly {epoch} epochs; leave --epochs out")
+    from dcnprobe.bisect.search import resolve_auto
+    from dcnprobe.cli.trials import trial_template
+    from dcnprobe.harness import launch
+    from dcnprobe.profiling import report
+    from dcnprobe.profiling.session import read_profiles
+    from dcnprobe.records import read_run
+
     chosen = _tools(tools)
-    plugins = resolve_faults(faults)
-    settings = configured(settings, plugins)  # as fit() will see them: the device to probe, the table header
-    device = resolve_device(settings.device)
-    load_data(data)
+    settings = resolve_auto(settings)  # an absent device fails here
+    template = trial_template(command_words, preset=preset, data=data, faults=faults, epochs=epoch,
+                              max_batches=max_batches)
+    # A user's script is given only the settings asked for on the command line.
+    defaults = Settings()
+    asked = tuple(f.name for f in fields(Settings) if getattr(settings, f.name) != getattr(defaults, f.name))
+    refused = [name for name in asked if not template.command.takes(name)]
+    if refused:
+        raise click.UsageError(f"this command cannot be given {', '.join(refused)}: add "
+                               f"{' '.join('{' + n + '}' for n in refused)} to it")
+    spec = replace(template, settings=settings, applied=asked)
     baseline = None if no_baseline or epoch == 1 else 1
-    plan = {e: chosen for e in (baseline, epoch) if e is not None}
-    profiler = ProfilingPlugin(plan, out / "profiles", warn=lambda line: click.echo(f"note: {line}", err=True))
-    job = TrainJob(settings=settings, preset=preset, epochs=epoch, max_batches=max_batches, data=data, out=out,
-                   checkpoints=False)
+    plan = {str(e): list(chosen) for e in (baseline, epoch) if e is not None}
+    out.mkdir(parents=True, exist_ok=True)
+    argv, config = spec.process(out, quiet=False, profile={"epochs": plan, "out": str(out / "profiles")})
     click.echo(f"profiling epoch {epoch}" + (f" against epoch {baseline}" if baseline else "")
-               + f" with {', '.join(chosen)} on {device} -> {out}")
-    progress = None if quiet else BatchProgress()
-    fit(job, probe=Probe(out, device=device), plugins=[*plugins, profiler], on_batch=progress,
-        on_epoch=lambda m: progress.clear() if progress else None)
+               + f" with {', '.join(chosen)} -> {out}")
+    proc = launch.start(argv, config)
+    try:
+        code = proc.wait()
+    except BaseException:
+        launch.interrupt(proc)
+        raise
+    if code != 0:
+        click.echo(f"note: the command exited with code {code}; profiling what it recorded", err=True)
     click.echo("writing reports...")
-    path = report.build(profiler, out, epoch, baseline)
+    path = report.build(read_profiles(out / "profiles"), read_run(out), out, epoch, baseline)
     click.echo(f"written: {path}")

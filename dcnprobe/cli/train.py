@@ -1,21 +1,69 @@
-"""`dcnprobe train`: train the gated DCNv3 with a preset and settings, probed by default."""
+"""The built-in trainer as a command: `dcnprobe train`, `dcnprobe faults`, and the command
+line that the harness runs when no `-- CMD` is given.
+
+This is the one module of dcnprobe that imports `model/`, and only inside functions: the
+gated DCNv3 trainer is one client of the toolkit, like any user's script.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from dcnprobe.attach.contract import ON_SLOWDOWN
-from dcnprobe.cli.options import job_options, settings_options
+from dcnprobe.cli.options import settings_options
 from dcnprobe.cli.progress import BatchProgress
+from dcnprobe.command import Command
+from dcnprobe.errors import UsageError
 from dcnprobe.hooks import NullProbe
 from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE
 from dcnprobe.sampler import DEFAULT_INTERVAL
 from dcnprobe.settings import Settings
 from dcnprobe.stall import DEFAULT_STALL_FACTOR, DEFAULT_STALL_FLOOR_S
 from dcnprobe.timers import SYNC_MODES
+
+DEFAULT_PRESET = "phase3-revised"  # model.presets.DEFAULT_PRESET, checked by a test
+DEFAULT_DATA = "synthetic"
+BUILTIN_OPTIONS = ("preset", "data", "faults")
+
+
+def job_options(command):
+    """--preset, --epochs, --max-batches, --data, --fault: what a built-in training run is."""
+    decls = [
+        click.option("--preset", default=DEFAULT_PRESET, show_default=True,
+                     help="hyperparameters from the report's comparison table: phase1, phase3, phase3-revised"),
+        click.option("--epochs", type=click.IntRange(min=1), default=None, help="epochs to train [default: the preset's, 5]"),
+        click.option("--max-batches", type=click.IntRange(min=1), default=None,
+                     help="stop each epoch after this many batches [default: the whole split]"),
+        click.option("--data", default=DEFAULT_DATA, show_default=True,
+                     help="synthetic[:hard|:key=value,...], or a .tsv (Criteo), .csv or .parquet file"),
+        click.option("--fault", "faults", multiple=True, metavar="NAME",
+                     help="plant a slowdown scenario (repeatable); 'dcnprobe faults' lists them"),
+    ]
+    for decl in reversed(decls):
+        command = decl(command)
+    return command
+
+
+def builtin_command(preset: str = DEFAULT_PRESET, data: str = DEFAULT_DATA, faults: Sequence[str] = ()) -> Command:
+    """`python -m dcnprobe train --preset ... --data ... --fault ...`, checked here (an unknown
+    preset or fault, a missing data file) so that it fails before any trial runs."""
+    import model
+    from model.data.source import load_data
+    from model.faults import resolve_faults
+    from model.presets import get_preset
+
+    get_preset(preset)
+    resolve_faults(faults)
+    load_data(data)  # generates (and caches) the synthetic set once, for every trial
+    argv = [sys.executable, "-m", "dcnprobe", "train", "--preset", preset, "--data", data]
+    for fault in faults:
+        argv += ["--fault", fault]
+    return Command(tuple(argv), builtin=True, code_roots=(str(Path(model.__file__).parent),))
 
 COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "gate_mean", "gate_range", "wall_s", "batches")
 
@@ -87,3 +135,25 @@ def _cells(m) -> tuple[str, ...]:
 def _row(cells) -> str:
     widths = (5, 10, 9, 9, 8, 8, 9, 16, 7, 7)
     return "  ".join(str(c).rjust(w) for c, w in zip(cells, widths))
+
+
+@click.command("faults")
+def faults_command() -> None:
+    """List the slowdown scenarios that --fault plants in the built-in trainer."""
+    from dcnprobe.settings import format_value
+    from model.faults import FAULTS
+
+    width = max(len(name) for name in FAULTS)
+    for name, fault in FAULTS.items():
+        needs = " ".join(f"{k}={format_value(v)}" for k, v in fault.shows_with.items())
+        click.echo(f"{name.ljust(width)}  cause {fault.cause}: {fault.summary}" + (f" [shows with {needs}]" if needs else ""))
+    click.echo("\nYour own: --fault path/to/file.py:Class or --fault package.module:Class "
+               "(a model.plugins.TrainerPlugin subclass).")
+
+
+def check_builtin_only(command_words: Sequence[str], **given: object) -> None:
+    """Options that describe the built-in trainer make no sense with `-- CMD`."""
+    used = [name for name, value in given.items() if value]
+    if command_words and used:
+        flags = ", ".join("--" + ("fault" if n == "faults" else n.replace("_", "-")) for n in used)
+        raise UsageError(f"{flags} describe the built-in trainer; with -- CMD give your script its own options")

@@ -1,10 +1,11 @@
-"""Options and plumbing shared by the commands that run trials (bisect, sweep)."""
+"""Options and plumbing shared by the commands that run trials (bisect, sweep): which
+command each trial runs, how long, and where the results go."""
 
 from __future__ import annotations
 
 import shlex
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import click
@@ -14,22 +15,18 @@ from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.harness.runner import DEFAULT_BUDGET_S, DEFAULT_STALL_AFTER_S
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.harness.trials import TrialRunner
-from model.presets import DEFAULT_PRESET, PRESETS
 
 
 def trial_options(default_out: str) -> Callable:
     def decorate(command: Callable) -> Callable:
         decls = [
-            click.option("--fault", "faults", multiple=True, metavar="NAME",
-                         help="plant a slowdown scenario in every trial (repeatable)"),
             click.option("--epochs", type=click.IntRange(min=2), default=2, show_default=True,
-                         help="epochs per trial (epoch 1 is the baseline)"),
+                         help="epochs per trial (at least 2: epoch 1 is the baseline the later ones are compared with)"),
             click.option("--max-batches", type=click.IntRange(min=10), default=200, show_default=True,
-                         help="batches per epoch in each trial"),
+                         help="batches per epoch in each trial (at least 10: a ratio needs batches after warm-up)"),
             click.option("--batch-size", type=click.IntRange(min=1), default=None,
-                         help="rows per batch in every trial [default: the settings' 4096]"),
-            click.option("--preset", type=click.Choice(list(PRESETS)), default=DEFAULT_PRESET, show_default=True),
-            click.option("--data", default="synthetic", show_default=True, help="as for dcnprobe train"),
+                         help="rows per batch in every trial [default: the settings' 4096; with -- CMD, needs "
+                              "{batch_size} in the command]"),
             click.option("--threshold", type=click.FloatRange(min=1.0), default=DEFAULT_THRESHOLD, show_default=True,
                          help="a trial is slow when its later-epoch/epoch-1 ratio is clearly above this"),
             click.option("--trial-budget", type=click.FloatRange(min=10), default=DEFAULT_BUDGET_S, show_default=True,
@@ -38,6 +35,11 @@ def trial_options(default_out: str) -> Callable:
                          show_default=True, help="seconds without a batch before a trial is declared stalled"),
             click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path(default_out),
                          show_default=True, help="report, JSON and cached trials; run again to resume"),
+            click.option("--preset", default=None, help="built-in trainer only: hyperparameters [default: phase3-revised]"),
+            click.option("--data", default=None, help="built-in trainer only: as for dcnprobe train [default: synthetic]"),
+            click.option("--fault", "faults", multiple=True, metavar="NAME",
+                         help="built-in trainer only: plant a slowdown scenario in every trial (repeatable)"),
+            click.argument("command_words", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]"),
         ]
         for decl in reversed(decls):
             command = decl(command)
@@ -46,13 +48,24 @@ def trial_options(default_out: str) -> Callable:
     return decorate
 
 
-def make_runner(out: Path, faults, epochs, max_batches, preset, data, threshold, trial_budget, stall_after,
-                line: ProgressLine) -> TrialRunner:
-    from model.faults import resolve_faults
+def trial_template(command_words: Sequence[str], *, preset: str | None, data: str | None, faults: Sequence[str],
+                   epochs: int, max_batches: int) -> TrialSpec:
+    """What every trial runs: the user's command after `--`, else the built-in trainer.
+    Everything is checked here, before the first trial."""
+    from dcnprobe.cli import train  # the built-in trainer's module: it alone knows model/
+    from dcnprobe.command import Command
 
-    resolve_faults(faults)  # an unknown fault fails here, not in every trial
+    train.check_builtin_only(command_words, preset=preset, data=data, faults=faults)
+    if command_words:
+        command = Command.parse(command_words)
+    else:
+        command = train.builtin_command(preset or train.DEFAULT_PRESET, data or train.DEFAULT_DATA, faults)
+    return TrialSpec(command=command, epochs=epochs, max_batches=max_batches)
+
+
+def make_runner(out: Path, template: TrialSpec, threshold: float, trial_budget: float, stall_after: float,
+                line: ProgressLine) -> TrialRunner:
     out.mkdir(parents=True, exist_ok=True)
-    template = TrialSpec(faults=tuple(faults), preset=preset, epochs=epochs, max_batches=max_batches, data=data)
 
     def report(text: str) -> None:
         line.clear()
@@ -60,6 +73,11 @@ def make_runner(out: Path, faults, epochs, max_batches, preset, data, threshold,
 
     return TrialRunner(out, template, threshold=threshold, budget_s=trial_budget, stall_after_s=stall_after,
                        report=report, on_progress=line.show)
+
+
+def describe_template(template: TrialSpec) -> str:
+    what = "the built-in trainer" if template.command.builtin else template.command.text()
+    return f"{what}, {template.epochs} epochs x {template.max_batches} batches per trial"
 
 
 def command_line() -> str:

@@ -1,8 +1,8 @@
-"""Run one trial in a fresh Python process and watch it.
+"""Run one trial, a command under one settings object, in a fresh process and watch it.
 
-Isolation: `python -m dcnprobe train ...` in a new process (not a fork of the harness)
-and a new session, so its DataLoader workers share its process group and die with it.
-The harness reads the trial's run record as it grows and stops the trial when:
+Isolation: the command in a new process and session with the probe attached
+(dcnprobe.harness.launch). The harness reads the trial's run record as it grows and
+stops the trial when:
   - its slowdown is statistically clear (EarlyStop);
   - it stops producing batches, even if a hang holds the trial's GIL so that the trial's
     own watchdog cannot run: the harness dumps the stacks from outside;
@@ -11,12 +11,6 @@ The harness reads the trial's run record as it grows and stops the trial when:
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -27,15 +21,17 @@ import psutil
 
 from dcnprobe.analysis import DEFAULT_THRESHOLD, analyze_run, write_analysis
 from dcnprobe.errors import UsageError
+from dcnprobe.harness import launch
 from dcnprobe.harness.early_stop import EarlyStop
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.records import RUN_FILE, RecordFollower
 from dcnprobe.stall import DEFAULT_STALL_FLOOR_S, STALL_EXIT_CODE, capture_stacks
 
-STATUSES = ("ok", "slow", "stalled", "crashed", "timeout", "invalid")
+
 DEFAULT_BUDGET_S = 1800.0
 DEFAULT_STALL_AFTER_S = DEFAULT_STALL_FLOOR_S  # what `train --stall-after` gets from a trial
 RESULT_FILE = "result.json"
+LOG_FILE = "train.log"
 FIRST_BATCH_S = 600.0  # validation, checkpoints and worker start-up between passes
 
 
@@ -55,9 +51,11 @@ class TrialResult:
     exit_code: int | None = None
     error: str | None = None
     run_dir: str = ""
+    ran: dict[str, Any] = field(default_factory=dict)  # the settings in the run's own header: what ran
 
     @property
     def settings(self) -> dict[str, Any]:
+        """The settings the trial asked for (only those given to a user's command)."""
         return self.spec["settings"]
 
     @property
@@ -67,6 +65,28 @@ class TrialResult:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def report_json(self) -> dict[str, Any]:
+        """The trial as bisect.json and sweep.json show it: what ran (from the run's own
+        header), and the request where it differs."""
+        ran = self.ran or self.settings
+        requested = {k: v for k, v in self.settings.items() if k in ran and ran[k] != v}
+        return {
+            "settings": ran,
+            **({"requested": requested} if requested else {}),
+            "command": self.spec.get("command"),
+            "status": self.status,
+            "epoch_s": self.epoch_s,
+            "ratio": self.ratio,
+            "ratio_ci": self.ratio_ci,
+            "cause": self.cause,
+            "verdict": self.verdict,
+            "stopped": self.stopped,
+            "elapsed_s": self.elapsed_s,
+            "replicate": self.spec.get("replicate", 0),
+            "key": self.key,
+            "run_dir": self.run_dir,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> TrialResult:
@@ -96,11 +116,13 @@ def run_trial(
 ) -> TrialResult:
     out.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    log = open(out / "train.log", "w")  # noqa: SIM115 - closed below, after the process ends
-    command = [sys.executable, "-m", "dcnprobe", *spec.train_args(out, stall_after_s)]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env,
-                            preexec_fn=_die_with_parent)
+    argv, config = spec.process(out, stall_after_s=stall_after_s)
+    log = open(out / LOG_FILE, "w")  # noqa: SIM115 - closed below, after the process ends
+    try:
+        proc = launch.start(argv, config, output=log)
+    except BaseException:
+        log.close()
+        raise
     tail = RecordFollower(out / RUN_FILE)
     stopper = EarlyStop(threshold, batches_per_epoch=spec.max_batches)
     progress = Progress(batches_per_epoch=spec.max_batches)
@@ -151,22 +173,7 @@ def run_trial(
     return _result(spec, out, proc.returncode, status, stopped, time.monotonic() - started, threshold)
 
 
-def kill_trial(proc: subprocess.Popen) -> None:
-    """SIGKILL the trial's whole process group: the trial and its DataLoader workers."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-
-
-def _die_with_parent() -> None:
-    """In the trial, before exec: on Linux, get SIGKILL when the harness dies, even by
-    SIGKILL, so that no orphaned trial keeps running. (Its DataLoader workers notice that
-    their parent is gone and exit.) Elsewhere there is no such request to make."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
-_PR_SET_PDEATHSIG = 1
+kill_trial = launch.kill
 
 
 def _dump_from_outside(pid: int, out: Path) -> None:
@@ -189,6 +196,7 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
     if analysis is not None:
         write_analysis(analysis)
         s = analysis.signals
+        result.ran = dict(analysis.run.settings)
         result.ratio = s.ratio
         result.ratio_ci = list(s.ratio_ci) if s.ratio_ci else None
         result.verdict = analysis.verdict
@@ -204,7 +212,7 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
             result.status = "stalled"
         else:  # the trial's own last words say more than a missing record
             result.status = "invalid" if code == 2 else "crashed"
-            result.error = _last_line(out / "train.log") or result.error
+            result.error = _last_line(out / LOG_FILE) or result.error
     return result
 
 

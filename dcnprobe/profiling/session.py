@@ -41,14 +41,14 @@ class EpochProfiler(ProbeListener):
         self.plan = {int(e): tuple(t) for e, t in plan.items()}
         self.out, self.warn, self.torch_active = Path(out), warn, torch_active
         self.unavailable: dict[str, str] = {}
-        for tool in {t for tools in self.plan.values() for t in tools}:
+        self.artefacts: dict[int, dict[str, Any]] = {}  # epoch -> tool -> what it produced
+        self._running: dict[str, Any] = {}
+        self._epoch: int | None = None
+        for tool in sorted({t for tools in self.plan.values() for t in tools}, key=ORDER.index):
             try:
                 check(tool)
             except ToolUnavailable as exc:
                 self._drop(tool, str(exc))
-        self.artefacts: dict[int, dict[str, Any]] = {}  # epoch -> tool -> what it produced
-        self._running: dict[str, Any] = {}
-        self._epoch: int | None = None
 
     @classmethod
     def from_config(cls, config: Mapping[str, Any]) -> EpochProfiler:
