@@ -1,0 +1,30 @@
+"""`dcnprobe watch RUN_DIR`: follow a run record live, ours or a user's, running or finished."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+
+@click.command("watch")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--exit-at-end", is_flag=True, help="exit once the run's footer is written (it ended)")
+@click.option("--interval", type=click.FloatRange(min=0.05), default=1.0, show_default=True,
+              help="seconds between looks at the record")
+@click.option("--plain", is_flag=True, help="plain lines even on a terminal (what a pipe or CI gets)")
+def command(run_dir: Path, exit_at_end: bool, interval: float, plain: bool) -> None:
+    """Show a run as it goes: epoch times and ratio to epoch 1, phases, memory, progress, warnings.
+
+    Reads RUN_DIR/run.jsonl as it grows (never re-reading it whole); Ctrl-C ends the view,
+    not the run.
+    """
+    from rich.console import Console
+
+    from dcnprobe.errors import UsageError
+    from dcnprobe.live.view import watch
+    from dcnprobe.records import RUN_FILE
+
+    if not run_dir.exists():
+        raise UsageError(f"no run at {run_dir} (expected a directory with {RUN_FILE}, or the file itself)")
+    watch(run_dir, Console(), exit_at_end=exit_at_end, interval=interval, live=False if plain else None)
