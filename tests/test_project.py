@@ -6,10 +6,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import dcnprobe
+
 ROOT = Path(__file__).resolve().parent.parent
-# model/ may use only dcnprobe's leaf modules: the probe interface, settings, device
-# backends and the error type. Never the harness, the analysis, the report or the CLI.
-MODEL_MAY_IMPORT = {"dcnprobe.hooks", "dcnprobe.settings", "dcnprobe.devices", "dcnprobe.errors", "dcnprobe.glibc"}
+# The one module of the toolkit that starts the built-in trainer, and so may import model/.
+TRAINER_COMMAND = ROOT / "dcnprobe" / "cli" / "train.py"
 
 
 def fenced_block(marker):
@@ -19,14 +20,45 @@ def fenced_block(marker):
     return match.group(1)
 
 
-def test_model_depends_only_on_the_probe_interface():
+def imports(tree):
+    """(node, module, names) for every import in a parsed file."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node, alias.name, []
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            yield node, node.module, [a.name for a in node.names]
+
+
+def test_model_uses_only_the_public_probe_api():
+    """model/ is one client of the toolkit, like any user loop: `from dcnprobe import X`
+    with X in dcnprobe.__all__, never a submodule."""
+    public = set(dcnprobe.__all__)
     for path in (ROOT / "model").rglob("*.py"):
-        for node in ast.walk(ast.parse(path.read_text())):
-            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
-                [node.module] if isinstance(node, ast.ImportFrom) and node.module else []
-            for name in names:
-                if name.startswith("dcnprobe"):
-                    assert name in MODEL_MAY_IMPORT, f"{path.relative_to(ROOT)} imports {name}"
+        for _, module, names in imports(ast.parse(path.read_text())):
+            if module.split(".")[0] != "dcnprobe":
+                continue
+            where = path.relative_to(ROOT)
+            assert module == "dcnprobe", f"{where} imports {module}: use the public API (from dcnprobe import ...)"
+            assert set(names) <= public, f"{where} imports {set(names) - public} which dcnprobe does not export"
+
+
+def test_the_toolkit_imports_model_only_where_it_starts_the_built_in_trainer():
+    for path in (ROOT / "dcnprobe").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        top_level = set(map(id, tree.body))
+        for node, module, _ in imports(tree):
+            if module.split(".")[0] != "model":
+                continue
+            assert path == TRAINER_COMMAND, f"{path.relative_to(ROOT)} imports {module}"
+            assert id(node) not in top_level, f"{path.relative_to(ROOT)} imports {module} at load time, not lazily"
+
+
+def test_the_trainer_command_default_preset_is_the_model_default():
+    from dcnprobe.cli import train
+    from model.presets import DEFAULT_PRESET
+
+    assert train.DEFAULT_PRESET == DEFAULT_PRESET
 
 
 def test_readme_probe_example_is_short_and_runs(tmp_path):
@@ -45,4 +77,3 @@ def test_ci_runs_the_readme_test_command():
         cwd=ROOT, capture_output=True, text=True,
     ).stdout.strip()
     assert extracted == command
-    assert "README" in (ROOT / ".ci" / "run").read_text()
