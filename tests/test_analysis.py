@@ -186,11 +186,13 @@ def test_outside_load_is_never_blamed_on_code_whatever_the_shape(tmp_path, shape
     assert not CODE_CAUSES & {c.id for c in a.causes}
 
 
-def test_a_slowdown_far_beyond_the_outside_load_is_still_slow(tmp_path):
-    a = analyze(tmp_path, slowdown=3.0, outside_load={2: 0.45})
-    assert a.slowdown and a.signals.contended
-    assert "machine-contention" in [c.id for c in a.causes]
-    assert "quiet machine" in a.verdict
+def test_even_a_large_ratio_under_outside_load_is_not_called_slow(tmp_path):
+    # On 2 cores one busy loop made a clean loop 30-65x slower (synchronised intra-op
+    # threads): no ratio is large enough to be the code's for sure.
+    a = analyze(tmp_path, slowdown=20.0, outside_load={2: 0.45}, threads={2: 9}, involuntary_per_s={2: 400})
+    assert not a.slowdown and a.signals.contended and a.signals.measured_slowdown
+    assert a.top_cause == "machine-contention"
+    assert not CODE_CAUSES & {c.id for c in a.causes}
 
 
 def test_steady_outside_load_in_both_epochs_is_not_contention(tmp_path):

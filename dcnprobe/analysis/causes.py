@@ -366,8 +366,8 @@ def thread_oversubscription(signals: Signals, run_dir: Path | None) -> Finding |
     extra time in compute phases."""
     first, later = _first_and_compared(signals)
     cores = signals.cpu.get("cores") if signals.cpu else None
-    if not cores or first is None:
-        return None
+    if not cores or first is None or _contention_explains(signals):
+        return None  # other processes' load also raises switches and kernel time
     threads = max((e.threads or 0) for e in signals.epochs)
     if threads < th.THREADS_PER_CORE * cores:
         return None
@@ -422,14 +422,8 @@ def machine_contention(signals: Signals, run_dir: Path | None) -> Finding | None
     if signals.ratio is not None:
         evidence.append(f"{_ratio_text(signals)}; that change in outside load alone would make the run "
                         f"{signals.contention_ratio:.2f}x slower")
-    if signals.slowdown:
-        evidence.append("the run is slower than the outside load explains: rerun on a quiet machine to see "
-                        "how much of it is the code's")
-        score = th.SCORE_CONTENTION * 0.5
-    else:
-        evidence.append("the timings say nothing about the code: rerun on a quiet machine")
-        score = th.SCORE_CONTENTION
-    return Finding("machine-contention", score, evidence)
+    evidence.append("the timings say nothing about the code: rerun on a quiet machine")
+    return Finding("machine-contention", th.SCORE_CONTENTION, evidence)
 
 
 def periodic_work(signals: Signals, run_dir: Path | None) -> Finding | None:

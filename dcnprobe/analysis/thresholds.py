@@ -65,7 +65,7 @@ COMPUTE_SHARE_OF_GROWTH = 0.5  # forward + backward + optimizer took this share 
 # -- other processes on the machine -------------------------------------------------------
 OUTSIDE_LOAD_SHIFT = 0.2  # outside load (share of all cores) differing this much between the epochs compared
 OUTSIDE_LOAD_MIN_SHIFT = 0.05  # below this difference outside load explains nothing
-CONTENTION_SLACK = 1.3  # synchronised compute threads lose more than a fair share to a CPU hog
+CONTENTION_SLACK = 1.3  # a smaller shift in outside load 'explains' ratios up to 1.3x its fair-share slowdown
 
 # -- periodic bursts ----------------------------------------------------------------------
 BURST_MIN = 3  # slow batches in an epoch before a period means anything

@@ -1,0 +1,80 @@
+"""Issue 13's misses rebuilt on a training loop of the tests' own (an MLP on a per-sample
+Dataset, the public Probe API), really run and timed: slow tests."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from dcnprobe import Probe
+from dcnprobe.analysis import analyze_run
+from dcnprobe.analysis.causes import CAUSE_IDS
+
+CODE_CAUSES = set(CAUSE_IDS) - {"machine-contention", "stall", "none"}
+HOG = "import os, time\nos.sched_setaffinity(0, {0}) if hasattr(os, 'sched_setaffinity') else None\n" \
+      "end = time.monotonic() + 120\nwhile time.monotonic() < end: pass"
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, n=2400):
+        g = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, 64, generator=g), torch.randn(n, 1, generator=g)
+
+    def __len__(self):
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return self.x[i], self.y[i]
+
+
+def train(out, on_epoch=lambda epoch: None, epochs=2):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
+                                torch.nn.ReLU(), torch.nn.Linear(512, 1))
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    loader = torch.utils.data.DataLoader(Rows(), batch_size=24)
+    with Probe(out, sample_interval=0.1) as probe:
+        for epoch in range(1, epochs + 1):
+            on_epoch(epoch)
+            for x, y in probe.loader(loader):
+                with probe.phase("forward"):
+                    loss = torch.nn.functional.mse_loss(model(x), y)
+                with probe.phase("backward"):
+                    loss.backward()
+                with probe.phase("optimizer"):
+                    opt.step()
+                    opt.zero_grad()
+                probe.end_batch()
+    return analyze_run(out)
+
+
+@pytest.mark.slow
+def test_a_cpu_hog_in_epoch_2_is_never_blamed_on_the_loop(tmp_path):
+    hogs = []
+    try:
+        a = train(tmp_path, lambda epoch: epoch == 2 and hogs.extend(
+            subprocess.Popen([sys.executable, "-c", HOG]) for _ in range(2)))
+    finally:
+        for hog in hogs:
+            hog.kill()
+            hog.wait()
+    print(a.verdict)
+    # Two hogs on one core of the machine: at least a quarter of all cores is outside load in
+    # epoch 2 (epoch 1's share depends on who else shares this machine).
+    assert a.signals.outside_load[2] >= 0.25
+    assert not a.slowdown
+    assert not CODE_CAUSES & {c.id for c in a.causes}
+
+
+@pytest.mark.slow
+def test_more_intra_op_threads_than_cores_from_epoch_2_is_thread_oversubscription(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        a = train(tmp_path, lambda epoch: epoch == 2 and torch.set_num_threads(16))
+    finally:
+        torch.set_num_threads(threads)
+    print(a.verdict)
+    assert a.signals.epochs[1].threads > a.signals.epochs[0].threads
+    if a.slowdown:  # on a machine with many cores 16 threads may not hurt; when it does, say why
+        assert a.top_cause == "thread-oversubscription"
