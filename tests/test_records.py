@@ -65,3 +65,111 @@ def test_not_a_run(tmp_path):
     (tmp_path / "run.jsonl").write_text('{"type":"batch"}\n')
     with pytest.raises(UsageError, match="no header"):
         read_run(tmp_path)
+
+
+# -- record types and fields ------------------------------------------------------------------
+
+def test_every_record_type_has_a_constant_and_a_field_table():
+    from dcnprobe import records
+
+    assert set(records.COLUMNS) == set(records.RECORD_TYPES)
+    assert records.LOOP_END == "loop_end" and "loop_end" in records.__doc__
+    for kind in records.RECORD_TYPES:
+        assert kind in records.__doc__
+
+
+def test_probe_writes_only_documented_record_types(tmp_path):
+    from dcnprobe.probe import Probe
+    from dcnprobe.records import RECORD_TYPES
+
+    with Probe(tmp_path, on_slowdown=None) as probe:
+        for _ in probe.loader(range(3)):
+            probe.end_batch()
+    kinds = {json.loads(line)["type"] for line in (tmp_path / "run.jsonl").read_text().splitlines()}
+    assert kinds <= set(RECORD_TYPES)
+    batch_fields = {k for line in (tmp_path / "run.jsonl").read_text().splitlines()
+                    if (r := json.loads(line))["type"] == "batch" for k in r} - {"type"}
+    from dcnprobe.records import BATCH, COLUMNS
+    assert batch_fields <= set(COLUMNS[BATCH])
+
+
+@pytest.mark.parametrize("line", ["42", "[1,2]", '"text"', "null"])
+def test_a_line_that_is_not_an_object_is_a_usage_error(tmp_path, line):
+    path = write_run(tmp_path)
+    lines = path.read_text().splitlines()
+    lines.insert(1, line)
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(UsageError, match="line 2 is not a record"):
+        read_run(tmp_path)
+
+
+def test_a_first_line_that_is_not_an_object_is_a_usage_error(tmp_path):
+    (tmp_path / "run.jsonl").write_text("42\n")
+    with pytest.raises(UsageError, match="line 1 is not a record"):
+        read_run(tmp_path)
+
+
+def test_the_footer_is_written_once(tmp_path):
+    writer = RunWriter(tmp_path)
+    writer.write("header", {"schema": SCHEMA_VERSION})
+    writer.write_footer("stalled", reason="no batch for 40 s")
+    writer.write_footer("ok")  # the normal end, racing a stall: ignored
+    writer.write("batch", {"epoch": 1})  # after the end: ignored
+    run = read_run(tmp_path)
+    assert run.status == "stalled" and run.footer["reason"] == "no batch for 40 s"
+    assert len((tmp_path / "run.jsonl").read_text().splitlines()) == 2
+
+
+# -- following a growing record ------------------------------------------------------------------
+
+def test_follower_reads_pieces_and_waits_for_a_torn_line(tmp_path):
+    from dcnprobe.records import RecordFollower
+
+    path = tmp_path / "run.jsonl"
+    follower = RecordFollower(tmp_path)  # a directory: its run.jsonl, not there yet
+    assert follower.read() == [] and not follower.started
+    path.write_bytes(b'{"type":"header","schema":1}\n{"type":"batch","ep')
+    assert follower.read() == [{"type": "header", "schema": 1}]
+    assert follower.torn and follower.started
+    assert follower.read() == []  # nothing new yet
+    with open(path, "ab") as f:
+        f.write(b'och":1,"total":0.1}\n{"type":"batch","epoch":1,"total":0.2}\n')
+    assert [r["total"] for r in follower.read()] == [0.1, 0.2]
+    assert not follower.torn and follower.offset == path.stat().st_size
+
+
+def test_follower_never_rereads_what_it_returned(tmp_path):
+    from dcnprobe.records import RecordFollower
+
+    path = tmp_path / "run.jsonl"
+    path.write_bytes(b'{"type":"header"}\n{"type":"batch","total":1}\n')
+    follower = RecordFollower(path)
+    assert len(follower.read()) == 2
+    # Overwrite what was read with other bytes of the same length: a follower that
+    # re-read the file would return them.
+    size = path.stat().st_size
+    path.write_bytes(b"x" * (size - 1) + b"\n" + b'{"type":"footer","status":"ok"}\n')
+    assert follower.read() == [{"type": "footer", "status": "ok"}]
+
+
+def test_follower_streams_a_big_record_in_chunks(tmp_path):
+    from dcnprobe.records import RecordFollower
+
+    path = tmp_path / "run.jsonl"
+    path.write_text("".join(json.dumps({"type": "batch", "batch": i}) + "\n" for i in range(1000)))
+    follower = RecordFollower(path, chunk_bytes=4096)
+    seen = []
+    while chunk := follower.read():
+        seen += chunk
+    assert [r["batch"] for r in seen] == list(range(1000))
+
+
+def test_follower_skips_lines_that_are_not_records_and_restarts_on_a_new_file(tmp_path):
+    from dcnprobe.records import RecordFollower
+
+    path = tmp_path / "run.jsonl"
+    path.write_text('{"type":"header"}\n42\n{broken\n{"type":"batch"}\n')
+    follower = RecordFollower(path)
+    assert [r["type"] for r in follower.read()] == ["header", "batch"] and follower.skipped == 2
+    path.write_text('{"type":"header","new":true}\n')  # a new run in the same place
+    assert follower.read() == [{"type": "header", "new": True}]

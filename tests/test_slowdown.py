@@ -1,0 +1,286 @@
+"""The live slowdown statistics (dcnprobe.slowdown), the harness's EarlyStop on top of
+them, and the probe's early warning, on synthetic series with known answers and a fake
+clock: no test sleeps."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dcnprobe.harness.early_stop import EarlyStop
+from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE, EarlyWarning, SlowdownStop
+from dcnprobe.probe import Probe
+from dcnprobe.records import read_run
+from dcnprobe.slowdown import SlowdownMonitor
+from dcnprobe.stall import STALL_EXIT_CODE
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+def batches(epoch, n, seconds, seed=0, noise=0.03, phase="forward"):
+    """Batch records whose total is `seconds` with multiplicative noise, all extra time
+    in `phase`."""
+    rng = np.random.default_rng(seed + epoch)
+    for i in range(n):
+        total = seconds * (1 + noise * rng.standard_normal())
+        yield {"type": "batch", "epoch": epoch, "batch": i, "total": total, "data_wait": 0.001,
+               phase: total - 0.001}
+
+
+def feed(target, clock, records):
+    for record in records:
+        clock.now += record["total"]
+        target.feed(record)
+
+
+def first_decision(monitor, clock, records):
+    """The batch (1-based) at which the monitor first calls the epoch slow, or None."""
+    for record in records:
+        clock.now += record["total"]
+        monitor.feed(record)
+        if monitor.check() is not None:
+            return record["batch"] + 1
+    return None
+
+
+# -- the monitor --------------------------------------------------------------------------
+
+
+def test_a_clear_step_is_called_within_a_few_dozen_batches():
+    clock = Clock()
+    monitor = SlowdownMonitor(1.2, batches_per_epoch=200, clock=clock)
+    feed(monitor, clock, batches(1, 200, 0.10))
+    at = first_decision(monitor, clock, batches(2, 200, 0.15))
+    # 10 warm-up batches dropped, then 20 steady ones: the first check that may decide.
+    assert at == 30
+    evidence = monitor.last
+    assert evidence.statistic == "median" and evidence.ratio == pytest.approx(1.5, abs=0.05)
+    assert evidence.low > 1.2 and evidence.high < 1.7
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_a_healthy_epoch_is_never_called_slow(seed):
+    clock = Clock()
+    monitor = SlowdownMonitor(1.2, batches_per_epoch=200, clock=clock)
+    feed(monitor, clock, batches(1, 200, 0.10, seed=seed, noise=0.15))
+    assert first_decision(monitor, clock, batches(2, 200, 0.105, seed=seed + 10, noise=0.15)) is None
+    assert monitor.last.ratio < 1.2
+
+
+def test_a_small_slowdown_under_the_threshold_is_not_called():
+    clock = Clock()
+    monitor = SlowdownMonitor(1.2, batches_per_epoch=200, clock=clock)
+    feed(monitor, clock, batches(1, 200, 0.10))
+    assert first_decision(monitor, clock, batches(2, 200, 0.115)) is None
+
+
+def test_bursts_are_caught_by_the_mean():
+    """One batch in four waits 0.5 s: the median hardly moves, the mean doubles."""
+    clock = Clock()
+    monitor = SlowdownMonitor(1.2, batches_per_epoch=200, clock=clock)
+    feed(monitor, clock, batches(1, 200, 0.10))
+    bursty = [dict(r, total=r["total"] + (0.5 if r["batch"] % 4 == 3 else 0.0)) for r in batches(2, 200, 0.10)]
+    at = first_decision(monitor, clock, bursty)
+    assert at is not None and at <= 60
+    found = monitor.check() or monitor.last
+    assert monitor.last.statistic == "median" and monitor.last.ratio < 1.1
+    assert found is not None
+
+
+def test_a_huge_slowdown_is_called_on_time_before_enough_batches():
+    clock = Clock()
+    monitor = SlowdownMonitor(1.2, batches_per_epoch=100, clock=clock)
+    feed(monitor, clock, batches(1, 100, 0.10))  # epoch 1: about 10 s
+    assert first_decision(monitor, clock, batches(2, 2, 9.0)) is None
+    evidence = first_decision(monitor, clock, batches(2, 3, 9.0))
+    assert evidence is not None
+    assert monitor.last.statistic == "time" and "over 2x" in monitor.last.describe()
+
+
+def test_a_finished_epoch_is_not_called_slow_on_time():
+    """The time rule is for an epoch still running; a finished one is judged by its batches."""
+    clock = Clock()
+    monitor = SlowdownMonitor(1.2, batches_per_epoch=3, clock=clock, min_batches=100)
+    feed(monitor, clock, batches(1, 3, 0.1))
+    feed(monitor, clock, batches(2, 3, 0.1))
+    clock.now += 100  # validation after epoch 2's last batch
+    assert monitor.check() is None
+
+
+def test_phase_growth_names_the_phase_that_took_the_time():
+    clock = Clock()
+    monitor = SlowdownMonitor(1.2, batches_per_epoch=100, clock=clock)
+    feed(monitor, clock, batches(1, 100, 0.10))
+    feed(monitor, clock, batches(2, 40, 0.30, phase="data_wait"))
+    growth = monitor.phase_growth()
+    phase, seconds = next(iter(growth.items()))
+    assert phase == "data_wait" and seconds == pytest.approx(0.3, abs=0.03)
+
+
+def test_a_check_is_cheap_on_a_huge_epoch():
+    """Check cost is bounded by max_sample, not by the epoch's length."""
+    clock = Clock()
+    monitor = SlowdownMonitor(1.2, batches_per_epoch=50_000, clock=clock, max_sample=256)
+    for i in range(50_000):
+        monitor.add(1, 0.1 + 0.001 * (i % 7))
+    for i in range(5_000):
+        monitor.add(2, 0.2 + 0.001 * (i % 5))
+    evidence = monitor.check()
+    assert evidence is not None and evidence.ratio == pytest.approx(2.0, abs=0.1)
+    assert monitor._base.size <= 256
+
+
+# -- the harness's interface ------------------------------------------------------------------
+
+
+def test_early_stop_keeps_its_interface():
+    clock = Clock()
+    stop = EarlyStop(1.2, batches_per_epoch=None, clock=clock)
+    stop.batches_per_epoch = 200  # the harness learns it from the header
+    assert stop.batches_per_epoch == 200 and stop.monitor.batches_per_epoch == 200
+    stop.feed({"type": "header"})
+    stop.feed({"type": "memory", "epoch": 1, "total": 9.0})
+    feed(stop, clock, batches(1, 200, 0.10))
+    assert stop.decide() is None and stop.last_ratio is None
+    feed(stop, clock, batches(2, 30, 0.15))
+    reason = stop.decide()
+    assert reason and "1.50x epoch 1" in reason and "99% CI" in reason
+    ratio, low, high = stop.last_ratio
+    assert ratio == pytest.approx(1.5, abs=0.05) and low < ratio < high
+
+
+# -- the probe's early warning ---------------------------------------------------------------------
+
+
+def listener(action, tmp_path, clock, **kwargs):
+    written, lines = [], []
+    warning = EarlyWarning(action, tmp_path, lambda kind, record: written.append((kind, dict(record))),
+                           threshold=1.2, clock=clock, emit=lines.append, analyze=False, **kwargs)
+    warning.on_start({"batches_per_epoch": 200})
+    return warning, written, lines
+
+
+def run_listener(warning, clock, records):
+    for record in records:
+        clock.now += record["total"]
+        warning.on_batch({k: v for k, v in record.items() if k != "type"})
+
+
+def test_warn_writes_one_line_and_one_record(tmp_path):
+    clock = Clock()
+    warning, written, lines = listener("warn", tmp_path, clock)
+    run_listener(warning, clock, batches(1, 200, 0.10))
+    run_listener(warning, clock, batches(2, 200, 0.15, phase="data_wait"))
+    assert len(lines) == 1 and len(written) == 1
+    kind, record = written[0]
+    assert kind == "warning" and record["epoch"] == 2 and record["batch"] == 30
+    assert record["ratio"] == pytest.approx(1.5, abs=0.05) and record["ratio_ci"][0] > 1.2
+    assert record["grew"] == "data_wait" and record["action"] == "warn"
+    line = lines[0]
+    assert line.startswith("dcnprobe: warning: epoch 2 runs 1.5") and "99% CI" in line
+    assert "data_wait" in line and f"dcnprobe analyze {tmp_path}" in line
+
+
+def test_warn_again_only_when_the_ratio_has_doubled(tmp_path):
+    clock = Clock()
+    warning, _, lines = listener("warn", tmp_path, clock)
+    run_listener(warning, clock, batches(1, 200, 0.10))
+    run_listener(warning, clock, batches(2, 200, 0.15))
+    assert len(lines) == 1
+    run_listener(warning, clock, batches(3, 200, 0.25))  # 2.5x: not clearly above 2 x 1.5
+    assert len(lines) == 1
+    run_listener(warning, clock, batches(4, 200, 0.40))  # 4x
+    assert len(lines) == 2 and "epoch 4 runs 4.0" in lines[1]
+
+
+def test_stop_raises_a_clean_exit_with_its_own_code(tmp_path):
+    clock = Clock()
+    warning, written, lines = listener("stop", tmp_path, clock)
+    run_listener(warning, clock, batches(1, 200, 0.10))
+    with pytest.raises(SlowdownStop) as stopped:
+        run_listener(warning, clock, batches(2, 200, 0.15))
+    assert stopped.value.code == SLOWDOWN_EXIT_CODE != STALL_EXIT_CODE
+    assert "1.5" in stopped.value.reason and "stopping the run" in lines[0]
+    assert written[0][1]["action"] == "stop"
+
+
+def test_unknown_action_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="on_slowdown"):
+        EarlyWarning("panic", tmp_path, lambda *a: None, threshold=1.2)
+    with pytest.raises(ValueError, match="on_slowdown"):
+        Probe(tmp_path, on_slowdown="panic")
+
+
+def probe_loop(probe, clock, epochs=2, n=60, slow=2.0):
+    for epoch in range(epochs):
+        for _ in probe.loader(range(n)):
+            with probe.phase("forward"):
+                clock.now += 0.010 * (slow if epoch else 1.0)
+            probe.end_batch()
+
+
+def test_probe_stop_ends_the_run_with_status_slow(tmp_path):
+    clock = Clock()
+    probe = Probe(tmp_path, clock=clock, on_slowdown="stop")
+    with pytest.raises(SystemExit) as stopped, probe:
+        probe_loop(probe, clock)
+    assert stopped.value.code == SLOWDOWN_EXIT_CODE
+    run = read_run(tmp_path)
+    assert run.status == "slow" and "2.00x epoch 1" in run.footer["reason"]
+    assert len(run.warnings) == 1 and run.warnings[0]["grew"] == "forward"
+    assert run.batches["epoch"].max() == 2 and len(run.batches) < 120
+    footers = [json.loads(line) for line in (tmp_path / "run.jsonl").read_text().splitlines()
+               if '"type":"footer"' in line]
+    assert len(footers) == 1
+
+
+def test_probe_warns_by_default_and_runs_on(tmp_path, capsys):
+    clock = Clock()
+    with Probe(tmp_path, clock=clock) as probe:
+        probe_loop(probe, clock)
+    run = read_run(tmp_path)
+    assert run.status == "ok" and len(run.batches) == 120
+    assert len(run.warnings) == 1
+    assert capsys.readouterr().err.count("dcnprobe: warning: epoch 2 runs 2.00x epoch 1") == 1
+
+
+def test_probe_without_warning(tmp_path, capsys):
+    clock = Clock()
+    with Probe(tmp_path, clock=clock, on_slowdown=None) as probe:
+        probe_loop(probe, clock)
+    assert read_run(tmp_path).warnings == [] and "warning" not in capsys.readouterr().err
+
+
+def test_attach_config_sets_on_slowdown(tmp_path, monkeypatch):
+
+    monkeypatch.setenv("DCNPROBE_ATTACH", json.dumps({"run_dir": str(tmp_path / "a"), "on_slowdown": "stop"}))
+    assert Probe(tmp_path).on_slowdown == "stop"
+
+
+def test_a_stall_prints_a_warning_line(tmp_path):
+    """on_stall=exit ends the process: run it in a child and read its stderr."""
+    script = f"""
+import time
+from dcnprobe.probe import Probe
+probe = Probe({str(tmp_path)!r}, stall_floor_s=0.3)
+probe.watchdog.poll_s = 0.05
+probe.watchdog.first_batch_s = 0.3
+probe.start()
+for i in probe.loader(range(10)):
+    probe.end_batch()
+    if i == 3:
+        time.sleep(30)  # the hang
+"""
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          env={**__import__("os").environ, "PATH": "/nonexistent"})  # no py-spy: faulthandler
+    assert done.returncode == STALL_EXIT_CODE
+    assert "dcnprobe: warning: stalled: no batch finished for" in done.stderr
+    assert read_run(tmp_path).status == "stalled"
