@@ -21,13 +21,15 @@ class TableRunner:
         self.results: list[TrialResult] = []
         self.ran = self.reused = 0
         self.lines: list[str] = []
+        self.replicates: list[int] = []
 
     def report(self, line):
         self.lines.append(line)
 
-    def failing(self, settings):
+    def failing(self, settings, replicate=0):
         slow = self.slow_when(settings)
         self.ran += 1
+        self.replicates.append(replicate)
         self.results.append(TrialResult(key=str(self.ran), spec=TrialSpec(self.template.command, settings).describe(),
                                         status=self.slow_status if slow else "ok", ratio=1.6 if slow else 1.0,
                                         ratio_ci=[1.5, 1.7] if slow else [0.95, 1.05],
@@ -49,8 +51,10 @@ def test_persistent_workers_interaction():
     assert outcome.cause == "worker-memory-growth"
     assert outcome.verdict.startswith("Culprit: num_workers=4, persistent_workers=true together make later epochs "
                                       "slow (1.60x epoch 1); with num_workers=0, persistent_workers=false the run is healthy.")
-    # bad, good, {num_workers, persistent_workers}, {num_workers}, then the leftover {cache_clear}
-    assert runner.ran == 5
+    # bad, good, {num_workers, persistent_workers}, {num_workers}, then the leftover {cache_clear},
+    # and the confirmation: the culprit and its healthy neighbour {num_workers} once more
+    assert runner.ran == 7
+    assert runner.replicates[-2:] == [2, 2]
     assert "persistent_workers=true needs num_workers > 0" in "\n".join(runner.lines)
 
 
@@ -99,3 +103,45 @@ def test_json_contract():
         assert {"settings", "status", "epoch_s", "ratio", "ratio_ci"} <= set(trial)
         assert trial["settings"]["device"] == "cpu"
     assert data["full_factorial"] == 8
+
+
+def test_a_culprit_that_does_not_hold_up_when_run_again_is_not_named():
+    """The machine was busy during one trial: num_workers=4 alone looked slow once."""
+    seen = []
+
+    def flaky(settings):
+        seen.append(settings)
+        alone = settings.num_workers > 0 and not settings.persistent_workers and settings.cache_clear != "never"
+        return (alone and seen.count(settings) == 1) or settings == BAD
+
+    outcome = bisect(BAD, DEFAULT_GOOD, TableRunner(flaky))
+    assert outcome.finding == "inconclusive" and outcome.culprit == []
+    assert outcome.verdict.startswith("Inconclusive: the trials disagree")
+    assert "Run again, changing num_workers was healthy, not slow." in outcome.disagreements
+
+
+def test_a_slow_subset_inside_a_healthy_superset_is_a_contradiction():
+    """The issue's false culprit: num_workers=4 alone 'slow' while num_workers=4 with
+    persistent workers was healthy. Settings that only add to each other cannot do that
+    unless the measurements are off."""
+    def contradictory(settings):
+        if settings == BAD:
+            return True
+        return settings.num_workers > 0 and not settings.persistent_workers
+
+    outcome = bisect(BAD, DEFAULT_GOOD, TableRunner(contradictory))
+    assert outcome.finding == "inconclusive" and outcome.culprit == []
+    assert any("changing num_workers was slow (1.60x, 1.60x) while changing num_workers + persistent_workers, which "
+               "includes it, was healthy (1.00x)" in d for d in outcome.disagreements)
+
+
+def test_a_contended_bad_run_is_inconclusive_not_a_verdict():
+    runner = TableRunner(lambda s: None, slow_status="slow")
+    runner.failing = lambda settings, replicate=0: (runner.results.append(TrialResult(
+        key="c", spec=TrialSpec(runner.template.command, settings).describe(), status="contended", ratio=1.8,
+        ratio_ci=[1.6, 2.0], outside_load={"1": 0.02, "2": 0.48})), None)[1]
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    assert outcome.finding == "inconclusive" and outcome.culprit == []
+    assert outcome.verdict == ("Inconclusive: the machine was busy with other work while the bad settings ran "
+                               "(outside CPU load epoch 1 2%, epoch 2 48%), so their timing says nothing. "
+                               "Rerun on a quiet machine.")

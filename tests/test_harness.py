@@ -194,3 +194,71 @@ def test_bisect_survives_a_sigkill_and_resumes(small_data, tmp_path):
     assert result["culprit"] == ["num_workers", "persistent_workers"]
     assert result["trials_cached"] >= len(finished)
     assert os.path.exists(out / "report.html")
+
+
+# -- a shared machine: contended trials ---------------------------------------------------
+
+
+def test_a_trial_whose_epochs_saw_different_outside_load_is_contended(tmp_path):
+    """The analysis reads the load from the record; the harness turns it into a status."""
+    from dcnprobe.harness.runner import _result
+
+    from synthetic_runs import write_run
+
+    write_run(tmp_path, slowdown=1.8, outside_load={1: 0.02, 2: 0.5})
+    result = _result(builtin_spec(), tmp_path, 0, None, None, 10.0, 1.2)
+    assert result.status == "contended" and not result.failing
+    assert set(result.outside_load) == {"1", "2"}
+    assert result.outside_load["1"] < 0.05 and abs(result.outside_load["2"] - 0.5) < 0.02
+    assert result.load_text().startswith("outside CPU load epoch 1 2%, epoch 2 ")
+
+
+class ScriptedTrials:
+    """Stands in for run_trial with results given in advance (the real one is tested above)."""
+
+    def __init__(self, statuses):
+        self.statuses = list(statuses)
+        self.runs = 0
+
+    def __call__(self, spec, out, **kwargs):
+        self.runs += 1
+        return TrialResult(key=spec.key(), spec=spec.describe(), status=self.statuses.pop(0), ratio=1.0,
+                           ratio_ci=[0.9, 1.1], outside_load={"1": 0.0, "2": 0.5}, run_dir=str(out),
+                           finished_at="2026-11-25 10:00:00")
+
+
+def scripted_runner(tmp_path, monkeypatch, statuses, **kwargs):
+    import dcnprobe.harness.trials as trials
+
+    scripted = ScriptedTrials(statuses)
+    monkeypatch.setattr(trials, "run_trial", scripted)
+    calms = []
+    runner = TrialRunner(tmp_path, builtin_spec(), wait_for_calm=lambda: calms.append(1) or 0.05, **kwargs)
+    return runner, scripted, calms
+
+
+def test_a_contended_trial_is_rerun_once_the_machine_is_calm_and_never_cached(tmp_path, monkeypatch):
+    runner, scripted, calms = scripted_runner(tmp_path, monkeypatch, ["contended", "contended", "ok"])
+    result = runner.trial(Settings(device="cpu"))
+    assert result.status == "ok" and scripted.runs == 3 and len(calms) == 2
+    assert [r.status for r in runner.results] == ["contended", "contended", "ok"]  # every try is in the table
+
+
+def test_a_trial_contended_every_time_stays_contended_and_is_run_again_next_time(tmp_path, monkeypatch):
+    runner, scripted, _ = scripted_runner(tmp_path, monkeypatch, ["contended"] * 4, contention_tries=2)
+    assert runner.trial(Settings(device="cpu")).status == "contended" and scripted.runs == 2
+    assert runner.failing(Settings(device="cpu")) is None  # inconclusive, neither slow nor healthy
+    assert scripted.runs == 4  # the cached contended result was not reused
+
+
+def test_fresh_ignores_the_cache_and_a_cached_verdict_says_when_it_was_made(tmp_path, monkeypatch):
+    runner, scripted, _ = scripted_runner(tmp_path, monkeypatch, ["ok", "ok"])
+    runner.trial(Settings(device="cpu"))
+    again = TrialRunner(tmp_path, builtin_spec())
+    lines = []
+    again.report = lines.append
+    again.trial(Settings(device="cpu"))
+    assert again.reused == 1 and "(cached from 2026-11-25 10:00:00)" in lines[-1]
+    fresh, scripted2, _ = scripted_runner(tmp_path, monkeypatch, ["ok"], fresh=True)
+    fresh.trial(Settings(device="cpu"))
+    assert scripted2.runs == 1 and fresh.reused == 0

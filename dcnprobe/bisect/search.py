@@ -4,7 +4,12 @@ of setting changes that turns healthy into slow.
 1. Confirm: bad must be slow and good healthy, else say so and stop.
 2. ddmin over the settings that differ; an invalid combination is unresolved.
 3. Look again in what is left: a second, independent culprit is reported too.
-4. Interactions: a culprit of several settings where no single one is slow alone.
+4. Before a culprit is named, it must hold up: the smallest slow configuration and its
+   healthy neighbour are run once more, and the whole table of trials must agree with
+   itself (a set of changes that is slow while a larger set containing it is healthy is a
+   contradiction). Otherwise the verdict is "inconclusive", with the trials that disagree:
+   a confident false culprit is the worst thing a bisect can say.
+5. Interactions: a culprit of several settings where no single one is slow alone.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ class BisectOutcome:
     good: Settings
     differences: dict[str, tuple[Any, Any]]  # name: (bad value, good value)
     culprits: list[list[str]] = field(default_factory=list)
-    finding: str = ""  # "culprit", "bad-not-slow", "good-is-slow", "unresolved"
+    # "culprit", "bad-not-slow", "good-is-slow", "inconclusive" (the trials disagree, or the
+    # machine stayed busy), "unmeasured" (the bad side could not be run at all), "unresolved"
+    finding: str = ""
     verdict: str = ""
     cause: str | None = None
     evidence: list[str] = field(default_factory=list)
@@ -43,6 +50,7 @@ class BisectOutcome:
     # Settings that differ between bad and good but that the command cannot be given (no
     # placeholder, not applicable from outside): left to the script, and said so.
     not_applied: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    disagreements: list[str] = field(default_factory=list)  # why an inconclusive bisect names no culprit
 
     @property
     def culprit(self) -> list[str]:
@@ -81,19 +89,22 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
     bad_failing = runner.failing(bad)
     bad_result = runner.results[-1]
     if bad_failing is not True:
-        outcome.finding = "bad-not-slow" if bad_failing is False else "unresolved"
+        outcome.finding = ("bad-not-slow" if bad_failing is False else "inconclusive" if bad_result.contended
+                           else "unmeasured")
         outcome.verdict = _not_slow_text(bad_result, runner.threshold)
         return
     runner.report("confirming that the good settings are healthy")
     good_failing = runner.failing(good)
     good_result = runner.results[-1]
     if good_failing is not False:
-        outcome.finding = "good-is-slow" if good_failing else "unresolved"
-        outcome.verdict = (
-            "The good settings are slow too, so the slowdown does not come from the settings that differ: "
-            + (good_result.verdict or good_result.status)
-            if good_failing else f"The good settings could not be measured ({good_result.status}): {good_result.error or ''}"
-        )
+        outcome.finding = "good-is-slow" if good_failing else "inconclusive"
+        if good_failing:
+            outcome.verdict = ("The good settings are slow too, so the slowdown does not come from the settings that "
+                               "differ: " + (good_result.verdict or good_result.status))
+        elif good_result.contended:
+            outcome.verdict = f"Inconclusive: the machine was busy while the good settings ran ({good_result.load_text()}); rerun on a quiet machine."
+        else:
+            outcome.verdict = f"The good settings could not be measured ({good_result.status}): {good_result.error or ''}"
         _explain(outcome, bad_result)
         return
     names = list(outcome.differences)
@@ -102,14 +113,17 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
         outcome.verdict = "The bad and good settings are the same on this machine; nothing to bisect."
         return
 
-    def test(subset: frozenset) -> Outcome:
+    trials: dict[frozenset, list[TrialResult]] = {frozenset(): [good_result], frozenset(names): [bad_result]}
+
+    def test(subset: frozenset, replicate: int = 0) -> Outcome:
         changes = {name: outcome.differences[name][0] for name in subset}
         try:
             settings = good.with_changes(changes)
         except SettingsError as exc:
             runner.report(f"    skip {_changes_text(changes)}: {exc}")
             return Outcome.UNRESOLVED
-        failing = runner.failing(settings)
+        failing = runner.failing(settings, replicate=replicate)
+        trials.setdefault(frozenset(subset), []).append(runner.results[-1])
         return {True: Outcome.FAIL, False: Outcome.PASS, None: Outcome.UNRESOLVED}[failing]
 
     history: dict[frozenset, Outcome] = {frozenset(): Outcome.PASS, frozenset(names): Outcome.FAIL}
@@ -124,11 +138,64 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
         remaining = _largest_runnable([n for n in remaining if n not in result.minimal], good, outcome)
         if not remaining or _ask(remaining, test, history, outcome) is not Outcome.FAIL:
             break
+    disagreements = _confirm(outcome.culprit, history, test, runner) + _contradictions(history, trials)
+    slowest = max((r for r in runner.results if r.failing), key=lambda r: r.ratio or 0.0, default=bad_result)
+    if disagreements:
+        outcome.finding = "inconclusive"
+        outcome.culprits = []
+        outcome.disagreements = disagreements
+        outcome.verdict = ("Inconclusive: the trials disagree, so no culprit is named. " + " ".join(disagreements)
+                           + " Rerun on a quiet machine, or with more batches (--max-batches).")
+        return
     outcome.finding = "culprit"
     outcome.interactions = [_interaction_text(c, history) for c in outcome.culprits if len(c) > 1]
-    slowest = max((r for r in runner.results if r.failing), key=lambda r: r.ratio or 0.0, default=bad_result)
     _explain(outcome, slowest)
     outcome.verdict = _culprit_text(outcome, bad_result)
+
+
+CONFIRM_REPLICATE = 2  # a fresh run of a configuration already measured (1 is the close-call re-check)
+
+
+def _confirm(culprit: list[str], history: dict[frozenset, Outcome], test, runner: TrialRunner) -> list[str]:
+    """Run the smallest slow configuration and its healthy neighbour once more; what did
+    not hold up, in words (empty when both did)."""
+    smallest = frozenset(culprit)
+    healthy = [s for s, o in history.items() if s < smallest and o is Outcome.PASS]
+    neighbour = max(healthy, key=len, default=frozenset())
+    runner.report("confirming the culprit: running the smallest slow configuration and its healthy neighbour again")
+    problems = []
+    again = test(smallest, replicate=CONFIRM_REPLICATE)
+    if again is not Outcome.FAIL:
+        problems.append(f"Run again, {_subset_text(smallest)} was {_outcome_word(again)}, not slow.")
+    again = test(neighbour, replicate=CONFIRM_REPLICATE)
+    if again is not Outcome.PASS:
+        problems.append(f"Run again, {_subset_text(neighbour)} was {_outcome_word(again)}, not healthy.")
+    return problems
+
+
+def _contradictions(history: dict[frozenset, Outcome], trials: dict[frozenset, list[TrialResult]]) -> list[str]:
+    """A slow set of changes inside a healthy larger set: both cannot be true of settings
+    that only add to one another, so the measurements, not the settings, are in doubt."""
+    found = []
+    for small, small_outcome in history.items():
+        for large, large_outcome in history.items():
+            if small < large and small_outcome is Outcome.FAIL and large_outcome is Outcome.PASS:
+                found.append(f"{_subset_text(small)} was slow{_ratios(trials.get(small))} while "
+                             f"{_subset_text(large)}, which includes it, was healthy{_ratios(trials.get(large))}.")
+    return found
+
+
+def _subset_text(subset: frozenset) -> str:
+    return "the good settings" if not subset else "changing " + " + ".join(sorted(subset))
+
+
+def _outcome_word(outcome: Outcome) -> str:
+    return {Outcome.FAIL: "slow", Outcome.PASS: "healthy", Outcome.UNRESOLVED: "unresolved"}[outcome]
+
+
+def _ratios(results: list[TrialResult] | None) -> str:
+    shown = [f"{r.ratio:.2f}x" for r in results or [] if r.ratio is not None]
+    return f" ({', '.join(shown)})" if shown else ""
 
 
 def _largest_runnable(names: list[str], good: Settings, outcome: BisectOutcome) -> list[str]:
@@ -189,6 +256,9 @@ def _culprit_text(outcome: BisectOutcome, bad_result: TrialResult) -> str:
 
 
 def _not_slow_text(result: TrialResult, threshold: float) -> str:
+    if result.contended:
+        return (f"Inconclusive: the machine was busy with other work while the bad settings ran "
+                f"({result.load_text()}), so their timing says nothing. Rerun on a quiet machine.")
     if result.status in ("crashed", "invalid", "timeout"):
         return f"The bad settings could not be measured ({result.status}): {result.error or result.stopped or ''}".strip()
     if result.ratio is None:

@@ -18,8 +18,9 @@ from dcnprobe.settings import parse_assignments
 @click.option("--good", "good", multiple=True, metavar="KEY=VALUE",
               help="change the healthy settings (repeatable) [default: device=cpu num_workers=0 "
                    "persistent_workers=false cache_clear=epoch]")
+@click.option("--fresh", is_flag=True, help="run every trial again, ignoring cached results")
 @trial_options(default_out="runs/bisect")
-def command(bad: tuple[str, ...], good: tuple[str, ...], epochs: int, max_batches: int, batch_size: int | None,
+def command(bad: tuple[str, ...], good: tuple[str, ...], fresh: bool, epochs: int, max_batches: int, batch_size: int | None,
             threshold: float, trial_budget: float, stall_after: float, out: Path, preset: str | None,
             data: str | None, faults: tuple[str, ...], command_words: tuple[str, ...]) -> None:
     """Find the smallest set of setting changes that makes later epochs slow.
@@ -33,8 +34,12 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], epochs: int, max_batche
     OUT/bisect.json, OUT/report.md and OUT/report.html.
 
     Example: dcnprobe bisect --max-batches 100 -- python train.py --epochs 2
+
+    Exit codes: 0 finished with a verdict (a culprit, no slowdown, or inconclusive);
+    4 the bad settings could not be measured at all (crashed, invalid, timed out);
+    2 bad input.
     """
-    from dcnprobe.bisect import BISECT_FILE, DEFAULT_BAD, DEFAULT_GOOD, bisect, bisect_json, write_json
+    from dcnprobe.bisect import BISECT_FILE, DEFAULT_BAD, DEFAULT_GOOD, EXIT_UNMEASURED, bisect, bisect_json, write_json
     from dcnprobe.bisect.search import resolve_auto
     from dcnprobe.report.multi_trial import write_bisect_report
 
@@ -45,7 +50,7 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], epochs: int, max_batche
     template = trial_template(command_words, preset=preset, data=data, faults=faults, epochs=epochs,
                               max_batches=max_batches)
     line = ProgressLine()
-    runner = make_runner(out, template, threshold, trial_budget, stall_after, line)
+    runner = make_runner(out, template, threshold, trial_budget, stall_after, line, fresh=fresh)
     click.echo(f"bisect: {describe_template(template)}" + (f", faults: {', '.join(faults)}" if faults else "")
                + f" -> {out}")
 
@@ -58,3 +63,5 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], epochs: int, max_batche
     click.echo("")
     click.echo(outcome.verdict)
     click.echo(f"\nwritten: {out / BISECT_FILE}, {md}, {html}")
+    if outcome.finding == "unmeasured":
+        raise SystemExit(EXIT_UNMEASURED)

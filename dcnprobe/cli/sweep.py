@@ -15,15 +15,19 @@ from dcnprobe.settings import Settings, parse_assignments
 @click.option("--vary", "vary", multiple=True, required=True, metavar="KEY=V1,V2,...",
               help="a setting and the values to try (repeatable; the matrix is the product)")
 @click.option("--set", "fixed", multiple=True, metavar="KEY=VALUE", help="a setting held fixed in every trial")
+@click.option("--fresh", is_flag=True, help="run every trial again, ignoring cached results")
 @trial_options(default_out="runs/sweep")
-def command(vary: tuple[str, ...], fixed: tuple[str, ...], epochs: int, max_batches: int, batch_size: int | None,
+def command(vary: tuple[str, ...], fixed: tuple[str, ...], fresh: bool, epochs: int, max_batches: int, batch_size: int | None,
             threshold: float, trial_budget: float, stall_after: float, out: Path, preset: str | None,
             data: str | None, faults: tuple[str, ...], command_words: tuple[str, ...]) -> None:
     """Run the full matrix over chosen settings and compare every trial.
 
     Example: dcnprobe sweep --vary num_workers=0,2 --vary start_method=fork,spawn -- python train.py
+
+    Exit codes: 0 finished; 4 no combination could be measured (every trial crashed,
+    was invalid or timed out); 2 bad input.
     """
-    from dcnprobe.bisect import write_json
+    from dcnprobe.bisect import EXIT_UNMEASURED, write_json
     from dcnprobe.bisect.search import resolve_auto
     from dcnprobe.report.multi_trial import write_sweep_report
     from dcnprobe.sweep import parse_vary, sweep, sweep_json
@@ -34,7 +38,7 @@ def command(vary: tuple[str, ...], fixed: tuple[str, ...], epochs: int, max_batc
     template = trial_template(command_words, preset=preset, data=data, faults=faults, epochs=epochs,
                               max_batches=max_batches)
     line = ProgressLine()
-    runner = make_runner(out, template, threshold, trial_budget, stall_after, line)
+    runner = make_runner(out, template, threshold, trial_budget, stall_after, line, fresh=fresh)
     click.echo(f"sweep over {', '.join(matrix)}: {describe_template(template)} -> {out}")
     outcome = sweep(base, matrix, runner, fixed=list(assignments))
     line.clear()
@@ -44,3 +48,5 @@ def command(vary: tuple[str, ...], fixed: tuple[str, ...], epochs: int, max_batc
     md, html = write_sweep_report(out, outcome, runner, command_line())
     click.echo("\n" + outcome.summary())
     click.echo(f"\nwritten: {out / 'sweep.json'}, {md}, {html}")
+    if outcome.results and not any(r.status in ("ok", "slow", "stalled", "contended") for r in outcome.results):
+        raise SystemExit(EXIT_UNMEASURED)

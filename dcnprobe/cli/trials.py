@@ -64,7 +64,7 @@ def trial_template(command_words: Sequence[str], *, preset: str | None, data: st
 
 
 def make_runner(out: Path, template: TrialSpec, threshold: float, trial_budget: float, stall_after: float,
-                line: ProgressLine) -> TrialRunner:
+                line: ProgressLine, fresh: bool = False) -> TrialRunner:
     out.mkdir(parents=True, exist_ok=True)
 
     def report(text: str) -> None:
@@ -72,7 +72,7 @@ def make_runner(out: Path, template: TrialSpec, threshold: float, trial_budget: 
         click.echo(text)
 
     return TrialRunner(out, template, threshold=threshold, budget_s=trial_budget, stall_after_s=stall_after,
-                       report=report, on_progress=line.show)
+                       report=report, on_progress=line.show, fresh=fresh)
 
 
 def describe_template(template: TrialSpec) -> str:

@@ -52,6 +52,8 @@ class TrialResult:
     error: str | None = None
     run_dir: str = ""
     ran: dict[str, Any] = field(default_factory=dict)  # the settings in the run's own header: what ran
+    outside_load: dict[str, float] = field(default_factory=dict)  # epoch -> share of all cores used by others
+    finished_at: str = ""  # when the trial ended (local time), so a cached verdict can say how old it is
 
     @property
     def settings(self) -> dict[str, Any]:
@@ -62,6 +64,17 @@ class TrialResult:
     def failing(self) -> bool:
         """Reproduces the problem: slower later epochs, or a hang."""
         return self.status in ("slow", "stalled")
+
+    @property
+    def contended(self) -> bool:
+        """Other work on the machine changed between the epochs compared, or explains the
+        ratio: the timing says nothing about the settings either way."""
+        return self.status == "contended"
+
+    def load_text(self) -> str:
+        if not self.outside_load:
+            return ""
+        return "outside CPU load " + ", ".join(f"epoch {e} {v:.0%}" for e, v in sorted(self.outside_load.items()))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -84,6 +97,8 @@ class TrialResult:
             "stopped": self.stopped,
             "elapsed_s": self.elapsed_s,
             "replicate": self.spec.get("replicate", 0),
+            "outside_load": self.outside_load,
+            "finished_at": self.finished_at,
             "key": self.key,
             "run_dir": self.run_dir,
         }
@@ -187,7 +202,8 @@ def _dump_from_outside(pid: int, out: Path) -> None:
 def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, stopped: str | None,
             elapsed: float, threshold: float) -> TrialResult:
     result = TrialResult(key=spec.key(), spec=spec.describe(), status=status or "ok", stopped=stopped,
-                         elapsed_s=elapsed, exit_code=code, run_dir=str(out))
+                         elapsed_s=elapsed, exit_code=code, run_dir=str(out),
+                         finished_at=time.strftime("%Y-%m-%d %H:%M:%S"))
     try:
         analysis = analyze_run(out, threshold)
     except UsageError as exc:  # no record at all: the trial died before its first line
@@ -203,10 +219,15 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
         result.cause = analysis.top_cause
         result.causes = [c.to_dict() for c in analysis.causes]
         result.epoch_s = _epoch_seconds(analysis)
+        result.outside_load = {str(e): round(v, 3) for e, v in s.outside_load.items()}
         if status is None:
             result.status = "slow" if s.slowdown else "ok"
         if analysis.run.status == "stalled":
             result.status = "stalled"
+        elif s.contended and result.status in ("ok", "slow") and not s.slowdown:
+            # Slow or healthy, the timing tracked someone else's load: not a verdict on the
+            # settings (a slowdown beyond what the load explains keeps its verdict).
+            result.status = "contended"
     if status is None and code not in (0, None):
         if code == STALL_EXIT_CODE:
             result.status = "stalled"

@@ -1,5 +1,11 @@
-"""Running many trials for a bisect or a sweep: cache first, then an isolated run, and
-one re-check of a verdict too close to call."""
+"""Running many trials for a bisect or a sweep: cache first, then an isolated run, one
+re-check of a verdict too close to call, and reruns of a trial that another process on
+the machine disturbed.
+
+A contended trial (outside CPU load changed between its epochs) is run again once the
+machine has calmed down, up to `contention_tries` times; it is never cached as a verdict,
+and if every try is contended it stays `contended`: inconclusive, never a culprit.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,9 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import time
+
+from dcnprobe import machine_load
 from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.harness.cache import TrialCache
 from dcnprobe.harness.runner import (
@@ -21,6 +30,12 @@ from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.settings import Settings, format_value
 
 
+CONTENTION_TRIES = 3  # one run and two reruns: a busy spell on a shared machine rarely lasts longer
+CALM_LOAD = 0.15  # outside load (share of all cores) under which the machine counts as calm
+CALM_WINDOW_S = 3.0
+CALM_WAIT_S = 60.0
+
+
 class TrialRunner:
     def __init__(
         self,
@@ -32,26 +47,46 @@ class TrialRunner:
         stall_after_s: float = DEFAULT_STALL_AFTER_S,
         report: Callable[[str], None] = lambda line: None,
         on_progress: Callable[[str], None] | None = None,
+        fresh: bool = False,
+        contention_tries: int = CONTENTION_TRIES,
+        wait_for_calm: Callable[[], float | None] | None = None,
     ) -> None:
         self.out, self.template, self.threshold = out, template, threshold
         self.reference = template.settings  # trial labels name the settings that differ from this
         self.budget_s, self.stall_after_s = budget_s, stall_after_s
         self.report, self.on_progress = report, on_progress
         self.cache = TrialCache(out)
+        self.fresh = fresh  # run every trial again, whatever the cache holds
+        self.contention_tries = contention_tries
+        self.wait_for_calm = wait_for_calm or calm_machine
         self.results: list[TrialResult] = []  # every trial consulted, in order, re-checks included
         self.ran = 0
         self.reused = 0
 
     def trial(self, settings: Settings, replicate: int = 0) -> TrialResult:
+        """One measured trial: from the cache, or run (again, while contended)."""
         spec = replace(self.template, settings=settings, replicate=replicate)
-        number = len(self.results) + 1
-        label = describe_settings(settings, self.reference)
-        cached = self.cache.get(spec)
-        if cached is not None:
+        cached = None if self.fresh else self.cache.get(spec)
+        if cached is not None and not cached.contended:
             self.reused += 1
             self.results.append(cached)
-            self.report(f"[{number}] {label}: {summarize(cached)} (cached)")
+            self.report(f"[{len(self.results)}] {describe_settings(settings, self.reference)}: {summarize(cached)} "
+                        f"(cached from {cached.finished_at or 'an earlier run'})")
             return cached
+        result = self._run(spec)
+        for attempt in range(2, self.contention_tries + 1):
+            if not result.contended:
+                break
+            load = self.wait_for_calm()
+            self.report(f"    the machine was busy ({result.load_text()}): running it again once it is quieter "
+                        f"(now {load:.0%} outside load; try {attempt} of {self.contention_tries})"
+                        if load is not None else f"    the machine was busy: running it again (try {attempt})")
+            result = self._run(spec)
+        return result
+
+    def _run(self, spec: TrialSpec) -> TrialResult:
+        number = len(self.results) + 1
+        label = describe_settings(spec.settings, self.reference)
 
         def progress(p: Progress) -> None:
             if self.on_progress:
@@ -68,13 +103,14 @@ class TrialRunner:
         self.report(f"[{number}] {label}: {summarize(result)}")
         return result
 
-    def failing(self, settings: Settings) -> bool | None:
+    def failing(self, settings: Settings, replicate: int = 0) -> bool | None:
         """True when these settings reproduce the slowdown, False when healthy, None when
-        the trial could not tell (crashed, timed out, or could not run here)."""
-        result = self.trial(settings)
+        the trial could not tell (crashed, timed out, could not run here, or the machine
+        stayed busy)."""
+        result = self.trial(settings, replicate)
         if self.noisy(result):
             self.report(f"    verdict too close to call (threshold {self.threshold:g}): running it again")
-            again = self.trial(settings, replicate=1)
+            again = self.trial(settings, replicate=replicate + 1)
             if not self.noisy(again):
                 result = again
             else:  # two close calls: their average ratio decides
@@ -88,6 +124,19 @@ class TrialRunner:
             return False
         low, high = result.ratio_ci
         return low <= self.threshold <= high
+
+
+def calm_machine(window_s: float = CALM_WINDOW_S, patience_s: float = CALM_WAIT_S) -> float | None:
+    """Wait (at most `patience_s`) until other processes use less than CALM_LOAD of the
+    machine over a `window_s` window; the last load seen, or None where it cannot be read."""
+    deadline = time.monotonic() + patience_s
+    load = None
+    while True:
+        start = machine_load.mark()
+        time.sleep(window_s)
+        load = machine_load.other_load(start, machine_load.mark())
+        if load is None or load < CALM_LOAD or time.monotonic() >= deadline:
+            return load
 
 
 def describe_settings(settings: Settings, reference: Settings | None = None) -> str:
@@ -107,4 +156,5 @@ def summarize(result: TrialResult) -> str:
     cause = f", {result.cause}" if result.cause and result.cause != "none" else ""
     how = f"; {result.stopped}" if result.stopped else ""
     error = f": {result.error}" if result.error and result.status in ("crashed", "invalid") else ""
-    return f"{result.status}{ratio}{cause} in {result.elapsed_s:.0f} s{how}{error}"
+    load = f" ({result.load_text()})" if result.contended else ""
+    return f"{result.status}{ratio}{cause} in {result.elapsed_s:.0f} s{how}{error}{load}"
