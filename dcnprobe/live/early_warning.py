@@ -28,7 +28,7 @@ from dcnprobe.hooks import ProbeListener
 from dcnprobe.records import WARNING
 from dcnprobe.slowdown import Evidence, SlowdownMonitor
 
-SLOWDOWN_EXIT_CODE = 4  # the probe ended the run as slow; 2 is bad input, 3 a stall
+SLOWDOWN_EXIT_CODE = 5  # the probe ended the run as slow; 2 is bad input, 3 a stall, 4 a bisect that could not measure
 REWARN_FACTOR = 2.0  # warn again only once the ratio is clearly above this multiple of the last
 ANALYSIS_WAIT_S = 20.0  # under `stop`, the longest the ending run waits for the cause
 FINISH_WAIT_S = 10.0  # at the end of a run, the longest it waits for a warning or profile still being written
