@@ -117,6 +117,13 @@ class Probe:
         if config.stall_after is not None:
             self.watchdog.floor_s = config.stall_after
         self.on_slowdown = config.on_slowdown
+        if config.sample_interval is not None:
+            self.sampler.interval = config.sample_interval
+        # A script using this API is left to it: the attach agent in this process (if
+        # any) stops measuring, so that nothing is counted twice.
+        from dcnprobe.attach.active import api_probe_created
+
+        api_probe_created(self)
         if config.profile:
             from dcnprobe.profiling.session import EpochProfiler
 
@@ -137,6 +144,8 @@ class Probe:
             "sample_interval": self.sampler.interval,
             "phases": list(PHASES),
             "environment": environment.describe(),
+            # How batches and epochs were found: here the loop says (the attach says otherwise).
+            "boundaries": {"batch": "api", "epoch": "api"},
             **(info or {}),
         }
         self.writer.write("header", header)
@@ -208,38 +217,69 @@ class Probe:
         """Yield from the loader, timing how long each next() blocks (data_wait).
 
         The first batch's wait includes creating the iterator, which is where
-        non-persistent workers are started each epoch.
+        non-persistent workers are started each epoch. A launcher's max_batches ends
+        the pass early, as it does for a script with the probe attached.
         """
-        self._auto_epoch = not self._epoch_open
-        if self._auto_epoch:
-            self.epoch_start(self.epoch + 1)
-        self.watchdog.arm()
-        self._in_loop = True
+        limit = self.config.max_batches if self.config is not None else None
+        self.begin_pass()
         timer = self.timer
         timer.begin()
+        yielded = 0
         try:
             iterator = iter(iterable)
-            while True:
+            while limit is None or yielded < limit:
                 if not timer.in_batch:
                     timer.begin()
                 try:
                     item = next(iterator)
                 except StopIteration:
-                    timer.cancel()
-                    return
+                    break
                 timer.waited()
+                yielded += 1
                 yield item
+            timer.cancel()
         finally:  # also when the loop breaks out early
-            self.watchdog.disarm()
-            self._in_loop = False
-            if self.writer is not None:  # between epochs now: no batch is due until the next pass
-                self.writer.write("loop_end", {"t": self._now(), "epoch": self.epoch, "batches": self.batch})
-            # The epoch's training batches are done (validation, if any, comes after):
-            # profilers stop here so that they cover training only.
-            for listener in self.listeners:
-                listener.on_epoch_end(self.epoch)
+            self.end_pass()
+
+    def begin_pass(self) -> None:
+        """A pass over the training loader starts: an epoch too, unless the loop opened
+        one. Probe.loader calls this; so does the attach agent, which has no `for` to wrap."""
+        self._auto_epoch = not self._epoch_open
+        if self._auto_epoch:
+            self.epoch_start(self.epoch + 1)
+        self.watchdog.arm()
+        self._in_loop = True
+
+    def end_pass(self, counted: bool = True) -> None:
+        """The pass is over. `counted=False`: it turned out not to be training (the attach
+        saw no optimizer step in it), so the epoch it opened is withdrawn, unrecorded."""
+        self.watchdog.disarm()
+        self._in_loop = False
+        if not counted:
             if self._auto_epoch:
-                self.epoch_end(self.epoch)
+                self.epoch -= 1
+                self._epoch_open = False
+            return
+        if self.writer is not None:  # between epochs now: no batch is due until the next pass
+            self.writer.write("loop_end", {"t": self._now(), "epoch": self.epoch, "batches": self.batch})
+        # The epoch's training batches are done (validation, if any, comes after):
+        # profilers stop here so that they cover training only.
+        for listener in self.listeners:
+            listener.on_epoch_end(self.epoch)
+        if self._auto_epoch:
+            self.epoch_end(self.epoch)
+
+    def use_device(self, device: str | torch.device) -> None:
+        """Probe another device than the one given at construction: the attach learns the
+        script's device only at its first optimizer step (from the parameters)."""
+        self.device = torch.device(device)
+        backend = backend_for(self.device)
+        self.timer.sync = backend.synchronize
+        self.sampler.device_memory = backend.memory
+
+    def event(self, kind: str, **fields: Any) -> None:
+        """A record of another kind than the probe's own (the attach's notes), stamped with t."""
+        self._write_event(kind, fields)
 
     def phase(self, name: str) -> _Phase:
         return _Phase(self.timer, name)

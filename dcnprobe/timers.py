@@ -47,6 +47,12 @@ class PhaseTimer:
         """The loader was exhausted: there is no batch to record."""
         self._start = None
 
+    def add(self, name: str, seconds: float) -> None:
+        """Add time to a phase of the open batch. The attach measures phases between hook
+        calls rather than around blocks, so it hands over durations."""
+        if self._start is not None:
+            self._times[name] = self._times.get(name, 0.0) + seconds
+
     def phase(self, name: str) -> _PhaseSpan:
         return _PhaseSpan(self, name)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -37,6 +38,9 @@ class AttachConfig:
     # {"epochs": {"1": ["pyspy", ...], "3": [...]}, "out": DIR}: profilers per epoch
     profile: dict[str, Any] | None = None
     sample_interval: float | None = None
+    # One launch: the first process of it to start training claims run_dir under this id
+    # (dcnprobe.attach.claim), so that nested Python processes and workers do not record.
+    launch_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
 
     def to_env(self) -> dict[str, str]:
         return {ENV: json.dumps(asdict(self), separators=(",", ":"))}
