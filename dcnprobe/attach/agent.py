@@ -36,14 +36,13 @@ from dcnprobe.attach import active
 from dcnprobe.attach.claim import claim_run
 from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.attach.loader_proxy import LoaderPass, TimedIterator
+from dcnprobe.attach.notes import ATTACH_RECORD, VALIDATION_RECORD
 from dcnprobe.attach.overrides import Overrides
 from dcnprobe.attach.torch_hooks import TorchHooks
 from dcnprobe.hooks import DATA_WAIT, ProbeListener
 
 IDLE, RECORDING, STOOD_DOWN, OFF = "idle", "recording", "stood-down", "off"
 PASS_MODE, EVERY_MODE, MARK_MODE = "dataloader-pass", "epoch-every", "mark_epoch"
-ATTACH_RECORD = "attach"  # notes the attach learns after the header: device, boundaries, settings
-VALIDATION_RECORD = "validation"
 
 
 class Agent:

@@ -1,0 +1,133 @@
+"""`dcnprobe run [options] -- CMD ARGS...`: run a training command with the probe attached
+from outside, then say where the record is and what the analysis finds.
+
+Only the settings given are applied (DataLoader arguments, threads, cache clearing; any
+other setting through a {placeholder} in the command); everything else is left to the
+script. Exit code: the command's own; 2 when it could not start training at all.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import fields
+from pathlib import Path
+from typing import Any
+
+import click
+
+from dcnprobe.cli.options import SettingType
+from dcnprobe.errors import UsageError
+from dcnprobe.settings import Settings, SettingsError, cli_flag, format_value, setting_help
+
+# Settings the DataLoader refuses without workers: checked against num_workers only when
+# it is given too (otherwise the script's own num_workers decides, in the run).
+_NEED_WORKERS = ("persistent_workers", "prefetch_factor", "start_method")
+
+
+def _given_settings_options(command):
+    """One option per setting, default None: only what the user gives is applied."""
+    for f in reversed(fields(Settings)):
+        flag = cli_flag(f.name)
+        if f.type in ("bool", bool):
+            decl = click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, help=setting_help(f.name))
+        else:
+            decl = click.option(flag, f.name, type=SettingType(f.name), default=None, help=setting_help(f.name))
+        command = decl(command)
+    return command
+
+
+@click.command("run", context_settings={"ignore_unknown_options": False})
+@_given_settings_options
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="run directory: run.jsonl, analysis.json, output.log [default: runs/run-TIME]")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None,
+              help="end each pass over the training DataLoader after this many batches")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="end the run cleanly (exit code 0) after this many epochs")
+@click.option("--epoch-every", type=click.IntRange(min=1), default=None,
+              help="for loops with no DataLoader: an epoch every N optimizer steps")
+@click.option("--stall-after", type=click.FloatRange(min=0.1), default=None,
+              help="declare a stall after this many seconds without a finished batch [default: the probe's, 30]")
+@click.option("--sample-interval", type=click.FloatRange(min=0.01), default=None,
+              help="seconds between memory samples [default: the probe's, 0.5]")
+@click.argument("command", nargs=-1, type=click.UNPROCESSED)
+def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch_every: int | None,
+            stall_after: float | None, sample_interval: float | None, command: tuple[str, ...],
+            **settings: Any) -> None:
+    """Run a training command with the probe attached: dcnprobe run [OPTIONS] -- python train.py ..."""
+    from dcnprobe.attach.contract import AttachConfig
+    from dcnprobe.attach.run_command import run_attached
+    from dcnprobe.command import APPLIED_FROM_OUTSIDE, Command
+    from dcnprobe.records import RUN_FILE
+
+    given = {name: value for name, value in settings.items() if value is not None}
+    parsed = Command.parse(command)
+    out = out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    if (out / RUN_FILE).exists():
+        raise UsageError(f"{out} already holds a run record ({out / RUN_FILE}); choose another --out or remove it")
+    placeholders = {name.replace("-", "_") for name in parsed.placeholders}
+    unreachable = [name for name in given if name not in APPLIED_FROM_OUTSIDE and name not in placeholders]
+    if unreachable:
+        name = unreachable[0]
+        raise UsageError(f"{cli_flag(name)} cannot reach this command: {name} is not applied from outside; "
+                         f"put {{{name}}} in the command where the script takes it")
+    argv = parsed.render(_settings_for(given, placeholders), out)
+    config = AttachConfig(
+        run_dir=str(out),
+        settings={k: format_value(v) for k, v in given.items() if k in APPLIED_FROM_OUTSIDE and k not in placeholders},
+        max_batches=max_batches, epochs=epochs, epoch_every=epoch_every, stall_after=stall_after,
+        sample_interval=sample_interval,
+    )
+    click.echo(f"dcnprobe: running {parsed.text()} with the probe attached -> {out}", err=True)
+    outcome = run_attached(argv, config)
+    if outcome.interrupted:
+        click.echo("dcnprobe: interrupted; the record keeps every batch finished before", err=True)
+    if not outcome.started_training:
+        if outcome.exit_code != 0 and not outcome.interrupted:
+            raise UsageError(f"{parsed.text()} exited with code {outcome.exit_code} before training started"
+                             f"{': ' + outcome.last_line if outcome.last_line else ''} (its output: {outcome.output})")
+        click.echo("dcnprobe: no run record: the command ran no training step (no DataLoader pass, backward "
+                   "or optimizer step was seen)", err=True)
+        raise click.exceptions.Exit(outcome.exit_code)
+    _report(out)
+    raise click.exceptions.Exit(outcome.exit_code)
+
+
+def _settings_for(given: dict[str, Any], placeholders: set[str]) -> Settings:
+    """Settings to fill the command's placeholders. A combination is checked here only as
+    far as the user gave it: persistent workers without --num-workers are the script's to
+    allow (and reported after the run if it has none)."""
+    try:
+        return Settings(**given)
+    except SettingsError:
+        if "num_workers" in given or any(name in placeholders for name in _NEED_WORKERS if name in given):
+            raise
+        return Settings(**{k: v for k, v in given.items() if k not in _NEED_WORKERS})
+
+
+def _report(out: Path) -> None:
+    from dcnprobe.analysis import analyze_run, write_analysis
+    from dcnprobe.attach.notes import read_notes
+    from dcnprobe.records import read_run
+
+    run = read_run(out)
+    notes = read_notes(out)
+    epochs = run.batches["epoch"].nunique() if len(run.batches) else 0
+    epoch_by = notes["boundaries"].get("epoch", "?")
+    click.echo(f"\nrecord: {run.path} ({run.status}; {len(run.batches)} batches in {epochs} epoch(s), "
+               f"epochs by {epoch_by}; {len(notes['validation'])} validation pass(es))")
+    final = notes["final"] or notes["header"]
+    for name, why in (final.get("not_applied") or {}).items():
+        click.echo(f"not applied: {name}: {why}")
+    for line in final.get("adjusted") or []:
+        click.echo(f"adjusted: {line}")
+    if notes["final"].get("problem"):
+        click.echo(f"note: {notes['final']['problem']}")
+    try:
+        analysis = analyze_run(run)
+    except UsageError as exc:
+        click.echo(f"analysis: {exc}")
+        return
+    path = write_analysis(analysis)
+    click.echo(analysis.verdict)
+    click.echo(f"analysis: {path}")
