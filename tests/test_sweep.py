@@ -22,6 +22,7 @@ def test_the_matrix_is_the_product():
     assert len(combos) == 4 and {"num_workers": 2, "loader": "per-sample"} in combos
 
 
+@pytest.mark.slow
 def test_a_real_sweep_with_an_impossible_combination(tiny_data, tmp_path, capsys):
     from dcnprobe.cli import main
 

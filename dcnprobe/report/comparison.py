@@ -12,7 +12,7 @@ from dcnprobe.harness.trials import describe_settings
 from dcnprobe.records import read_run
 from dcnprobe.report import plots
 from dcnprobe.report.document import Block, Document, Heading, Image, Table, write
-from dcnprobe.settings import Settings
+from dcnprobe.settings import Settings, format_value
 
 MAX_PANELS = 12
 
@@ -23,12 +23,19 @@ def trial_table(results: Sequence[TrialResult], reference: Settings | None) -> T
         settings = Settings.from_dict(r.settings)
         ratio = f"{r.ratio:.2f} ({r.ratio_ci[0]:.2f}-{r.ratio_ci[1]:.2f})" if r.ratio is not None and r.ratio_ci else "-"
         epochs = ", ".join(f"{s:.1f}" for s in r.epoch_s) or "-"
-        note = r.stopped or r.error or ""
+        load = ", ".join(f"{v:.0%}" for _, v in sorted(r.outside_load.items())) or "-"
+        notes = [r.stopped or r.error or ""]
         if r.spec.get("replicate"):
-            note = ("re-check of a close call. " + note).strip()
+            notes.insert(0, "a fresh run of settings already measured (a close call, or confirming the culprit).")
+        # The run's own header says what ran; it wins over the request where they differ
+        # (a planted fault may change a setting inside the trial).
+        differs = {k: v for k, v in r.ran.items() if k in r.settings and v != r.settings[k]}
+        if differs:
+            notes.append("ran with " + ", ".join(f"{k}={format_value(v)}" for k, v in differs.items()))
         rows.append([str(number), f"`{describe_settings(settings, reference)}`", f"**{r.status}**", epochs, ratio,
-                     r.cause or "-", note])
-    return Table(["#", "settings", "status", "epoch batch time, s", "ratio to epoch 1 (95% CI)", "top cause", "notes"], rows)
+                     load, r.cause or "-", " ".join(n for n in notes if n)])
+    return Table(["#", "settings", "status", "epoch batch time, s", "ratio to epoch 1 (95% CI)",
+                  "outside CPU load per epoch", "top cause", "notes"], rows)
 
 
 def plot_blocks(out: Path, results: Sequence[TrialResult], reference: Settings | None) -> list[Block]:
