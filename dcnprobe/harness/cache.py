@@ -8,6 +8,7 @@ import os
 import shutil
 from pathlib import Path
 
+from dcnprobe.harness.resume import last_checkpoint_epoch, trim_record
 from dcnprobe.harness.runner import RESULT_FILE, TrialResult
 from dcnprobe.harness.spec import TrialSpec
 
@@ -32,11 +33,18 @@ class TrialCache:
         result.run_dir = str(self.directory(spec))
         return result
 
-    def prepare(self, spec: TrialSpec) -> Path:
-        """A clean directory for a trial that has to run (a previous, unfinished try is removed)."""
+    def prepare(self, spec: TrialSpec, keep: bool = False) -> Path:
+        """A clean directory for a trial that has to run (a previous, unfinished try is
+        removed), or with `keep` the previous try's checkpoints and the records of the
+        epochs they cover, for a trial that continues where it stopped."""
         directory = self.directory(spec)
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
+        epoch = last_checkpoint_epoch(directory) if keep else None
+        if epoch is None:
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir(parents=True)
+            return directory
+        (directory / RESULT_FILE).unlink(missing_ok=True)  # an earlier verdict is about to be replaced
+        trim_record(directory, epoch)
         return directory
 
     def put(self, result: TrialResult) -> None:

@@ -17,6 +17,7 @@ from typing import Any
 
 from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.command import APPLIED_FROM_OUTSIDE, Command
+from dcnprobe.harness.resume import last_checkpoint_epoch
 from dcnprobe.settings import Settings, format_value, to_cli_args
 
 
@@ -30,6 +31,10 @@ class TrialSpec:
     epochs: int = 2
     max_batches: int | None = 200
     replicate: int = 0  # > 0: a fresh run of the same settings, to re-check a noisy verdict
+    # Built-in trainer only: keep a checkpoint per epoch, and continue from the last one
+    # when the trial's directory holds one (a study resumes mid-trial; bisect and sweep
+    # trials are short and measure speed, so they start afresh).
+    checkpoints: bool = False
 
     @property
     def given(self) -> dict[str, Any]:
@@ -47,6 +52,8 @@ class TrialSpec:
             "epochs": self.epochs,
             "max_batches": self.max_batches,
             "replicate": self.replicate,
+            # Only when set, so that the keys of bisect and sweep trials do not change.
+            **({"checkpoints": True} if self.checkpoints else {}),
         }
 
     def key(self) -> str:
@@ -61,8 +68,11 @@ class TrialSpec:
         """The words to run and the attach config for a run of this trial into `out`."""
         argv = self.command.render(self.settings, out)
         if self.command.builtin:
-            argv += [*to_cli_args(self.settings), "--epochs", str(self.epochs), "--out", str(out),
-                     "--no-checkpoints"]
+            argv += [*to_cli_args(self.settings), "--epochs", str(self.epochs), "--out", str(out)]
+            if not self.checkpoints:
+                argv.append("--no-checkpoints")
+            elif last_checkpoint_epoch(out) is not None:
+                argv.append("--resume")
             if self.max_batches is not None:
                 argv += ["--max-batches", str(self.max_batches)]
             if stall_after_s is not None:
