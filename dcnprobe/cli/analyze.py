@@ -1,4 +1,5 @@
-"""`dcnprobe analyze RUN_DIR`: the verdict in plain words, the evidence, what to do, and
+"""`dcnprobe analyze RUN_DIR` (or `dcnprobe analyze -- CMD`, which runs the command with the
+probe attached first): the verdict in plain words, the evidence, what to do, and
 RUN_DIR/analysis.json."""
 
 from __future__ import annotations
@@ -11,13 +12,25 @@ from dcnprobe.analysis import DEFAULT_THRESHOLD
 
 
 @click.command("analyze")
-@click.argument("run_dir", type=click.Path(path_type=Path))
 @click.option("--threshold", type=click.FloatRange(min=1.0), default=DEFAULT_THRESHOLD, show_default=True,
               help="a later epoch is slow when the confidence interval of its ratio to epoch 1 is above this")
-def command(run_dir: Path, threshold: float) -> None:
-    """Say whether a recorded run got slower, where the time went, the most likely cause and what to do."""
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="with -- CMD: where the run's record goes [default: runs/analyze-TIME]")
+@click.option("--max-batches", type=click.IntRange(min=1), default=None,
+              help="with -- CMD: end each pass over the training DataLoader after this many batches")
+@click.option("--epochs", type=click.IntRange(min=1), default=None,
+              help="with -- CMD: end the run cleanly after this many epochs")
+@click.argument("target", nargs=-1, type=click.UNPROCESSED, metavar="RUN_DIR | -- CMD ARGS...")
+def command(threshold: float, out: Path | None, max_batches: int | None, epochs: int | None,
+            target: tuple[str, ...]) -> None:
+    """Say whether a recorded run got slower, where the time went, the most likely cause and what to do.
+
+    RUN_DIR is any directory the probe wrote (ours, your own loop, a run killed half-way).
+    With `-- CMD` the command is run first, unchanged, with the probe attached.
+    """
     from dcnprobe.analysis import advice_lines, analyze_run, write_analysis
 
+    run_dir = _run_first(target, out, max_batches, epochs) if _is_command(target) else _one_dir(target)
     analysis = analyze_run(run_dir, threshold)
     path = write_analysis(analysis)
     click.echo(analysis.verdict)
@@ -36,3 +49,36 @@ def command(run_dir: Path, threshold: float) -> None:
     if analysis.run.truncated or analysis.run.status == "incomplete":
         click.echo(f"\nnote: the run did not finish ({analysis.run.status}); analysed every batch it recorded")
     click.echo(f"\nwritten: {path}")
+
+
+def _is_command(target: tuple[str, ...]) -> bool:
+    """A run directory is one existing path; anything else is a command to run."""
+    return len(target) != 1 or not Path(target[0]).is_dir()
+
+
+def _one_dir(target: tuple[str, ...]) -> Path:
+    return Path(target[0])
+
+
+def _run_first(target: tuple[str, ...], out: Path | None, max_batches: int | None, epochs: int | None) -> Path:
+    import time
+
+    from dcnprobe.attach.contract import AttachConfig
+    from dcnprobe.attach.run_command import run_attached
+    from dcnprobe.command import Command
+    from dcnprobe.errors import UsageError
+    from dcnprobe.settings import Settings
+
+    if not target:
+        raise UsageError("analyze needs a run directory, or -- CMD to run first")
+    if len(target) == 1 and not Path(target[0]).exists() and not target[0].endswith(".py") \
+            and "/" in target[0]:
+        raise UsageError(f"no run record at {target[0]} (expected a directory written by the probe)")
+    command = Command.parse(target)
+    out = out or Path("runs") / time.strftime("analyze-%Y%m%d-%H%M%S")
+    config = AttachConfig(run_dir=str(out), max_batches=max_batches, epochs=epochs)
+    outcome = run_attached(command.render(Settings(), out), config)
+    if not outcome.started_training:
+        raise UsageError(f"the command recorded no training ({outcome.last_line or f'exit code {outcome.exit_code}'})")
+    click.echo("")
+    return out
