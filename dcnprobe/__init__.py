@@ -24,6 +24,8 @@ _EXPORTS = {
     "resolve_device": "dcnprobe.devices",
     "read_run": "dcnprobe.records",
     "analyze_run": "dcnprobe.analysis",
+    # Loops with no DataLoader, probed from outside: "an epoch ends here". A no-op otherwise.
+    "mark_epoch": "dcnprobe.attach.active",
 }
 
 __all__ = ["__version__", *_EXPORTS]

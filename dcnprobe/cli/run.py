@@ -8,6 +8,7 @@ script. Exit code: the command's own; 2 when it could not start training at all.
 
 from __future__ import annotations
 
+import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -88,9 +89,9 @@ def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch
                              f"{': ' + outcome.last_line if outcome.last_line else ''} (its output: {outcome.output})")
         click.echo("dcnprobe: no run record: the command ran no training step (no DataLoader pass, backward "
                    "or optimizer step was seen)", err=True)
-        raise click.exceptions.Exit(outcome.exit_code)
+        sys.exit(outcome.exit_code)
     _report(out)
-    raise click.exceptions.Exit(outcome.exit_code)
+    sys.exit(outcome.exit_code)  # the command's own: (click's Exit would be swallowed by main)
 
 
 def _settings_for(given: dict[str, Any], placeholders: set[str]) -> Settings:

@@ -1,0 +1,133 @@
+"""The probe attached from outside to scripts that know nothing of it (examples/ and
+small scripts written here): the record's epochs and batches match the script's own
+counts, validation is not an epoch, settings applied from outside reach the workers.
+
+Every test runs a real script in a real subprocess through `dcnprobe run`, at tiny sizes.
+No wall-clock assertions here: those are in the slow tests.
+"""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+from attach_scripts import MARK_EPOCH, PROBE_API, STARTS_A_NESTED_TRAINER
+
+from dcnprobe.attach.notes import read_notes
+from dcnprobe.cli import main
+from dcnprobe.hooks import BATCH_TIMES
+from dcnprobe.records import read_run
+
+EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+# One intra-op thread (applied from outside): a 2-core machine shared by other work stays responsive.
+QUIET = ["--threads", "1", "--sample-interval", "0.05"]
+
+
+def dcnprobe_run(capsys, *args):
+    """`dcnprobe run ARGS` in this process; returns (exit code, stdout, stderr)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["run", *args])
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def script_counts(stdout):
+    """{epoch: batches} from the script's own 'epoch N: B batches' lines."""
+    return {int(e): int(b) for e, b in re.findall(r"^epoch (\d+): (\d+) batches", stdout, re.M)}
+
+
+def record_counts(run):
+    return run.batches.groupby("epoch").size().to_dict()
+
+
+def test_per_sample_loop_with_workers_from_outside_and_bounds(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = dcnprobe_run(
+        capsys, "--out", str(out), *QUIET, "--num-workers", "2", "--persistent-workers", "--max-batches", "6",
+        "--epochs", "2", "--", sys.executable, str(EXAMPLES / "per_sample_loop.py"), "--rows", "1024",
+        "--epochs", "3")
+    assert code == 0  # --epochs 2 ends the 3-epoch script cleanly
+    run = read_run(out)
+    assert script_counts(stdout) == {1: 6, 2: 6} == record_counts(run)
+    assert run.epochs["epoch"].tolist() == [1, 2] and run.epochs["batches"].tolist() == [6, 6]
+    assert run.status == "ok" and run.header["boundaries"]["epoch"] == "dataloader-pass"
+    assert run.batches[list(BATCH_TIMES)].notna().all().all()
+    for phase in ("data_wait", "forward", "backward", "optimizer", "total"):
+        assert (run.batches[phase] > 0).all(), phase
+    # The script asked for no workers; two persistent ones from outside served both epochs.
+    assert run.header["settings"]["num_workers"] == 2 and run.header["settings"]["persistent_workers"] is True
+    assert run.workers["pid"].nunique() == 2
+    notes = read_notes(out)
+    assert notes["final"]["ended_by"] == "epochs=2"
+    assert notes["final"]["applied"] == {"threads": 1, "num_workers": 2, "persistent_workers": True}
+    assert notes["final"]["loaders"][0]["num_workers"] == 2
+    assert "record:" in stdout and (out / "analysis.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["no_grad", "eval-mode"])
+def test_validation_passes_are_not_epochs(tmp_path, capsys, mode):
+    out = tmp_path / "run"
+    extra = ["--eval-only-mode"] if mode == "eval-mode" else []
+    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--", sys.executable,
+                                   str(EXAMPLES / "validate_each_epoch.py"), "--rows", "256", "--val-rows", "512",
+                                   "--epochs", "2", *extra)
+    assert code == 0
+    run = read_run(out)
+    assert script_counts(stdout) == {1: 4, 2: 4} == record_counts(run)
+    assert run.epochs["epoch"].tolist() == [1, 2]
+    validation = read_notes(out)["validation"]
+    assert [(v["epoch"], v["batches"], v["why"]) for v in validation] == [(1, 2, mode), (2, 2, mode)]
+
+
+def test_no_dataloader_loop_gets_epochs_every_n_steps(tmp_path, capsys):
+    out = tmp_path / "run"
+    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--epoch-every", "8", "--",
+                                   sys.executable, str(EXAMPLES / "no_dataloader.py"), "--rows", "512",
+                                   "--epochs", "3")
+    assert code == 0
+    run = read_run(out)
+    assert script_counts(stdout) == {1: 8, 2: 8, 3: 8} == record_counts(run)
+    assert run.header["boundaries"] == {"batch": "optimizer-step", "epoch": "epoch-every",
+                                        "forward": "outermost-module-hooks"}
+    assert (run.batches["data_wait"] == 0).all() and (run.batches["forward"] > 0).all()
+    # The script's DataLoader settings have nothing to act on: said, not ignored.
+    assert read_notes(out)["final"]["not_applied"] == {}
+
+
+def test_no_dataloader_loop_with_mark_epoch(tmp_path, capsys):
+    script = tmp_path / "marks.py"
+    script.write_text(MARK_EPOCH)
+    out = tmp_path / "run"
+    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--num-workers", "2", "--",
+                                   sys.executable, str(script))
+    assert code == 0
+    run = read_run(out)
+    assert script_counts(stdout) == {1: 5, 2: 5, 3: 5} == record_counts(run)
+    assert run.header["boundaries"]["epoch"] == "mark_epoch"
+    assert read_notes(out)["final"]["not_applied"] == {"num_workers": "the script built no DataLoader"}
+
+
+def test_a_script_using_the_probe_api_is_not_counted_twice(tmp_path, capsys):
+    script = tmp_path / "api.py"
+    script.write_text(PROBE_API)
+    out = tmp_path / "run"
+    code, _, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--", sys.executable, str(script))
+    assert code == 0
+    run = read_run(out)
+    assert record_counts(run) == {1: 4, 2: 4}
+    assert run.header["boundaries"] == {"batch": "api", "epoch": "api"}
+    assert not (out / "attach-run.jsonl").exists()
+    headers = [json.loads(line) for line in (out / "run.jsonl").read_text().splitlines() if '"header"' in line]
+    assert len(headers) == 1
+
+
+def test_a_nested_python_that_trains_does_not_record(tmp_path, capsys):
+    script = tmp_path / "wrapper.py"
+    script.write_text(f"NESTED = {str(EXAMPLES / 'no_dataloader.py')!r}\n" + STARTS_A_NESTED_TRAINER)
+    out = tmp_path / "run"
+    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--", sys.executable, str(script))
+    assert code == 0 and "epoch 1: 4 batches" in stdout  # the nested trainer ran (256 rows / 64)
+    run = read_run(out)
+    assert record_counts(run) == {1: 4, 2: 4}  # the wrapper's own loop only
+    assert len(list(out.glob(".attach-*.claim"))) == 1
