@@ -69,10 +69,35 @@ def test_cuda_backend_against_a_fake_module():
 
 
 def test_cpu_backend_clears_for_real():
-    backend = CpuBackend()
-    backend.synchronize()
-    assert backend.memory() == {}
-    backend.empty_cache()  # gc.collect + malloc_trim must not raise
+    """Its 'cache' is Python garbage plus glibc's free lists: both are really released."""
+    import gc
+    import weakref
+
+    from dcnprobe import glibc
+
+    class Node:
+        pass
+
+    cycle = Node()
+    cycle.me = cycle  # only the cycle collector frees this
+    alive = weakref.ref(cycle)
+    del cycle
+    gc.disable()
+    try:
+        backend = CpuBackend()
+        backend.synchronize()
+        assert backend.memory() == {}
+        assert alive() is not None
+        backend.empty_cache()
+        assert alive() is None  # collected by the clear, not by an automatic collection
+    finally:
+        gc.enable()
+    if glibc.mallinfo() is not None:  # on glibc: memory freed by Python goes back to the OS
+        blocks = [bytearray(64 << 10) for _ in range(2000)]  # 128 MB of heap chunks
+        del blocks
+        held = glibc.mallinfo()["free_held"]
+        backend.empty_cache()
+        assert glibc.mallinfo()["free_held"] < held
 
 
 def test_resolve():
