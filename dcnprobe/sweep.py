@@ -9,6 +9,7 @@ from typing import Any
 
 from dcnprobe.devices import resolve_device
 from dcnprobe.errors import UsageError
+from dcnprobe.harness.executor import Executor, LocalExecutor, run_settings_on
 from dcnprobe.harness.runner import TrialResult
 from dcnprobe.harness.trials import TrialRunner
 from dcnprobe.settings import Settings, SettingsError, canonical_name, format_value, parse_value
@@ -55,9 +56,10 @@ def combinations(vary: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
     return [dict(zip(names, values)) for values in itertools.product(*(vary[n] for n in names))]
 
 
-def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner, fixed: Sequence[str] = ()) -> SweepOutcome:
+def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner, fixed: Sequence[str] = (),
+          executor: Executor | None = None) -> SweepOutcome:
     """Every combination of `vary` over `base`; `fixed` names the settings of `base` the user
-    chose, which every trial is given too."""
+    chose, which every trial is given too. The trials run on `executor` (default: here, one by one)."""
     command = runner.template.command
     given = list(dict.fromkeys([*vary, *fixed]))
     refused = [name for name in given if not command.takes(name)]
@@ -68,6 +70,7 @@ def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner, fi
     runner.template = replace(runner.template, applied=tuple(given))
     outcome = SweepOutcome(base, dict(vary))
     runner.reference = base
+    runnable = []
     for changes in combinations(vary):
         try:
             settings = base.with_changes(changes)
@@ -76,7 +79,8 @@ def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner, fi
             outcome.invalid.append({"settings": {k: format_value(v) for k, v in changes.items()}, "reason": str(exc)})
             runner.report(f"skip {' '.join(f'{k}={format_value(v)}' for k, v in changes.items())}: {exc}")
             continue
-        outcome.results.append(runner.trial(settings))
+        runnable.append(settings)
+    outcome.results = run_settings_on(executor or LocalExecutor(), runner, runnable)
     return outcome
 
 

@@ -16,10 +16,10 @@ from dcnprobe.settings import Settings, parse_assignments
               help="a setting and the values to try (repeatable; the matrix is the product)")
 @click.option("--set", "fixed", multiple=True, metavar="KEY=VALUE", help="a setting held fixed in every trial")
 @click.option("--fresh", is_flag=True, help="run every trial again, ignoring cached results")
-@trial_options(default_out="runs/sweep")
+@trial_options(default_out="runs/sweep", ray=True)
 def command(vary: tuple[str, ...], fixed: tuple[str, ...], fresh: bool, epochs: int, max_batches: int, batch_size: int | None,
             threshold: float, trial_budget: float, stall_after: float, out: Path, preset: str | None,
-            data: str | None, faults: tuple[str, ...], command_words: tuple[str, ...]) -> None:
+            data: str | None, faults: tuple[str, ...], ray_address: str | None, command_words: tuple[str, ...]) -> None:
     """Run the full matrix over chosen settings and compare every trial.
 
     Example: dcnprobe sweep --vary num_workers=0,2 --vary start_method=fork,spawn -- python train.py
@@ -29,6 +29,7 @@ def command(vary: tuple[str, ...], fixed: tuple[str, ...], fresh: bool, epochs: 
     """
     from dcnprobe.bisect import EXIT_UNMEASURED, write_json
     from dcnprobe.bisect.search import resolve_auto
+    from dcnprobe.harness.executor import TrialResources, make_executor
     from dcnprobe.report.multi_trial import write_sweep_report
     from dcnprobe.sweep import parse_vary, sweep, sweep_json
 
@@ -40,7 +41,13 @@ def command(vary: tuple[str, ...], fixed: tuple[str, ...], fresh: bool, epochs: 
     line = ProgressLine()
     runner = make_runner(out, template, threshold, trial_budget, stall_after, line, fresh=fresh)
     click.echo(f"sweep over {', '.join(matrix)}: {describe_template(template)} -> {out}")
-    outcome = sweep(base, matrix, runner, fixed=list(assignments))
+    # Timed trials: each asks Ray for a whole node, so that no two share CPUs.
+    gpus = 1.0 if base.device.startswith("cuda") else 0.0
+    executor = make_executor(ray_address, TrialResources(gpus=gpus, whole_node=True))
+    try:
+        outcome = sweep(base, matrix, runner, fixed=list(assignments), executor=executor)
+    finally:
+        executor.close()
     line.clear()
     document = sweep_json(outcome, runner)
     document["command_line"] = command_line()

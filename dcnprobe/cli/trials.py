@@ -11,13 +11,16 @@ from pathlib import Path
 import click
 
 from dcnprobe.analysis import DEFAULT_THRESHOLD
+from dcnprobe.cli.executors import ray_option, ray_refused
 from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.harness.runner import DEFAULT_BUDGET_S, DEFAULT_STALL_AFTER_S
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.harness.trials import TrialRunner
 
 
-def trial_options(default_out: str) -> Callable:
+def trial_options(default_out: str, ray: bool = False) -> Callable:
+    """`ray`: the command takes --ray (its trials are independent); otherwise --ray is refused."""
+
     def decorate(command: Callable) -> Callable:
         decls = [
             click.option("--epochs", type=click.IntRange(min=2), default=2, show_default=True,
@@ -39,6 +42,9 @@ def trial_options(default_out: str) -> Callable:
             click.option("--data", default=None, help="built-in trainer only: as for dcnprobe train [default: synthetic]"),
             click.option("--fault", "faults", multiple=True, metavar="NAME",
                          help="built-in trainer only: plant a slowdown scenario in every trial (repeatable)"),
+            ray_option(packs=False) if ray else ray_refused(
+                "bisect runs one trial at a time, each chosen from the last: a cluster adds start-up, not speed "
+                "(sweep and study take --ray)"),
             click.argument("command_words", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]"),
         ]
         for decl in reversed(decls):

@@ -224,6 +224,9 @@ def run_specs(
         jobs.append(job)
 
     def done(job: TrialJob, result: TrialResult) -> None:
+        # Cached under the key the driver prepared: a Ray worker computes the code version
+        # afresh, and files edited since the driver started would send it elsewhere.
+        result.key = job.out.name
         cache.put(result)
         index, resumed_from = where[id(job)]
         outcomes[index] = TrialOutcome(result, resumed_from=resumed_from)
