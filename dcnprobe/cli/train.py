@@ -28,7 +28,6 @@ from dcnprobe.timers import SYNC_MODES
 
 DEFAULT_PRESET = "phase3-revised"  # model.presets.DEFAULT_PRESET, checked by a test
 DEFAULT_DATA = "synthetic"
-BUILTIN_OPTIONS = ("preset", "data", "faults")
 
 
 def job_options(command):
