@@ -4,6 +4,12 @@ Two forms, as in pytest-benchmark's --benchmark-compare-fail:
     "<= 1.10"      an absolute bound on the measure (also <, >=, >)
     "median:10%"   at most 10 % above the same measure in a reference results file
 A failure message names the measure, its value and the threshold.
+
+A measure that comes with a confidence interval is judged on the interval, not on its
+point value (`Threshold.judge`): it passes only when the whole interval passes, fails
+only when the whole interval fails, and is "unsure" when the interval straddles the
+limit. A point ratio near the limit flips with noise; an interval says when it cannot
+tell, and the runner then measures again instead of guessing.
 """
 
 from __future__ import annotations
@@ -43,6 +49,18 @@ class Threshold:
         return f"{name} = {value:.4g} is more than {self.percent:g}% above the reference {reference:.4g} ('{self.text}')"
 
 
+PASS, FAIL, UNSURE = "pass", "fail", "unsure"
+
+
+def judge(threshold: Threshold, low: float, high: float) -> str:
+    """PASS when both ends of the interval pass an absolute bound, FAIL when both fail,
+    UNSURE when it straddles the limit. Relative thresholds have no interval form."""
+    if threshold.op is None:
+        raise ValueError(f"'{threshold.text}' is relative: only absolute bounds judge an interval")
+    passes = [_OPS[threshold.op](end, threshold.limit) for end in (low, high)]
+    return PASS if all(passes) else FAIL if not any(passes) else UNSURE
+
+
 def parse_threshold(text: str) -> Threshold:
     bound = _BOUND.match(text)
     if bound:
@@ -51,3 +69,26 @@ def parse_threshold(text: str) -> Threshold:
     if relative:
         return Threshold(text=text.strip(), percent=float(relative.group(2)))
     raise ValueError(f"cannot parse threshold {text!r} (use '<= 1.10' or 'median:10%')")
+
+
+def assess(name: str, threshold: Threshold, entry: dict, reference: float | None = None,
+           higher_is_better: bool = False) -> tuple[str, str | None]:
+    """(verdict, message) for one measured entry. An entry with an "interval" is judged on
+    it; one marked "contended" (outside load changed between the things it compares) is
+    UNSURE whatever its value: such timings say nothing about the code either way. The
+    message is None on PASS, else one line naming the measure, its value and the threshold."""
+    value = entry["value"]
+    interval = entry.get("interval")
+    if interval is None or threshold.op is None:
+        message = threshold.check(name, value, reference, higher_is_better)
+        return (FAIL, message) if message else (PASS, None)
+    low, high = interval
+    shown = f"{name} = {value:.4g} [{low:.4g}, {high:.4g}]"
+    if entry.get("contended"):
+        return UNSURE, f"{shown} not judged against '{threshold.text}': outside CPU load changed during it"
+    verdict = judge(threshold, low, high)
+    if verdict == FAIL:
+        return FAIL, f"{shown} fails '{threshold.text}'"
+    if verdict == UNSURE:
+        return UNSURE, f"{shown} straddles '{threshold.text}': cannot tell"
+    return PASS, None
