@@ -80,6 +80,7 @@ class SlowdownMonitor:
         self._checked_at = 0
         self._base: np.ndarray = np.empty(0)
         self._base_key: tuple[int, int] | None = None
+        self._base_stats: dict[str, float] = {}  # its median and mean, computed with it
 
     # -- input -------------------------------------------------------------------------
 
@@ -129,7 +130,7 @@ class SlowdownMonitor:
         self._checked_at = len(later)
         found = None
         for statistic, reduce in (("median", np.median), ("mean", np.mean)):
-            point = float(reduce(steady) / reduce(base))
+            point = float(reduce(steady) / self._base_stats[statistic])
             if statistic == "median":
                 self.last = Evidence(epoch, len(later), statistic, point)
             # A percentile interval lies above the threshold only if the estimate does
@@ -170,4 +171,5 @@ class SlowdownMonitor:
             if values.size > self.max_sample:
                 values = values[:: math.ceil(values.size / self.max_sample)]
             self._base, self._base_key = values, key
+            self._base_stats = {"median": float(np.median(values)), "mean": float(np.mean(values))} if values.size else {}
         return self._base

@@ -284,3 +284,22 @@ for i in probe.loader(range(10)):
     assert done.returncode == STALL_EXIT_CODE
     assert "dcnprobe: warning: stalled: no batch finished for" in done.stderr
     assert read_run(tmp_path).status == "stalled"
+
+
+# -- a real run ------------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_train_with_a_planted_slowdown_stops_itself(small_data, tmp_path):
+    """The built-in trainer with a metric over an ever-growing buffer: epoch 2 is called
+    slow live and the run ends itself, footer `slow`, exit code SLOWDOWN_EXIT_CODE."""
+    done = subprocess.run(
+        [sys.executable, "-m", "dcnprobe", "train", "--epochs", "3", "--max-batches", "64", "--data", small_data,
+         "--batch-size", "512", "--fault", "unbounded-metric", "--on-slowdown", "stop", "--no-checkpoints",
+         "--quiet", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == SLOWDOWN_EXIT_CODE, done.stderr[-2000:]
+    assert "dcnprobe: warning: epoch 2 runs" in done.stderr and "stopping the run" in done.stderr
+    run = read_run(tmp_path)
+    assert run.status == "slow" and len(run.warnings) == 1
+    assert run.batches["epoch"].max() == 2 and (run.batches["epoch"] == 2).sum() < 64
