@@ -116,3 +116,84 @@ def test_absent_cuda_is_a_usage_error():
 def test_absent_mps_is_a_usage_error():
     with pytest.raises(UsageError, match="not available"):
         resolve_device("mps")
+
+
+# -- MPS allocator retention, end to end through the sampler and the analysis ----------
+# A FAKE: no Mac is here. The fake stands in for torch.mps the way the MPS driver behaved
+# in ultralytics/ultralytics#24065: each batch's allocations are freed (current memory is
+# flat) but the driver keeps the blocks (driver memory grows) until empty_cache().
+
+MB = 1 << 20
+
+
+class RetainingFakeMps(FakeMps):
+    def __init__(self, retained_per_batch: int):
+        super().__init__()
+        self.current, self.driver = 800 * MB, 1000 * MB
+        self.retained_per_batch = retained_per_batch
+
+    def run_batch(self):
+        self.driver += self.retained_per_batch  # freed by the program, kept by the driver
+
+
+def _fake_mps_run(directory, clear_each_epoch: bool, epochs=3, batches=100):
+    """A training loop's record, its device memory read through MpsBackend and sampled
+    by the real MemorySampler; batch times are flat (retention costs memory first)."""
+    import numpy as np
+
+    from dcnprobe.hooks import PHASES
+    from dcnprobe.records import SCHEMA_VERSION, RunWriter
+    from dcnprobe.sampler import MemorySampler
+
+    fake = RetainingFakeMps(retained_per_batch=2 * MB)
+    backend = MpsBackend(fake)
+    writer = RunWriter(directory)
+    writer.write("header", {"schema": SCHEMA_VERSION, "settings": {"device": "mps"}, "sync": "batch",
+                            "environment": {"cpu_count": 2}, "phases": list(PHASES)})
+    position = {"epoch": 1, "step": 0}
+    clock = {"t": 0.0}  # the loop's own timeline: its batch times are made up, so must the samples' be
+    sampler = MemorySampler(lambda record: None, device_memory=backend.memory, context=lambda: dict(position),
+                            clock=lambda: clock["t"])
+    rng = np.random.default_rng(0)
+    t, step = 0.0, 0
+    for epoch in range(1, epochs + 1):
+        for batch in range(batches):
+            fake.run_batch()
+            phases = {"data_wait": 0.002, "to_device": 0.0001, "forward": 0.04 * (1 + 0.03 * rng.standard_normal()),
+                      "backward": 0.05, "optimizer": 0.007, "cache_clear": 0.0, "other": 0.001}
+            t += sum(phases.values())
+            writer.write("batch", {"epoch": epoch, "batch": batch, "step": step, "t": t, **phases,
+                                   "total": sum(phases.values()), "rss": 500 * MB, "py_blocks": 100_000,
+                                   "gc_s": 0.0, "gc_gen2": 0, "minflt": 10, "majflt": 0})
+            position.update(epoch=epoch, step=step)
+            clock["t"] = t
+            if step % 5 == 0:
+                sample = sampler.sample(with_uss=False)
+                del sample["machine_busy_s"]  # this machine's real CPU load belongs to no made-up timeline
+                writer.write("memory", sample)
+            step += 1
+        if clear_each_epoch:
+            backend.empty_cache()  # the remedy: the fake's driver gives back what it kept
+        writer.write("epoch", {"epoch": epoch, "batches": batches})
+    writer.write("footer", {"status": "ok"})
+    writer.close()
+    return fake
+
+
+def test_fake_mps_driver_growth_is_named_allocator_retention(tmp_path):
+    from dcnprobe.analysis import analyze_run
+
+    _fake_mps_run(tmp_path, clear_each_epoch=False)
+    analysis = analyze_run(tmp_path)
+    assert analysis.signals.memory["device_driver"]["growth"] > 500 * MB
+    assert abs(analysis.signals.memory["device_current"]["growth"]) < MB
+    assert analysis.top_cause == "device-allocator-retention"
+
+
+def test_fake_mps_with_empty_cache_each_epoch_is_not_retention(tmp_path):
+    from dcnprobe.analysis import analyze_run
+
+    fake = _fake_mps_run(tmp_path, clear_each_epoch=True)
+    assert fake.emptied == 3
+    analysis = analyze_run(tmp_path)
+    assert "device-allocator-retention" not in [c.id for c in analysis.causes]
