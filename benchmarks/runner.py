@@ -135,6 +135,12 @@ def summary(results: dict[str, Any], rows: list[Row], baseline: dict[str, Any], 
         first = entry.get("detail", {}).get("first_try")
         if first:
             lines += ["", f"Note: {measure} was measured twice; the first run was unsure ({first})."]
+    for measure, entry in results.items():
+        by_epoch = entry.get("detail", {}).get("outside_load_by_epoch") or {}
+        if any(load > SHARED for load in by_epoch.values()):
+            shares = " / ".join(f"{load:.0%}" for load in by_epoch.values())
+            lines += ["", f"Note: {measure}: other work used {shares} of the CPUs in the epochs compared"
+                          + (" (it changed between them: not judged)." if entry.get("contended") else ".")]
     shared = sorted({(e["other_load"], e["seconds"]) for e in results.values() if (e.get("other_load") or 0) > SHARED})
     for load, seconds in shared:
         lines += ["", f"Note: other work used {load:.0%} of the CPUs during a {seconds:.0f} s group; "

@@ -212,3 +212,12 @@ def test_bench_bad_option_is_one_click_line():
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("dcnprobe: error:") and "huge" in lines[0]
+
+
+def test_summary_names_the_outside_load_of_each_epoch_compared():
+    baseline = {"thresholds": {"epoch_ratio": "<= 1.10"}}
+    results = {"epoch_ratio": {"value": 1.4, "interval": [1.3, 1.5], "contended": True,
+                               "detail": {"outside_load_by_epoch": {"1": 0.05, "2": 0.45}}}}
+    text = summary(results, check(results, baseline, None), baseline, "quick")
+    assert "epoch_ratio: other work used 5% / 45% of the CPUs in the epochs compared (it changed between them" in text
+    assert "**UNSURE**" in text
