@@ -48,6 +48,10 @@ def write_run(
     after_clear_s: float = 0.0,
     gc_disabled: bool = False,  # the collector's counters never move
     fds_per_step: float = 0.0,
+    # From epoch 2, batches take `shape_sizes` distinct row counts; the first batch of each
+    # new one pays new_shape_s in forward (a graph compiled for it).
+    shape_sizes: int = 0,
+    new_shape_s: float = 0.0,
     cores: int = 2,
     seed: int = 0,
 ) -> Path:
@@ -59,6 +63,7 @@ def write_run(
     t = 0.0
     cpu_user = cpu_system = switches = busy = 0.0
     gc_counts = [0, 0, 0]
+    seen_rows: set[int] = set()
     rss_rate = in_use_per_step if rss_per_step is None else rss_per_step
     for epoch in range(1, epochs + 1):
         pids = [1000 + w + (100 * epoch if new_workers_each_epoch else 0) for w in range(workers)]
@@ -78,6 +83,10 @@ def write_run(
             phases[ramp_phase] += ramp_per_step * step
             if batch == 0 and epoch >= 2:
                 phases["data_wait"] += first_wait_s
+            rows = 4096 - 8 * (batch % shape_sizes + 1) if shape_sizes and epoch >= 2 else 4096
+            if rows not in seen_rows and step > 0:
+                phases["forward"] += new_shape_s
+            seen_rows.add(rows)
             gc_s, gen2 = 0.0, 0
             if gc_spikes_every and step % gc_spikes_every == gc_spikes_every - 1:
                 gc_s, gen2 = gc_spike_s * (1 + step / 100), 1
@@ -94,7 +103,7 @@ def write_run(
                 gc_counts = [gc_counts[0] + 1, gc_counts[1] + (step % 10 == 0), gc_counts[2] + (step % 50 == 0)]
             writer.write("batch", {"epoch": epoch, "batch": batch, "step": step, "t": t, **phases, "total": total,
                                    "rss": 500 * MB + rss_rate * step, "py_blocks": 100_000 + py_blocks_per_step * step,
-                                   "gc_s": gc_s, "gc_gen2": gen2, "minflt": 10, "majflt": 0, "rows": 4096})
+                                   "gc_s": gc_s, "gc_gen2": gen2, "minflt": 10, "majflt": 0, "rows": rows})
             if step % 5 == 0:
                 sample = {"t": t, "epoch": epoch, "step": step, "main_rss": 500 * MB + rss_rate * step,
                           "main_uss": 400 * MB, "main_threads": (threads or {}).get(epoch, 6),

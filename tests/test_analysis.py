@@ -280,3 +280,27 @@ def test_analyze_command_prints_verdict_evidence_and_what_to_do(tmp_path):
     assert result.exit_code == 0, result.output
     assert "Not judged slow" in result.output
     assert "what to do:" in result.output and "machine-contention: rerun on a quiet machine" in result.output
+
+
+def test_slow_first_batches_of_new_shapes_are_shape_cache(tmp_path):
+    # From epoch 2, 12 batch sizes; the first batch of each pays a 0.5 s compile.
+    a = analyze(tmp_path, shape_sizes=12, new_shape_s=0.5)
+    assert a.top_cause == "shape-cache"
+    assert a.causes[0].score == pytest.approx(0.9)
+    assert a.signals.shapes["distinct"] == 13 and a.signals.shapes["new_shape_batches"] == 12
+    assert "new shapes" in " ".join(a.causes[0].evidence)
+
+
+def test_many_shapes_that_cost_nothing_are_only_a_weak_shape_cache_hint(tmp_path):
+    a = analyze(tmp_path, shape_sizes=12)
+    found = {c.id: c.score for c in a.causes}
+    assert found.get("shape-cache") == pytest.approx(0.5) and not a.slowdown
+
+
+def test_cache_clear_cost_in_the_next_forward_is_named_even_when_the_clear_call_is_free(tmp_path):
+    # The clear call takes 10 us; all of its cost is the next batch's forward (+20 ms),
+    # which never shows in the 'cache_clear' phase.
+    a = analyze(tmp_path, cache_clear_every=3, cache_clear_s=1e-5, after_clear_s=0.02)
+    assert a.top_cause == "cache-clearing-cost"
+    assert a.signals.cache_clear_after_s == pytest.approx(0.02, rel=0.25)
+    assert a.signals.cache_clear_share > 0.05

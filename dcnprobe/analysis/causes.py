@@ -535,10 +535,22 @@ def cache_clearing_cost(signals: Signals, run_dir: Path | None) -> Finding | Non
 
 
 def shape_cache(signals: Signals, run_dir: Path | None) -> Finding | None:
+    """Many batch shapes; named with confidence when the first batch of each new shape is
+    the slow one (a graph compiled or a plan made per shape, then cached)."""
     shapes = signals.shapes
     if not shapes or shapes["distinct"] < th.DISTINCT_SHAPES:
         return None
-    return Finding("shape-cache", th.SCORE_SHAPES, [f"{shapes['distinct']} distinct batch shapes: each new shape recompiles or re-plans"])
+    evidence = [f"{shapes['distinct']} distinct batch shapes: each new shape recompiles or re-plans"]
+    new_s, repeat_s = shapes.get("new_shape_batch_s"), shapes.get("repeat_shape_batch_s")
+    spikes = (new_s is not None and repeat_s and new_s >= th.NEW_SHAPE_SLOWER * repeat_s
+              and shapes["new_shape_share"] >= th.NEW_SHAPE_TIME_SHARE and not _contention_explains(signals))
+    if spikes:
+        evidence.append(f"the first batch of each of {shapes['new_shape_batches']} new shapes took {new_s:.2f} s (median) "
+                        f"against {repeat_s:.2f} s for a shape seen before: {shapes['new_shape_share']:.0%} of batch time "
+                        "went to new shapes")
+        if signals.ratio is not None:
+            evidence.append(_ratio_text(signals))
+    return Finding("shape-cache", th.SCORE_SHAPES_SPIKES if spikes else th.SCORE_SHAPES, evidence)
 
 
 def _no_cause_evidence(signals: Signals) -> str:

@@ -471,6 +471,26 @@ def _cache_clearing(signals: Signals, steady: pd.DataFrame) -> None:
 
 
 def _shapes(signals: Signals, batches: pd.DataFrame) -> None:
-    if "rows" not in batches:
+    """How many batch shapes the run saw, and what the first batch of each new shape cost
+    beyond a batch of a shape seen before (a compile or re-plan inside its forward).
+    All batches count, warm-up included: a new shape is new wherever it falls; the run's
+    very first batch is left out, as it pays every first-time cost whatever its shape."""
+    if "rows" not in batches or batches["rows"].isna().all():
         return
-    signals.shapes = {"distinct": int(batches["rows"].nunique())}
+    rows = batches["rows"].to_numpy()
+    total = batches["total"].to_numpy(float)
+    signals.shapes = {"distinct": int(pd.Series(rows).nunique())}
+    first_seen = ~pd.Series(rows).duplicated().to_numpy()
+    first_seen[0] = False
+    repeat = ~first_seen
+    repeat[0] = False
+    if not first_seen.any() or repeat.sum() < 3:
+        return
+    usual = float(np.median(total[repeat]))
+    extra = np.clip(total[first_seen] - usual, 0, None)
+    signals.shapes.update({
+        "new_shape_batches": int(first_seen.sum()),
+        "new_shape_batch_s": float(np.median(total[first_seen])),  # median batch time at a new shape
+        "repeat_shape_batch_s": usual,  # median batch time at a shape seen before
+        "new_shape_share": float(extra.sum() / total.sum()) if total.sum() > 0 else 0.0,
+    })

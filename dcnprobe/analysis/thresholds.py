@@ -83,6 +83,8 @@ FDS_ROSE = 64  # open descriptors (main + workers) rising by this many over the 
 
 # -- shapes -------------------------------------------------------------------------------
 DISTINCT_SHAPES = 4  # batch shapes beyond which each new one re-plans or recompiles
+NEW_SHAPE_SLOWER = 2.0  # a batch of a new shape takes twice a batch of a seen shape: it paid a compile
+NEW_SHAPE_TIME_SHARE = 0.05  # ... and those extra seconds are 5% of the run's batch time
 
 # -- scores -------------------------------------------------------------------------------
 SCORE_STALL = 1.0  # a stall is observed, not inferred
@@ -103,7 +105,8 @@ SCORE_DEVICE_RETENTION = 0.85
 SCORE_CUDA_RETRIES = 0.8
 SCORE_FRAGMENTATION = 0.4
 SCORE_CACHE_CLEAR_BASE = 0.5  # plus twice the share of time it costs
-SCORE_SHAPES = 0.5
+SCORE_SHAPES = 0.5  # many shapes, no cost seen at them
+SCORE_SHAPES_SPIKES = 0.9  # the slow batches are those of new shapes: observed, not inferred
 SCORE_PERIODIC = 0.85
 SCORE_THERMAL = 0.75
 SCORE_FD_LEAK = 0.6
