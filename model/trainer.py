@@ -218,7 +218,7 @@ def _run_epoch(epoch, model, optimizer, loader, val: Table, hp: Hyperparams, con
         if clear_every and (batch + 1) % clear_every == 0:
             with probe.phase("cache_clear"):
                 backend.empty_cache()
-        probe.end_batch()
+        probe.end_batch(rows=int(label.shape[0]))  # batch sizes that vary show in the record (shape-cache)
         if on_batch:
             on_batch(epoch, batch + 1, n_batches)
     batches = batch + 1

@@ -1,5 +1,7 @@
 """Ground truth: each scenario, run for real for 2 epochs, is analysed to the cause it
-declares; a clean run is not called slow. Slow: about 40 s per scenario."""
+declares; a clean run is not called slow. Slow: about 40 s per scenario on a quiet
+2-core machine (shape-recompile and spawn-respawn take longer). A scenario this machine
+cannot reproduce (memory-knee without a memory cgroup) is skipped, saying why."""
 
 import pytest
 
@@ -10,6 +12,9 @@ from model.faults import FAULTS
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(FAULTS))
 def test_scenario_is_analysed_to_its_declared_cause(name, tmp_path):
+    why_not = FAULTS[name].unavailable()
+    if why_not:
+        pytest.skip(f"{name}: {why_not}")
     row = run_scenario(name, tmp_path, max_batches=100)
     assert row.found == FAULTS[name].cause, f"{name}: found {row.found} ({row.status}, ratio {row.ratio})"
 

@@ -22,13 +22,14 @@ from model.faults.main_process import (
     MemoryPressure,
     UnboundedMetric,
 )
+from model.faults.platform import MemoryKnee, ShapeRecompile, SpawnRespawn
 from model.faults.workers import WorkerCopyOnRead, WorkerHang, WorkerStall
 from model.plugins import TrainerPlugin
 
 FAULTS: dict[str, type[Fault]] = {
     cls.name: cls
     for cls in (GraphRetention, UnboundedMetric, HeapGrowth, WorkerCopyOnRead, WorkerStall, MemoryPressure,
-                CacheThrash, WorkerHang)
+                CacheThrash, WorkerHang, SpawnRespawn, ShapeRecompile, MemoryKnee)
 }
 
 __all__ = ["FAULTS", "Fault", "resolve_faults"]

@@ -20,3 +20,8 @@ class Fault(TrainerPlugin):
     # Settings under which the mechanism shows (e.g. workers for worker faults). Used by
     # the validation runs; a user may of course run a fault under any settings.
     shows_with: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def unavailable(cls) -> str | None:
+        """Why this machine cannot reproduce the mechanism (it then plants nothing), or None."""
+        return None

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from model.faults.base import Fault
 from dcnprobe import Settings
+from model.faults.base import Fault
 from model.metrics import roc_auc
 
 

@@ -14,8 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from model.faults.base import Fault
 from dcnprobe import Settings
+from model.faults.base import Fault
 
 
 class _RowObjects(Dataset):
