@@ -146,8 +146,25 @@ def test_not_a_run_record_is_one_clear_error(tmp_path):
     _register()
     result = CliRunner().invoke(cli, ["watch", str(tmp_path), "--exit-at-end", "--plain"])
     assert result.exit_code != 0 and "no header" in str(result.exception)
-    result = CliRunner().invoke(cli, ["watch", str(tmp_path / "missing")])
-    assert "no run at" in str(result.exception)
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("")
+    result = CliRunner().invoke(cli, ["watch", str(tmp_path / "other")])
+    assert "is not a run directory" in str(result.exception)
+
+
+def test_watch_waits_for_a_run_that_has_not_started(tmp_path):
+    later = tmp_path / "later"
+    looks = []
+
+    def sleep(seconds):
+        looks.append(seconds)
+        if len(looks) == 3:  # the run starts while the watcher waits
+            run = GrowingRun(later, pieces())
+            while run.parts:
+                run(0)
+
+    state = watch(later, console(), exit_at_end=True, live=False, sleep=sleep)
+    assert state.finished and len(looks) == 3
 
 
 def test_cli_prints_a_finished_run(tmp_path):

@@ -25,6 +25,8 @@ def command(run_dir: Path, exit_at_end: bool, interval: float, plain: bool) -> N
     from dcnprobe.live.view import watch
     from dcnprobe.records import RUN_FILE
 
-    if not run_dir.exists():
-        raise UsageError(f"no run at {run_dir} (expected a directory with {RUN_FILE}, or the file itself)")
+    if run_dir.exists() and run_dir.is_dir() and not (run_dir / RUN_FILE).exists() and any(run_dir.iterdir()):
+        raise UsageError(f"{run_dir} is not a run directory (no {RUN_FILE} in it)")
+    if not run_dir.exists():  # started before the run: wait for it, as `tail -F` would
+        click.echo(f"waiting for {run_dir} to appear (Ctrl-C to stop)", err=True)
     watch(run_dir, Console(), exit_at_end=exit_at_end, interval=interval, live=False if plain else None)
