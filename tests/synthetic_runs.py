@@ -30,6 +30,7 @@ def write_run(
     worker_uss_per_step: float = 0.0,
     workers: int = 0,
     new_workers_each_epoch: bool = False,
+    resource_tracker: bool = False,  # one more python child that lives through every epoch (spawn's tracker)
     first_wait_s: float = 0.0,
     cache_clear_s: float = 0.0,
     device: dict | None = None,  # {"driver": bytes per step, "current": bytes per step}
@@ -67,6 +68,7 @@ def write_run(
     rss_rate = in_use_per_step if rss_per_step is None else rss_per_step
     for epoch in range(1, epochs + 1):
         pids = [1000 + w + (100 * epoch if new_workers_each_epoch else 0) for w in range(workers)]
+        pids += [999] if resource_tracker else []
         for batch in range(batches):
             noise = 1 + 0.03 * rng.standard_normal()
             clears = cache_clear_every and batch % cache_clear_every == cache_clear_every - 1

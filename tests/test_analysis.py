@@ -78,6 +78,19 @@ def test_slow_worker_start_each_epoch_is_worker_respawn(tmp_path):
     assert a.top_cause == "worker-respawn"
 
 
+def test_worker_respawn_is_found_beside_spawns_long_lived_resource_tracker(tmp_path):
+    # Under spawn, multiprocessing's resource tracker is a python child for the whole run;
+    # the respawned workers are still new each epoch. The ratio does not move: the cost is
+    # each epoch's start, which warm-up leaves out of the ratio.
+    a = analyze(tmp_path, epochs=2, workers=2, new_workers_each_epoch=True, resource_tracker=True, first_wait_s=3.0)
+    assert a.top_cause == "worker-respawn" and not a.slowdown
+
+
+def test_persistent_workers_beside_a_tracker_are_not_respawn(tmp_path):
+    a = analyze(tmp_path, epochs=2, workers=2, resource_tracker=True, first_wait_s=3.0)
+    assert "worker-respawn" not in [c.id for c in a.causes]
+
+
 def test_mps_driver_growth_with_flat_current_is_device_allocator_retention(tmp_path):
     a = analyze(tmp_path, device={"driver": 2 * MB, "current": 0})
     assert a.top_cause == "device-allocator-retention"

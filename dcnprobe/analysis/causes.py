@@ -346,7 +346,9 @@ def worker_respawn(signals: Signals, run_dir: Path | None) -> Finding | None:
     first, later = signals.epochs[0] if signals.epochs else None, [e for e in signals.epochs[1:] if e.first_wait_s]
     if first is None or not later or not first.worker_pids or not signals.batch_seconds:
         return None
-    new_workers = any(set(e.worker_pids).isdisjoint(first.worker_pids) for e in later if e.worker_pids)
+    # New processes appear in a later epoch. Not "all processes new": under spawn a
+    # multiprocessing resource tracker (a python child too) lives through every epoch.
+    new_workers = any(set(e.worker_pids) - set(first.worker_pids) for e in later)
     waits = [e.first_wait_s for e in later]
     epoch_s = signals.batch_seconds * first.batches  # a full epoch, even when later ones were cut short
     share = max(waits) / epoch_s
