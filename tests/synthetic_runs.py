@@ -53,6 +53,11 @@ def write_run(
     # new one pays new_shape_s in forward (a graph compiled for it).
     shape_sizes: int = 0,
     new_shape_s: float = 0.0,
+    # A knee: from step knee_step, forward takes knee_s longer and each batch has
+    # knee_major_faults major page faults (memory ran out; pages are read back from disk).
+    knee_step: int | None = None,
+    knee_s: float = 0.0,
+    knee_major_faults: int = 0,
     cores: int = 2,
     seed: int = 0,
 ) -> Path:
@@ -85,6 +90,9 @@ def write_run(
             phases[ramp_phase] += ramp_per_step * step
             if batch == 0 and epoch >= 2:
                 phases["data_wait"] += first_wait_s
+            kneed = knee_step is not None and step >= knee_step
+            if kneed:
+                phases["forward"] += knee_s
             rows = 4096 - 8 * (batch % shape_sizes + 1) if shape_sizes and epoch >= 2 else 4096
             if rows not in seen_rows and step > 0:
                 phases["forward"] += new_shape_s
@@ -105,7 +113,7 @@ def write_run(
                 gc_counts = [gc_counts[0] + 1, gc_counts[1] + (step % 10 == 0), gc_counts[2] + (step % 50 == 0)]
             writer.write("batch", {"epoch": epoch, "batch": batch, "step": step, "t": t, **phases, "total": total,
                                    "rss": 500 * MB + rss_rate * step, "py_blocks": 100_000 + py_blocks_per_step * step,
-                                   "gc_s": gc_s, "gc_gen2": gen2, "minflt": 10, "majflt": 0, "rows": rows})
+                                   "gc_s": gc_s, "gc_gen2": gen2, "minflt": 10, "majflt": knee_major_faults if kneed else 0, "rows": rows})
             if step % 5 == 0:
                 sample = {"t": t, "epoch": epoch, "step": step, "main_rss": 500 * MB + rss_rate * step,
                           "main_uss": 400 * MB, "main_threads": (threads or {}).get(epoch, 6),

@@ -317,3 +317,12 @@ def test_cache_clear_cost_in_the_next_forward_is_named_even_when_the_clear_call_
     assert a.top_cause == "cache-clearing-cost"
     assert a.signals.cache_clear_after_s == pytest.approx(0.02, rel=0.25)
     assert a.signals.cache_clear_share > 0.05
+
+
+def test_a_knee_with_major_page_faults_is_memory_pressure(tmp_path):
+    # Memory ran out 20 batches into epoch 2: flat before, then every batch 10x slower
+    # and faulting pages back in from disk. A knee, not a slope; memory in use is flat.
+    a = analyze(tmp_path, knee_step=140, knee_s=0.9, knee_major_faults=200)
+    assert a.top_cause == "memory-pressure"
+    assert a.signals.change_epoch_batch == (2, 20)
+    assert "major page faults" in " ".join(a.causes[0].evidence)
