@@ -38,7 +38,14 @@ class Group:
 
 
 def _groups() -> dict[str, Group]:
-    from benchmarks import confusion, epoch_ratio, overhead, profiler_overhead, throughput
+    from benchmarks import (
+        attach_overhead,
+        confusion,
+        epoch_ratio,
+        overhead,
+        profiler_overhead,
+        throughput,
+    )
 
     return {
         "epoch": Group(epoch_ratio.run, ("quick", "full"), {"epoch_ratio": epoch_ratio.measure_ratio}),
@@ -46,6 +53,7 @@ def _groups() -> dict[str, Group]:
         "throughput": Group(throughput.run, ("quick", "full")),
         "profilers": Group(profiler_overhead.run, ("full",)),
         "confusion": Group(confusion.run, ("full",)),
+        "attach": Group(attach_overhead.run, ("full",)),
     }
 
 
