@@ -44,7 +44,7 @@ class Rows(Dataset):
         self.y = (self.x @ weights + 0.1 * torch.randn(rows, 1, generator=generator) > 0).float()
         self.fault = fault
         # The epoch, shared with worker processes (forked or spawned) so they can see it.
-        self.epoch = multiprocessing.Value("i", 1)
+        self.epoch = multiprocessing.RawValue("i", 1)  # no lock: it has one writer, and fits any start method
         self.served = 0  # per process: each worker has its own copy
         self.history: list[float] = []  # per worker: see --fault worker-history
 
