@@ -75,10 +75,14 @@ def phase_bar(means: Mapping[str, float], scale: float, width: int = BAR_WIDTH) 
     bar = Text()
     if scale <= 0:
         return bar
+    drawn, running = 0, 0.0
     for name in PHASE_NAMES:
-        cells = round(means.get(name, 0.0) / scale * width)
+        # Round the running total, not each phase, so the bar is never longer than `width`.
+        running += max(0.0, means.get(name, 0.0))
+        cells = min(width, round(running / scale * width)) - drawn
         if cells > 0:
             bar.append("█" * cells, style=PHASE_COLOURS[name])
+            drawn += cells
     return bar
 
 
