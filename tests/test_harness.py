@@ -11,7 +11,8 @@ import pytest
 
 from dcnprobe.harness import TrialCache, TrialRunner, TrialSpec, run_trial
 from dcnprobe.harness.early_stop import EarlyStop
-from dcnprobe.harness.runner import TrialResult, _RecordTail
+from dcnprobe.harness.runner import TrialResult
+from dcnprobe.records import RecordFollower
 from dcnprobe.settings import Settings
 
 from conftest import TINY_BATCH, builtin_spec
@@ -67,7 +68,7 @@ def test_early_stop_after_twice_the_first_epoch():
 
 def test_record_tail_waits_for_complete_lines(tmp_path):
     path = tmp_path / "run.jsonl"
-    tail = _RecordTail(path)
+    tail = RecordFollower(path)
     assert tail.read() == []
     path.write_text('{"type":"header"}\n{"type":"ba')
     assert tail.read() == [{"type": "header"}]

@@ -25,6 +25,7 @@ from dcnprobe.harness import launch
 from dcnprobe.harness.early_stop import EarlyStop
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.records import RUN_FILE, RecordFollower
+from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE
 from dcnprobe.stall import DEFAULT_STALL_FLOOR_S, STALL_EXIT_CODE, capture_stacks
 
 
@@ -231,6 +232,8 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
     if status is None and code not in (0, None):
         if code == STALL_EXIT_CODE:
             result.status = "stalled"
+        elif code == SLOWDOWN_EXIT_CODE:  # the run's own probe stopped it as slow (on_slowdown=stop)
+            result.status = "slow"
         else:  # the trial's own last words say more than a missing record
             result.status = "invalid" if code == 2 else "crashed"
             result.error = _last_line(out / LOG_FILE) or result.error
@@ -253,4 +256,3 @@ def _last_line(path: Path) -> str | None:
 
 
 # tests/test_harness.py still imports the old name; the follower lives in dcnprobe.records.
-_RecordTail = RecordFollower
