@@ -326,3 +326,11 @@ def test_a_knee_with_major_page_faults_is_memory_pressure(tmp_path):
     assert a.top_cause == "memory-pressure"
     assert a.signals.change_epoch_batch == (2, 20)
     assert "major page faults" in " ".join(a.causes[0].evidence)
+
+
+def test_clearing_every_batch_says_the_next_forwards_share_cannot_be_measured(tmp_path):
+    # Every batch clears: no batch is left that follows no clear, so no baseline.
+    a = analyze(tmp_path, cache_clear_every=1, cache_clear_s=0.01, after_clear_s=0.02)
+    assert a.top_cause == "cache-clearing-cost"
+    assert not a.signals.cache_clear_after_s
+    assert "cannot be measured" in " ".join(a.causes[0].evidence)

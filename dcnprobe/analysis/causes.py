@@ -532,6 +532,11 @@ def cache_clearing_cost(signals: Signals, run_dir: Path | None) -> Finding | Non
     if signals.cache_clear_after_s:
         evidence.append(f"the batch after each of the {signals.cache_clears} clears spends +{signals.cache_clear_after_s * 1000:.0f} ms "
                         "more in compute: its forward re-fills what the clear threw away (the cost is not in the clear call)")
+    elif signals.cache_clears >= sum(e.batches for e in signals.epochs) // 2:
+        # Every batch (or nearly) follows a clear: no batch is left to compare with, so the
+        # forward's share of the cost cannot be told apart within this run.
+        evidence.append("nearly every batch follows a clear, so what the next forward pays to re-fill cannot be measured "
+                        "in this run, only the clear calls: compare with a run that clears once per epoch")
     evidence.append("clearing per batch throws away what the allocator would reuse next batch; clear once per epoch")
     return Finding("cache-clearing-cost", min(1.0, th.SCORE_CACHE_CLEAR_BASE + 2 * share), evidence)
 
