@@ -72,11 +72,14 @@ def parse_threshold(text: str) -> Threshold:
 
 
 def assess(name: str, threshold: Threshold, entry: dict, reference: float | None = None,
-           higher_is_better: bool = False) -> tuple[str, str | None]:
+           higher_is_better: bool = False, quiet: Threshold | None = None) -> tuple[str, str | None]:
     """(verdict, message) for one measured entry. An entry with an "interval" is judged on
-    it; one marked "contended" (outside load changed between the things it compares) is
-    UNSURE whatever its value: such timings say nothing about the code either way. The
-    message is None on PASS, else one line naming the measure, its value and the threshold."""
+    it, and only on a quiet machine: UNSURE whatever its value when it is marked
+    "contended" (outside load changed between the things it compares) or when the outside
+    load of any part it compares fails `quiet` (e.g. '<= 0.25'). Such timings say nothing
+    about the code either way: on 2 cores, other processes' load has made a clean run
+    1.3-3x slower in epoch 2 and hidden the planted fault entirely. The message is None on
+    PASS, else one line naming the measure, its value and the threshold."""
     value = entry["value"]
     interval = entry.get("interval")
     if interval is None or threshold.op is None:
@@ -84,8 +87,13 @@ def assess(name: str, threshold: Threshold, entry: dict, reference: float | None
         return (FAIL, message) if message else (PASS, None)
     low, high = interval
     shown = f"{name} = {value:.4g} [{low:.4g}, {high:.4g}]"
+    outside = list((entry.get("detail") or {}).get("outside_load_by_epoch", {}).values())
+    shares = " / ".join(f"{load:.0%}" for load in outside)
     if entry.get("contended"):
-        return UNSURE, f"{shown} not judged against '{threshold.text}': outside CPU load changed during it"
+        return UNSURE, f"{shown} not judged against '{threshold.text}': outside CPU load changed during it ({shares})"
+    if quiet is not None and any(quiet.check("outside_load", load) for load in outside):
+        return UNSURE, (f"{shown} not judged against '{threshold.text}': the machine was busy, other work used "
+                        f"{shares} of the CPUs (judged only at outside load '{quiet.text}')")
     verdict = judge(threshold, low, high)
     if verdict == FAIL:
         return FAIL, f"{shown} fails '{threshold.text}'"

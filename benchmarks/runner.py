@@ -25,6 +25,7 @@ from benchmarks import machine_load
 from benchmarks.gate import FAIL, PASS, UNSURE, assess, parse_threshold
 
 BASELINE = Path(__file__).with_name("baseline.json")
+UNDECIDED_EXIT = 3
 SHARED = 0.10  # share of the CPUs used by other work above which the summary says so
 
 
@@ -70,7 +71,7 @@ def _timed(function: Callable[[], dict[str, Any]]) -> dict[str, Any]:
 
 
 def run_groups(profile: str, only: list[str] | None, plant: tuple[str, ...],
-               thresholds: dict[str, str] | None = None) -> dict[str, Any]:
+               thresholds: dict[str, str] | None = None, quiet: str | None = None) -> dict[str, Any]:
     """Every selected group's measures. A measure the gate is unsure of (its interval
     straddles its threshold, or outside load changed while it ran) is measured once more
     in a fresh run when its group can do that; the second result stands, and the first
@@ -84,7 +85,7 @@ def run_groups(profile: str, only: list[str] | None, plant: tuple[str, ...],
         measured = _timed(lambda group=group, faults=faults: group.run(profile, **faults))
         for measure, entry in measured.items():
             again = group.remeasure.get(measure)
-            if again and thresholds and measure in thresholds and _unsure(measure, entry, thresholds[measure]):
+            if again and thresholds and measure in thresholds and _unsure(measure, entry, thresholds[measure], quiet):
                 print(f"  {measure}: unsure ({_brief(entry)}), measuring again", flush=True)
                 second = _timed(lambda again=again, measure=measure: {measure: again(profile, plant)})[measure]
                 second.setdefault("detail", {})["first_try"] = _brief(entry)
@@ -93,8 +94,18 @@ def run_groups(profile: str, only: list[str] | None, plant: tuple[str, ...],
     return results
 
 
-def _unsure(measure: str, entry: dict[str, Any], threshold: str) -> bool:
-    return entry.get("value") is not None and assess(measure, parse_threshold(threshold), entry)[0] == UNSURE
+def _unsure(measure: str, entry: dict[str, Any], threshold: str, quiet: str | None) -> bool:
+    verdict = assess(measure, parse_threshold(threshold), entry, quiet=_quiet(quiet))[0]
+    return entry.get("value") is not None and verdict == UNSURE
+
+
+def _quiet(text: str | None):
+    return parse_threshold(text) if text else None
+
+
+def quiet_rule(baseline: dict[str, Any]) -> str | None:
+    """The outside load under which interval-judged measures are judged at all."""
+    return baseline.get("judged_only_when", {}).get("outside_load")
 
 
 def _brief(entry: dict[str, Any]) -> str:
@@ -117,7 +128,8 @@ def check(results: dict[str, Any], baseline: dict[str, Any], reference: dict[str
         if measure not in results or results[measure]["value"] is None:
             continue
         ref = reference.get(measure, {}).get("value") if reference else None
-        verdict, message = assess(measure, parse_threshold(text), results[measure], ref, measure in higher)
+        verdict, message = assess(measure, parse_threshold(text), results[measure], ref, measure in higher,
+                                  quiet=_quiet(quiet_rule(baseline)))
         rows.append((measure, text, verdict, message or ""))
     return rows
 
@@ -148,7 +160,7 @@ def summary(results: dict[str, Any], rows: list[Row], baseline: dict[str, Any], 
         if any(load > SHARED for load in by_epoch.values()):
             shares = " / ".join(f"{load:.0%}" for load in by_epoch.values())
             lines += ["", f"Note: {measure}: other work used {shares} of the CPUs in the epochs compared"
-                          + (" (it changed between them: not judged)." if entry.get("contended") else ".")]
+                          + (" (it changed between them)." if entry.get("contended") else ".")]
     shared = sorted({(e["other_load"], e["seconds"]) for e in results.values() if (e.get("other_load") or 0) > SHARED})
     for load, seconds in shared:
         lines += ["", f"Note: other work used {load:.0%} of the CPUs during a {seconds:.0f} s group; "
@@ -157,7 +169,7 @@ def summary(results: dict[str, Any], rows: list[Row], baseline: dict[str, Any], 
     unsure = [msg for _, _, v, msg in rows if v == UNSURE]
     if failures or unsure:
         lines += ["", f"{len(failures)} of {len(rows)} thresholds failed"
-                  + (f", {len(unsure)} undecided (counted as not passing; rerun on a quieter machine)" if unsure else "")]
+                  + (f", {len(unsure)} undecided (not a pass: rerun on a quieter machine; exit {UNDECIDED_EXIT})" if unsure else "")]
     else:
         lines += ["", f"all {len(rows)} thresholds pass"]
     lines += [f"- {msg}" for msg in failures + unsure]
@@ -186,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"benchmarks: error: cannot read {args.compare or args.baseline}: {exc}", file=sys.stderr)
         return 2
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    results = run_groups(args.profile, only, tuple(args.plant), baseline["thresholds"])
+    results = run_groups(args.profile, only, tuple(args.plant), baseline["thresholds"], quiet_rule(baseline))
     rows = check(results, baseline, reference)
     document = {"profile": args.profile, "planted": args.plant, "machine": _machine(), "results": results,
                 "failures": [msg for _, _, v, msg in rows if v == FAIL],
@@ -197,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     args.out.with_suffix(".md").write_text(text + "\n")
     print(text)
     print(f"\nresults: {args.out}")
-    # Undecided counts as not passing: the gate passes only what it can show is fine.
-    return 1 if document["failures"] or document["undecided"] else 0
+    # Undecided does not pass: the gate passes only what it can show is fine. Its own exit
+    # code (3) tells "could not judge, rerun on a quieter machine" from "regressed" (1).
+    return 1 if document["failures"] else UNDECIDED_EXIT if document["undecided"] else 0
 
 
 def _machine() -> dict[str, Any]:

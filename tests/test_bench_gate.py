@@ -75,6 +75,13 @@ def test_assess_judges_the_interval_and_never_a_contended_run():
     # Outside load changed between the epochs: the timings say nothing either way.
     verdict, message = assess("epoch_ratio", t, {"value": 1.6, "interval": [1.5, 1.7], "contended": True})
     assert verdict == UNSURE and "outside CPU load changed" in message
+    # A machine busy with other work in either epoch: not judged either, however clear
+    # the interval looks (measured here at 80-96% outside load: clean 1.07-1.34, planted 0.94).
+    busy = {"value": 0.94, "interval": [0.81, 0.99], "detail": {"outside_load_by_epoch": {"1": 0.96, "2": 0.95}}}
+    verdict, message = assess("epoch_ratio", t, busy, quiet=parse_threshold("<= 0.25"))
+    assert verdict == UNSURE and "the machine was busy, other work used 96% / 95% of the CPUs" in message
+    quiet = dict(busy, detail={"outside_load_by_epoch": {"1": 0.02, "2": 0.03}})
+    assert assess("epoch_ratio", t, quiet, quiet=parse_threshold("<= 0.25")) == (PASS, None)
     # Measures without an interval keep the point check.
     assert assess("memory_growth", parse_threshold("<= 8"), {"value": 9.0}) == (FAIL, "memory_growth = 9 fails '<= 8'")
 
@@ -122,26 +129,30 @@ def test_unsure_twice_is_reported_as_undecided_and_does_not_pass(monkeypatch):
     assert [verdict for _, _, verdict, _ in rows] == [UNSURE]
     text = summary(results, rows, baseline, "quick")
     assert "| epoch_ratio | 1.09 [1.05, 1.13] | <= 1.10 | **UNSURE** |" in text
-    assert "0 of 1 thresholds failed, 1 undecided (counted as not passing" in text
+    assert "0 of 1 thresholds failed, 1 undecided (not a pass: rerun on a quieter machine; exit 3)" in text
 
 
 def test_unknown_group_is_one_line():
     done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "nonsense"], capture_output=True, text=True)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == ["benchmarks: error: unknown group(s) nonsense (known: epoch, "
-                                                "overhead, throughput, profilers, confusion)"]
+                                                "overhead, throughput, profilers, confusion, attach)"]
 
 
 @pytest.mark.slow
 def test_a_planted_scenario_fails_the_gate_on_the_epoch_ratio(tmp_path):
     planted = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "epoch", "--plant", "unbounded-metric",
                               "--out", str(tmp_path / "planted.json")], capture_output=True, text=True, timeout=900)
+    if planted.returncode == runner.UNDECIDED_EXIT:  # the gate refused to judge a busy machine: so do we
+        pytest.skip("machine busy, the gate could not judge: " + planted.stdout.strip().splitlines()[-3])
     assert planted.returncode == 1, planted.stdout + planted.stderr
     failures = json.loads((tmp_path / "planted.json").read_text())["failures"]
     assert len(failures) == 1 and failures[0].startswith("epoch_ratio = ") and "fails '<= 1.10'" in failures[0]
 
     clean = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "epoch", "--out", str(tmp_path / "clean.json")],
                            capture_output=True, text=True, timeout=900)
+    if clean.returncode == runner.UNDECIDED_EXIT:
+        pytest.skip("machine busy, the gate could not judge: " + clean.stdout.strip().splitlines()[-3])
     assert clean.returncode == 0, clean.stdout + clean.stderr
 
 
@@ -221,3 +232,10 @@ def test_summary_names_the_outside_load_of_each_epoch_compared():
     text = summary(results, check(results, baseline, None), baseline, "quick")
     assert "epoch_ratio: other work used 5% / 45% of the CPUs in the epochs compared (it changed between them" in text
     assert "**UNSURE**" in text
+
+
+def test_the_committed_baseline_judges_only_on_a_quiet_machine():
+    baseline = json.loads(BASELINE.read_text())
+    assert runner.quiet_rule(baseline) == "<= 0.25"
+    busy = {"epoch_ratio": {"value": 1.3, "interval": [1.2, 1.4], "detail": {"outside_load_by_epoch": {"1": 0.8, "2": 0.8}}}}
+    assert [verdict for _, _, verdict, _ in check(busy, baseline, None)] == [UNSURE]
