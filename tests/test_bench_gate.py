@@ -239,3 +239,35 @@ def test_the_committed_baseline_judges_only_on_a_quiet_machine():
     assert runner.quiet_rule(baseline) == "<= 0.25"
     busy = {"epoch_ratio": {"value": 1.3, "interval": [1.2, 1.4], "detail": {"outside_load_by_epoch": {"1": 0.8, "2": 0.8}}}}
     assert [verdict for _, _, verdict, _ in check(busy, baseline, None)] == [UNSURE]
+
+
+# -- why 200 batches: the gate on synthetic runs shaped like the planted fault -----------
+# unbounded-metric adds work proportional to the step (measured: ~0.7 ms of CPU per
+# batch already in its buffer); the 100-batch ratios 1.085-1.181 put that ramp at
+# u = 0.044-0.099 of a clean batch per 50 steps. Per-batch noise 5%, and an epoch-level
+# drift of 3% (a clean run's ratio scatters by several per cent between runs).
+
+def _simulated_verdicts(batches: int, ramp: float, runs: int = 40) -> list[str]:
+    import numpy as np
+
+    from dcnprobe.analysis.stats import ratio_ci, warmup_batches
+
+    rng = np.random.default_rng(7)
+    threshold, skip = parse_threshold("<= 1.10"), warmup_batches(batches)
+    verdicts = []
+    for _ in range(runs):
+        times = (1 + ramp * np.arange(2 * batches) / 50) * np.exp(rng.normal(0, 0.05, 2 * batches))
+        times[batches:] *= np.exp(rng.normal(0, 0.03))
+        _, low, high = ratio_ci(times[skip:batches], times[batches + skip:], samples=400)
+        verdicts.append(judge(threshold, low, high))
+    return verdicts
+
+
+def test_at_200_batches_the_weakest_planted_ramp_never_passes_and_clean_never_fails():
+    assert PASS not in _simulated_verdicts(200, ramp=0.044)
+    assert FAIL not in _simulated_verdicts(200, ramp=0.0)
+
+
+def test_at_100_batches_the_weakest_planted_ramp_often_passes():
+    # The grey zone: the fault is too small at 100 batches for any honest rule.
+    assert _simulated_verdicts(100, ramp=0.044).count(PASS) >= 10
