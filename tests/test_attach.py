@@ -82,7 +82,8 @@ def test_validation_passes_are_not_epochs(tmp_path, capsys, mode):
 
 def test_no_dataloader_loop_gets_epochs_every_n_steps(tmp_path, capsys):
     out = tmp_path / "run"
-    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--epoch-every", "8", "--",
+    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--epoch-every", "8", "--cache-clear",
+                                   "every:4", "--max-batches", "5", "--",
                                    sys.executable, str(EXAMPLES / "no_dataloader.py"), "--rows", "512",
                                    "--epochs", "3")
     assert code == 0
@@ -91,8 +92,9 @@ def test_no_dataloader_loop_gets_epochs_every_n_steps(tmp_path, capsys):
     assert run.header["boundaries"] == {"batch": "optimizer-step", "epoch": "epoch-every",
                                         "forward": "outermost-module-hooks"}
     assert (run.batches["data_wait"] == 0).all() and (run.batches["forward"] > 0).all()
-    # The script's DataLoader settings have nothing to act on: said, not ignored.
-    assert read_notes(out)["final"]["not_applied"] == {}
+    assert (run.batches["cache_clear"] > 0).sum() == 6  # every 4th of 24 steps
+    # No DataLoader pass to cut short: said, not ignored.
+    assert list(read_notes(out)["final"]["not_applied"]) == ["max_batches"]
 
 
 def test_no_dataloader_loop_with_mark_epoch(tmp_path, capsys):

@@ -89,13 +89,6 @@ class Agent:
         self.hooks.install_measuring()
         os.register_at_fork(after_in_child=self._forked)
         atexit.register(self._at_exit)
-        previous = sys.excepthook
-
-        def excepthook(kind, value, traceback):
-            self.status = "interrupted" if issubclass(kind, KeyboardInterrupt) else "crashed"
-            previous(kind, value, traceback)
-
-        sys.excepthook = excepthook
 
     def _forked(self) -> None:
         # A forked DataLoader worker (or any fork) inherits this object: it must not record.
@@ -167,14 +160,23 @@ class Agent:
             unseen = "no epoch boundary seen: pass --epoch-every N, or call dcnprobe.mark_epoch() at each epoch's end"
         else:
             unseen = None
+        summary = self._settings_summary()
+        if self.config.max_batches is not None and self.mode != PASS_MODE:
+            summary["not_applied"]["max_batches"] = f"epochs came from {self.mode}, not DataLoader passes to cut short"
         self._note(final=True, boundaries=self._boundaries(), ended_by=self.ended_by, steps=self.steps,
-                   steps_outside_epochs=self.steps_outside_epochs, problem=unseen, **self._settings_summary())
+                   steps_outside_epochs=self.steps_outside_epochs, problem=unseen, **summary)
         self.state = OFF
         self.probe.finish(status)
 
     def _at_exit(self) -> None:
-        if os.getpid() == self.pid:
-            self._finish(self.status)
+        if os.getpid() != self.pid:
+            return
+        # Python sets sys.last_type when it has printed an uncaught exception, before
+        # exit handlers run; unlike a wrapped excepthook, a script cannot replace it.
+        uncaught = getattr(sys, "last_type", None)
+        if uncaught is not None:
+            self.status = "interrupted" if issubclass(uncaught, KeyboardInterrupt) else "crashed"
+        self._finish(self.status)
 
     def _end_run(self, reason: str) -> None:
         """A bound from outside was reached: end the run cleanly, exit code 0."""
