@@ -10,6 +10,7 @@ needs the MPS driver. It is tested against a fake torch.mps module instead
 from __future__ import annotations
 
 import atexit
+import mmap
 import shutil
 import sys
 import tempfile
@@ -150,9 +151,11 @@ class MemoryKnee(Fault):
     store whose pages are charged to that group. From epoch 2 it leaks anonymous memory
     each batch until the group's file pages fall to a floor below the data's working
     set: the kernel then reclaims data pages and each batch faults them back in from
-    disk (major page faults). Reclaim, not extra work, is what slows it. Differs: there
-    is no swap here, so it is file pages, not the program's own memory, that are paged;
-    macOS compresses memory before it swaps; the knee's depth depends on this disk.
+    disk (major page faults; the copy is mapped MADV_RANDOM, so a miss reads its page,
+    as a page-in does, not the disk's whole read-ahead window). Reclaim, not extra work,
+    is what slows it. Differs: there is no swap here, so it is file pages, not the
+    program's own memory, that are paged; macOS compresses memory before it swaps; the
+    knee's depth depends on this disk (a virtual disk whose host caches it: shallow).
 
     Needs root and a memory controller: without them it says so in one line and plants
     nothing (the run is then healthy). The group and the copy are removed at exit."""
@@ -198,7 +201,13 @@ class MemoryKnee(Fault):
         self.copy = Path(tempfile.mkdtemp(prefix="dcnprobe-knee-"))
         for path in table.root.iterdir():
             shutil.copyfile(path, self.copy / path.name)
-        return make_dataset(Table(self.copy, table.start, table.stop), settings.loader)
+        private = Table(self.copy, table.start, table.stop)
+        for array in (private.categorical, private.numeric, private.label):
+            # Page in what each access needs, as a swapped-out page comes back on macOS,
+            # not the disk's read-ahead window around it (8 MB on this machine's disk:
+            # a miss would re-read most of the file in a handful of faults).
+            array._mmap.madvise(mmap.MADV_RANDOM)
+        return make_dataset(private, settings.loader)
 
     def on_train_start(self, model: nn.Module) -> None:
         if self.group is not None:
