@@ -37,7 +37,8 @@ def _given_settings_options(command):
     return command
 
 
-@click.command("run", context_settings={"ignore_unknown_options": False})
+# Everything after the command's first word is the command's, even without --: `run python t.py --epochs 3`.
+@click.command("run", context_settings={"allow_interspersed_args": False})
 @_given_settings_options
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="run directory: run.jsonl, analysis.json, output.log [default: runs/run-TIME]")
