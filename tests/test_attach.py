@@ -135,3 +135,29 @@ def test_a_nested_python_that_trains_does_not_record(tmp_path, capsys):
     run = read_run(out)
     assert record_counts(run) == {1: 4, 2: 4}  # the wrapper's own loop only
     assert len(list(out.glob(".attach-*.claim"))) == 1
+
+
+def test_sitecustomize_chain_loads_the_one_it_shadows_and_costs_nothing_unset(tmp_path):
+    import subprocess
+
+    from dcnprobe.attach.contract import ENV, AttachConfig, launch_env
+
+    theirs = tmp_path / "their_site"
+    theirs.mkdir()
+    (theirs / "sitecustomize.py").write_text("print('their sitecustomize ran')\n")
+    probe = "import sys; print('dcnprobe loaded' if 'dcnprobe.attach.bootstrap' in sys.modules else 'dcnprobe not loaded')"
+    attached = launch_env(AttachConfig(run_dir=str(tmp_path / "run")), {"PYTHONPATH": str(theirs)})
+    unset = {k: v for k, v in attached.items() if k != ENV}
+    for env, expected in ((attached, "dcnprobe loaded"), (unset, "dcnprobe not loaded")):
+        done = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, check=True)
+        assert done.stdout.splitlines() == ["their sitecustomize ran", expected]
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing claimed or written
+
+
+def test_multiprocessing_helpers_are_recognised():
+    from dcnprobe.attach.bootstrap import is_multiprocessing_helper
+
+    assert is_multiprocessing_helper(["python", "-c", "from multiprocessing.spawn import spawn_main; spawn_main()",
+                                      "--multiprocessing-fork"])
+    assert is_multiprocessing_helper(["python", "-c", "from multiprocessing.forkserver import main; main(3)"])
+    assert not is_multiprocessing_helper(["python", "train.py", "--workers", "4"])
