@@ -110,7 +110,12 @@ class Agent:
         if os.getpid() != self.pid or not claim_run(self.config.run_dir, self.config.launch_id):
             self._switch_off()  # another process of this launch records
             return False
-        self._start_recording(trigger, loader)
+        try:
+            self._start_recording(trigger, loader)
+        except Exception as exc:  # the script goes on unprobed rather than failing in our hook
+            print(f"dcnprobe: warning: cannot record this run: {type(exc).__name__}: {exc}", file=sys.stderr)
+            self._switch_off()
+            return False
         return True
 
     def _start_recording(self, trigger: str, loader: Any) -> None:
