@@ -552,9 +552,9 @@ def shape_cache(signals: Signals, run_dir: Path | None) -> Finding | None:
     spikes = (new_s is not None and repeat_s and new_s >= th.NEW_SHAPE_SLOWER * repeat_s
               and shapes["new_shape_share"] >= th.NEW_SHAPE_TIME_SHARE and not _contention_explains(signals))
     if spikes:
-        evidence.append(f"the first batch of each of {shapes['new_shape_batches']} new shapes took {new_s:.2f} s (median) "
-                        f"against {repeat_s:.2f} s for a shape seen before: {shapes['new_shape_share']:.0%} of batch time "
-                        "went to new shapes")
+        evidence.append(f"the first batch of each of {shapes['new_shape_batches']} new shapes spent {new_s:.2f} s in compute "
+                        f"(median) against {repeat_s:.2f} s for a shape seen before: {shapes['new_shape_share']:.0%} of batch "
+                        "time went to new shapes")
         if signals.ratio is not None:
             evidence.append(_ratio_text(signals))
     return Finding("shape-cache", th.SCORE_SHAPES_SPIKES if spikes else th.SCORE_SHAPES, evidence)

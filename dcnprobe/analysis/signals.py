@@ -472,25 +472,40 @@ def _cache_clearing(signals: Signals, steady: pd.DataFrame) -> None:
 
 def _shapes(signals: Signals, batches: pd.DataFrame) -> None:
     """How many batch shapes the run saw, and what the first batch of each new shape cost
-    beyond a batch of a shape seen before (a compile or re-plan inside its forward).
+    beyond batches of shapes seen before (a compile or re-plan inside its compute).
+
     All batches count, warm-up included: a new shape is new wherever it falls; the run's
-    very first batch is left out, as it pays every first-time cost whatever its shape."""
+    very first batch is left out, as it pays every first-time cost whatever its shape.
+    Compute phases are compared where recorded (a compile lands there; loader waits are
+    noise here), each new-shape batch against the repeat-shape batches of its own epoch,
+    so that load that differs between epochs does not pass for a compile."""
     if "rows" not in batches or batches["rows"].isna().all():
         return
     rows = batches["rows"].to_numpy()
-    total = batches["total"].to_numpy(float)
     signals.shapes = {"distinct": int(pd.Series(rows).nunique())}
+    phases = [p for p in COMPUTE if p in batches]
+    work = batches[phases].sum(axis=1).to_numpy(float) if phases else batches["total"].to_numpy(float)
     first_seen = ~pd.Series(rows).duplicated().to_numpy()
     first_seen[0] = False
     repeat = ~first_seen
     repeat[0] = False
-    if not first_seen.any() or repeat.sum() < 3:
+    epochs = batches["epoch"].to_numpy()
+    extra, new_work, baselines = [], [], []
+    for index in np.flatnonzero(first_seen):
+        same_epoch = repeat & (epochs == epochs[index])
+        base = work[same_epoch] if same_epoch.sum() >= 3 else work[repeat]
+        if base.size < 3:
+            continue
+        baseline = float(np.median(base))
+        new_work.append(work[index])
+        baselines.append(baseline)
+        extra.append(max(work[index] - baseline, 0.0))
+    if not extra:
         return
-    usual = float(np.median(total[repeat]))
-    extra = np.clip(total[first_seen] - usual, 0, None)
+    total = float(batches["total"].sum())
     signals.shapes.update({
-        "new_shape_batches": int(first_seen.sum()),
-        "new_shape_batch_s": float(np.median(total[first_seen])),  # median batch time at a new shape
-        "repeat_shape_batch_s": usual,  # median batch time at a shape seen before
-        "new_shape_share": float(extra.sum() / total.sum()) if total.sum() > 0 else 0.0,
+        "new_shape_batches": len(extra),
+        "new_shape_batch_s": float(np.median(new_work)),  # compute of a batch at a new shape, median
+        "repeat_shape_batch_s": float(np.median(baselines)),  # compute of a batch at a shape seen before
+        "new_shape_share": float(sum(extra) / total) if total > 0 else 0.0,  # of all batch time
     })

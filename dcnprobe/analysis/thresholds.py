@@ -83,7 +83,7 @@ FDS_ROSE = 64  # open descriptors (main + workers) rising by this many over the 
 
 # -- shapes -------------------------------------------------------------------------------
 DISTINCT_SHAPES = 4  # batch shapes beyond which each new one re-plans or recompiles
-NEW_SHAPE_SLOWER = 2.0  # a batch of a new shape takes twice a batch of a seen shape: it paid a compile
+NEW_SHAPE_SLOWER = 2.0  # a new shape's batch spends twice the compute of a seen shape's (same epoch): it paid a compile
 NEW_SHAPE_TIME_SHARE = 0.05  # ... and those extra seconds are 5% of the run's batch time
 
 # -- scores -------------------------------------------------------------------------------
