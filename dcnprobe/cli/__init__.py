@@ -1,6 +1,8 @@
 """The `dcnprobe` command: a thin face over library functions, one module per subcommand.
 
-Bad input of any kind ends in one line on stderr and exit code 2, never a traceback.
+Bad input of any kind ends in one line on stderr and exit code 2 (or a code the command
+documents), never a traceback. Ctrl-C ends in one line too, saying what was kept, and
+exit code 130 (dcnprobe.cli.interruption).
 """
 
 from __future__ import annotations
@@ -28,27 +30,36 @@ def _register() -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    _register()
+    from dcnprobe.cli import interruption
+
+    interruption.forget()
+    try:
+        _run(sys.argv[1:] if argv is None else argv)
+    except click.UsageError as exc:
+        # Click would print the whole usage block; one line says the same.
+        fail(exc.format_message())
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        # Ctrl-C (click turns it into Abort): say what was kept, not "aborted".
+        click.echo(interruption.message(), err=True)
+        sys.exit(interruption.EXIT_INTERRUPTED)
+    except UsageError as exc:
+        fail(str(exc), code=exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    finally:
+        if argv is None:
+            interruption.leave_quietly_on_next_interrupt()
+
+
+def _run(args: list[str]) -> None:
+    _register()  # imports the commands: inside main's handlers, so a Ctrl-C here is one line too
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress reaches a log file as it happens
-    args = sys.argv[1:] if argv is None else argv
     if not args:
         with click.Context(cli, info_name="dcnprobe") as ctx:
             click.echo(cli.get_help(ctx))
         return
-    try:
-        cli.main(args=args, prog_name="dcnprobe", standalone_mode=False)
-    except click.UsageError as exc:
-        # Click would print the whole usage block; one line says the same.
-        fail(exc.format_message())
-    except click.exceptions.Abort:
-        fail("aborted", code=130)
-    except UsageError as exc:
-        fail(str(exc), code=exc.exit_code)
-    except KeyboardInterrupt:
-        fail("interrupted", code=130)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
+    cli.main(args=args, prog_name="dcnprobe", standalone_mode=False)
 
 
 def fail(message: str, code: int = 2) -> None:

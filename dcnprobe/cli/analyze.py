@@ -9,17 +9,16 @@ from pathlib import Path
 import click
 
 from dcnprobe.analysis import DEFAULT_THRESHOLD
+from dcnprobe.cli.options import check_out_dir, epochs_option, max_batches_option, out_option
 
 
 @click.command("analyze")
 @click.option("--threshold", type=click.FloatRange(min=1.0), default=DEFAULT_THRESHOLD, show_default=True,
               help="a later epoch is slow when the confidence interval of its ratio to epoch 1 is above this")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="with -- CMD: where the run's record goes [default: runs/analyze-TIME]")
-@click.option("--max-batches", type=click.IntRange(min=1), default=None,
-              help="with -- CMD: end each pass over the training DataLoader after this many batches")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="with -- CMD: end the run cleanly after this many epochs")
+@out_option(None, "with -- CMD: where the run's record goes [default: runs/analyze-TIME]")
+@max_batches_option("with -- CMD: end each pass over the training DataLoader after this many batches "
+                    "[default: the whole pass]")
+@epochs_option("with -- CMD: end the run cleanly after this many epochs [default: the script's]")
 @click.argument("target", nargs=-1, type=click.UNPROCESSED, metavar="RUN_DIR | -- CMD ARGS...")
 def command(threshold: float, out: Path | None, max_batches: int | None, epochs: int | None,
             target: tuple[str, ...]) -> None:
@@ -75,7 +74,7 @@ def _run_first(target: tuple[str, ...], out: Path | None, max_batches: int | Non
             and "/" in target[0]:
         raise UsageError(f"no run record at {target[0]} (expected a directory written by the probe)")
     command = Command.parse(target)
-    out = out or Path("runs") / time.strftime("analyze-%Y%m%d-%H%M%S")
+    out = out or check_out_dir(Path("runs") / time.strftime("analyze-%Y%m%d-%H%M%S"))
     config = AttachConfig(run_dir=str(out), max_batches=max_batches, epochs=epochs)
     outcome = run_attached(command.render(Settings(), out), config)
     if not outcome.started_training:

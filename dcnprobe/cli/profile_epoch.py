@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from dcnprobe.cli.options import settings_options
+from dcnprobe.cli import interruption
+from dcnprobe.cli.options import max_batches_option, out_option, settings_options
 from dcnprobe.settings import Settings
 
 
@@ -23,15 +24,13 @@ def _tools(text: str) -> tuple[str, ...]:
 @click.command("profile-epoch")
 @click.argument("epoch", type=click.IntRange(min=1))
 @settings_options
-@click.option("--max-batches", type=click.IntRange(min=1), default=None,
-              help="stop each epoch after this many batches [default: the whole pass]")
+@max_batches_option("stop each epoch after this many batches [default: the whole pass]")
 @click.option("--preset", default=None, help="built-in trainer only: hyperparameters [default: phase3-revised]")
 @click.option("--data", default=None, help="built-in trainer only: as for dcnprobe train [default: synthetic]")
 @click.option("--fault", "faults", multiple=True, metavar="NAME", help="built-in trainer only: plant a slowdown")
 @click.option("--tools", default="pyspy,memray,torch", show_default=True, help="profilers to run, comma-separated")
 @click.option("--no-baseline", is_flag=True, help="profile epoch N only, not epoch 1 as well")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/profile"),
-              show_default=True)
+@out_option(Path("runs/profile"), "run record, profiles and OUT/profile.md")
 @click.argument("command_words", nargs=-1, type=click.UNPROCESSED, metavar="[-- CMD ARGS...]")
 def command(epoch: int, settings: Settings, max_batches: int | None, preset: str | None, data: str | None,
             faults: tuple[str, ...], tools: str, no_baseline: bool, out: Path, command_words: tuple[str, ...]) -> None:
@@ -52,12 +51,13 @@ def command(epoch: int, settings: Settings, max_batches: int | None, preset: str
     from dcnprobe.records import read_run
 
     chosen = _tools(tools)
+    # A user's script is given only the settings asked for on the command line (compared
+    # before device=auto is resolved: the default is not a request).
+    defaults = Settings()
+    asked = tuple(f.name for f in fields(Settings) if getattr(settings, f.name) != getattr(defaults, f.name))
     settings = resolve_auto(settings)  # an absent device fails here
     template = trial_template(command_words, preset=preset, data=data, faults=faults, epochs=epoch,
                               max_batches=max_batches)
-    # A user's script is given only the settings asked for on the command line.
-    defaults = Settings()
-    asked = tuple(f.name for f in fields(Settings) if getattr(settings, f.name) != getattr(defaults, f.name))
     refused = [name for name in asked if not template.command.takes(name)]
     if refused:
         raise click.UsageError(f"this command cannot be given {', '.join(refused)}: add "
@@ -70,6 +70,8 @@ def command(epoch: int, settings: Settings, max_batches: int | None, preset: str
     click.echo(f"profiling epoch {epoch}" + (f" against epoch {baseline}" if baseline else "")
                + f" with {', '.join(chosen)} -> {out}")
     proc = launch.start(argv, config)
+    interruption.keep(f"the run record {out / 'run.jsonl'} and the profiles of epochs already finished in "
+                      f"{out / 'profiles'} (no report: dcnprobe profile-epoch {epoch} again to write one)")
     try:
         code = proc.wait()
     except BaseException:

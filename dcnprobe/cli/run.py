@@ -16,7 +16,16 @@ from typing import Any
 
 import click
 
-from dcnprobe.cli.options import SettingType
+from dcnprobe.cli import interruption
+from dcnprobe.cli.options import (
+    SettingType,
+    check_out_dir,
+    epochs_option,
+    max_batches_option,
+    out_option,
+    sample_interval_option,
+    stall_after_option,
+)
 from dcnprobe.errors import UsageError
 from dcnprobe.settings import Settings, SettingsError, cli_flag, format_value, setting_help
 
@@ -40,18 +49,13 @@ def _given_settings_options(command):
 # Everything after the command's first word is the command's, even without --: `run python t.py --epochs 3`.
 @click.command("run", context_settings={"allow_interspersed_args": False})
 @_given_settings_options
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="run directory: run.jsonl, analysis.json, output.log [default: runs/run-TIME]")
-@click.option("--max-batches", type=click.IntRange(min=1), default=None,
-              help="end each pass over the training DataLoader after this many batches")
-@click.option("--epochs", type=click.IntRange(min=1), default=None,
-              help="end the run cleanly (exit code 0) after this many epochs")
+@out_option(None, "run directory: run.jsonl, analysis.json, output.log [default: runs/run-TIME]")
+@max_batches_option()
+@epochs_option("end the run cleanly (exit code 0) after this many epochs [default: the script's]")
 @click.option("--epoch-every", type=click.IntRange(min=1), default=None,
               help="for loops with no DataLoader: an epoch every N optimizer steps")
-@click.option("--stall-after", type=click.FloatRange(min=0.1), default=None,
-              help="declare a stall after this many seconds without a finished batch [default: the probe's, 30]")
-@click.option("--sample-interval", type=click.FloatRange(min=0.01), default=None,
-              help="seconds between memory samples [default: the probe's, 0.5]")
+@stall_after_option(None, " [default: the probe's, 30]")
+@sample_interval_option(None, " [default: the probe's, 0.5]")
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch_every: int | None,
             stall_after: float | None, sample_interval: float | None, command: tuple[str, ...],
@@ -64,7 +68,7 @@ def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch
 
     given = {name: value for name, value in settings.items() if value is not None}
     parsed = Command.parse(command)
-    out = out or Path("runs") / time.strftime("run-%Y%m%d-%H%M%S")
+    out = out or check_out_dir(Path("runs") / time.strftime("run-%Y%m%d-%H%M%S"))
     if (out / RUN_FILE).exists():
         raise UsageError(f"{out} already holds a run record ({out / RUN_FILE}); choose another --out or remove it")
     placeholders = {name.replace("-", "_") for name in parsed.placeholders}
@@ -81,9 +85,13 @@ def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch
         sample_interval=sample_interval,
     )
     click.echo(f"dcnprobe: running {parsed.text()} with the probe attached -> {out}", err=True)
+    interruption.keep(f"the command's output in {out / 'output.log'}, and its run record {out / RUN_FILE} "
+                      f"if it began training (every finished batch; dcnprobe analyze {out} reads it)")
     outcome = run_attached(argv, config)
     if outcome.interrupted:
-        click.echo("dcnprobe: interrupted; the record keeps every batch finished before", err=True)
+        # The command was stopped cleanly (SIGINT, then SIGKILL for what was left); no analysis is
+        # written for a run cut short by the user, but the record holds everything measured.
+        raise KeyboardInterrupt
     if not outcome.started_training:
         if outcome.exit_code != 0 and not outcome.interrupted:
             raise UsageError(f"{parsed.text()} exited with code {outcome.exit_code} before training started"

@@ -7,7 +7,15 @@ from pathlib import Path
 import click
 
 from dcnprobe.analysis import DEFAULT_THRESHOLD
+from dcnprobe.cli import interruption
 from dcnprobe.cli.executors import ray_option
+from dcnprobe.cli.options import (
+    epochs_option,
+    max_batches_option,
+    out_option,
+    stall_after_option,
+    trial_budget_option,
+)
 from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.cli.trials import command_line
 from dcnprobe.errors import UsageError
@@ -33,9 +41,9 @@ def _pair(text: str, name: str, kind=float) -> tuple:
 @click.option("--presets", default=",".join(DEFAULT_PRESETS), show_default=True, help="presets to compare, comma-separated")
 @click.option("--seeds", default="5", show_default=True,
               help="a count (seeds from 42, the report's) or a comma-separated list of seeds")
-@click.option("--epochs", type=click.IntRange(min=1), default=5, show_default=True, help="epochs per trial")
-@click.option("--max-batches", type=click.IntRange(min=1), default=None,
-              help="batches per epoch [default: the whole training split]")
+@epochs_option("epochs per trial (the report's 5, as in dcnprobe train; a study compares accuracy, "
+               "not epoch times, so 1 is enough to run)", default=5, show_default=True)
+@max_batches_option("batches per epoch [default: the whole training split]")
 @click.option("--data", default="synthetic", show_default=True, help="as for dcnprobe train")
 @click.option("--batch-size", type=click.IntRange(min=1), default=None, help="rows per batch [default: 4096]")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu, mps, cuda or cuda:N")
@@ -54,14 +62,12 @@ def _pair(text: str, name: str, kind=float) -> tuple:
               help="criterion: gate mean at the best epoch [default: not judged; the report names no target]")
 @click.option("--threshold", type=click.FloatRange(min=1.0), default=DEFAULT_THRESHOLD, show_default=True,
               help="a trial is stopped as slow when a later epoch is clearly slower than this x epoch 1")
-@click.option("--trial-budget", type=click.FloatRange(min=10), default=DEFAULT_STUDY_BUDGET_S, show_default=True,
-              help="wall-time limit of one trial, seconds")
-@click.option("--stall-after", type=click.FloatRange(min=1), default=DEFAULT_STALL_AFTER_S, show_default=True,
-              help="seconds without a batch before a trial is declared stalled")
+@trial_budget_option(DEFAULT_STUDY_BUDGET_S, " (longer than bisect's: a study trial trains whole epochs, "
+                                             "and a slowdown stops it long before)")
+@stall_after_option(DEFAULT_STALL_AFTER_S)
 @click.option("--retry-failed", is_flag=True,
               help="run again (from their last checkpoint) trials an earlier run recorded as slow, stalled or crashed")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("runs/study"), show_default=True,
-              help="report, study.json and the trials; run again to resume")
+@out_option(Path("runs/study"), "report, study.json and the trials; run again to resume")
 @ray_option(packs=True)
 def command(presets: str, seeds: str, epochs: int, max_batches: int | None, data: str, batch_size: int | None,
             device: str, trial_cpus: int, min_val_auc: float, gap_range: str, negative_gap_ok: bool, best_epochs: str,
@@ -108,6 +114,8 @@ def command(presets: str, seeds: str, epochs: int, max_batches: int | None, data
 
     gpus = 1.0 if settings.device.startswith("cuda") else 0.0
     executor = make_executor(ray_address, TrialResources(cpus=trial_cpus, gpus=gpus))
+    interruption.keep(f"every finished trial and each running trial's last checkpoint, under {out}; "
+                      "the same command again continues from them")
     click.echo(f"study: {len(config.presets)} presets x {len(config.seeds)} seeds = {len(trials)} trials, "
                f"{epochs} epochs x {max_batches or 'all'} batches, on {executor.name} -> {out}")
     try:

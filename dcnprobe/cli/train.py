@@ -15,7 +15,16 @@ from pathlib import Path
 import click
 
 from dcnprobe.attach.contract import ON_SLOWDOWN
-from dcnprobe.cli.options import settings_options
+from dcnprobe.cli import interruption
+from dcnprobe.cli.options import (
+    check_out_dir,
+    epochs_option,
+    max_batches_option,
+    out_option,
+    sample_interval_option,
+    settings_options,
+    stall_after_option,
+)
 from dcnprobe.cli.progress import BatchProgress
 from dcnprobe.command import Command
 from dcnprobe.errors import UsageError
@@ -35,9 +44,8 @@ def job_options(command):
     decls = [
         click.option("--preset", default=DEFAULT_PRESET, show_default=True,
                      help="hyperparameters from the report's comparison table: phase1, phase3, phase3-revised"),
-        click.option("--epochs", type=click.IntRange(min=1), default=None, help="epochs to train [default: the preset's, 5]"),
-        click.option("--max-batches", type=click.IntRange(min=1), default=None,
-                     help="stop each epoch after this many batches [default: the whole split]"),
+        epochs_option("epochs to train [default: the preset's, 5]"),
+        max_batches_option("stop each epoch after this many batches [default: the whole split]"),
         click.option("--data", default=DEFAULT_DATA, show_default=True,
                      help="synthetic[:hard|:key=value,...], or a .tsv (Criteo), .csv or .parquet file"),
         click.option("--fault", "faults", multiple=True, metavar="NAME",
@@ -70,19 +78,15 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
 @click.command("train")
 @settings_options
 @job_options
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="run directory: run.jsonl, summary.json, checkpoints [default: runs/train-TIME]")
+@out_option(None, "run directory: run.jsonl, summary.json, checkpoints [default: runs/train-TIME]")
 @click.option("--resume", is_flag=True, help="continue from the last checkpoint in --out")
 @click.option("--checkpoints/--no-checkpoints", default=True, show_default=True,
               help="save a checkpoint per epoch under --out/checkpoints")
 @click.option("--no-probe", is_flag=True, help="run the identical loop with no instrumentation")
 @click.option("--sync", type=click.Choice(SYNC_MODES), default="batch", show_default=True,
               help="device sync: once per batch, after every phase, or never")
-@click.option("--sample-interval", type=click.FloatRange(min=0.01), default=DEFAULT_INTERVAL, show_default=True,
-              help="seconds between memory samples")
-@click.option("--stall-after", type=click.FloatRange(min=0.1), default=DEFAULT_STALL_FLOOR_S, show_default=True,
-              help="declare a stall after this many seconds without a finished batch "
-                   f"(or {DEFAULT_STALL_FACTOR:g}x the median batch time, if longer)")
+@sample_interval_option(DEFAULT_INTERVAL)
+@stall_after_option(DEFAULT_STALL_FLOOR_S, f"; or {DEFAULT_STALL_FACTOR:g}x the median batch time, if longer")
 @click.option("--on-slowdown", type=click.Choice(ON_SLOWDOWN), default="warn", show_default=True,
               help="once a later epoch is clearly slower than epoch 1: warn on stderr, stop the run "
                    f"(exit code {SLOWDOWN_EXIT_CODE}), or profile the slow epoch with py-spy into OUT/profile.md")
@@ -92,9 +96,9 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
             sample_interval: float, stall_after: float, on_slowdown: str, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
     from dcnprobe.devices import resolve_device
-    from model.faults import resolve_faults
     from dcnprobe.probe import Probe
     from model.data.source import load_data
+    from model.faults import resolve_faults
     from model.plugins import configured
     from model.trainer import TrainJob, fit
 
@@ -102,12 +106,13 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
     settings = configured(settings, plugins)  # as fit() will see them: the device to probe, the table header
     device = resolve_device(settings.device)  # an absent device or bad data fails before any work
     load_data(data)
-    out = out or Path("runs") / time.strftime("train-%Y%m%d-%H%M%S")
+    out = out or check_out_dir(Path("runs") / time.strftime("train-%Y%m%d-%H%M%S"))
     job = TrainJob(settings=settings, preset=preset, epochs=epochs, max_batches=max_batches, data=data,
                    out=out, resume=resume, checkpoints=checkpoints)
     probe = NullProbe() if no_probe else Probe(out, device=device, sync=sync, sample_interval=sample_interval,
                                                 stall_floor_s=stall_after, on_slowdown=on_slowdown)
     progress = None if quiet else BatchProgress()
+    interruption.keep(_kept(out, no_probe, checkpoints))
 
     click.echo(f"training gated DCNv3, preset {preset}, {job.hyperparams.epochs} epochs on {device}"
                f"{', faults: ' + ', '.join(faults) if faults else ''} -> {out}")
@@ -123,6 +128,14 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
         progress.clear()
     click.echo(f"best epoch: {result.best_epoch}; summary: {out / 'summary.json'}"
                + ("" if no_probe else f"; records: {out / 'run.jsonl'}"))
+
+
+def _kept(out: Path, no_probe: bool, checkpoints: bool) -> str:
+    """What an interrupted training run leaves behind."""
+    parts = [] if no_probe else [f"the run record {out / 'run.jsonl'} (every finished batch)"]
+    if checkpoints:
+        parts.append(f"a checkpoint per finished epoch (--resume --out {out} continues)")
+    return " and ".join(parts) or "nothing (no probe, no checkpoints)"
 
 
 def _cells(m) -> tuple[str, ...]:

@@ -11,7 +11,15 @@ from pathlib import Path
 import click
 
 from dcnprobe.analysis import DEFAULT_THRESHOLD
+from dcnprobe.cli import interruption
 from dcnprobe.cli.executors import ray_option, ray_refused
+from dcnprobe.cli.options import (
+    out_option,
+    stall_after_option,
+    trial_budget_option,
+    trial_epochs_option,
+    trial_max_batches_option,
+)
 from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.harness.runner import DEFAULT_BUDGET_S, DEFAULT_STALL_AFTER_S
 from dcnprobe.harness.spec import TrialSpec
@@ -23,21 +31,16 @@ def trial_options(default_out: str, ray: bool = False) -> Callable:
 
     def decorate(command: Callable) -> Callable:
         decls = [
-            click.option("--epochs", type=click.IntRange(min=2), default=2, show_default=True,
-                         help="epochs per trial (at least 2: epoch 1 is the baseline the later ones are compared with)"),
-            click.option("--max-batches", type=click.IntRange(min=10), default=200, show_default=True,
-                         help="batches per epoch in each trial (at least 10: a ratio needs batches after warm-up)"),
+            trial_epochs_option(),
+            trial_max_batches_option(200),
             click.option("--batch-size", type=click.IntRange(min=1), default=None,
                          help="rows per batch in every trial [default: the settings' 4096; with -- CMD, needs "
                               "{batch_size} in the command]"),
             click.option("--threshold", type=click.FloatRange(min=1.0), default=DEFAULT_THRESHOLD, show_default=True,
                          help="a trial is slow when its later-epoch/epoch-1 ratio is clearly above this"),
-            click.option("--trial-budget", type=click.FloatRange(min=10), default=DEFAULT_BUDGET_S, show_default=True,
-                         help="wall-time limit of one trial, seconds"),
-            click.option("--stall-after", type=click.FloatRange(min=1), default=DEFAULT_STALL_AFTER_S,
-                         show_default=True, help="seconds without a batch before a trial is declared stalled"),
-            click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path(default_out),
-                         show_default=True, help="report, JSON and cached trials; run again to resume"),
+            trial_budget_option(DEFAULT_BUDGET_S),
+            stall_after_option(DEFAULT_STALL_AFTER_S),
+            out_option(Path(default_out), "report, JSON and cached trials; run again to resume"),
             click.option("--preset", default=None, help="built-in trainer only: hyperparameters [default: phase3-revised]"),
             click.option("--data", default=None, help="built-in trainer only: as for dcnprobe train [default: synthetic]"),
             click.option("--fault", "faults", multiple=True, metavar="NAME",
@@ -72,6 +75,8 @@ def trial_template(command_words: Sequence[str], *, preset: str | None, data: st
 def make_runner(out: Path, template: TrialSpec, threshold: float, trial_budget: float, stall_after: float,
                 line: ProgressLine, fresh: bool = False) -> TrialRunner:
     out.mkdir(parents=True, exist_ok=True)
+    interruption.keep(f"every finished trial, cached under {out}; the same command again resumes "
+                      "(the trial that was running is stopped with its workers, and run again)")
 
     def report(text: str) -> None:
         line.clear()

@@ -1,0 +1,45 @@
+"""What an interrupted command keeps, said in one line: `dcnprobe: interrupted; kept: ...`.
+
+A command says what it has to keep as soon as it has it (a run record being written, a
+cache of finished trials); `main()` prints the last thing said when Ctrl-C arrives, and
+exits with 130. Nothing half-done is written on the way out: reports and summaries are
+written only by a command that finished.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process Ctrl-C ended
+
+_kept: list[str] = []
+
+
+def keep(what: str) -> None:
+    """From now on, an interruption keeps `what` (replacing what was said before)."""
+    _kept[:] = [what]
+
+
+def forget() -> None:
+    _kept.clear()
+
+
+def kept() -> str:
+    return _kept[0] if _kept else "nothing (no work had started)"
+
+
+def message() -> str:
+    return f"dcnprobe: interrupted; kept: {kept()}"
+
+
+def leave_quietly_on_next_interrupt() -> None:
+    """Once dcnprobe is leaving, another Ctrl-C (during teardown: DataLoader workers being
+    joined, atexit handlers) would print a traceback from wherever it lands; exit instead.
+    Only for the program itself: a process that called main() keeps its own handler."""
+    def leave(signum: int, frame: object) -> None:
+        sys.stderr.flush()
+        os._exit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, leave)
