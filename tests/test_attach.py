@@ -161,3 +161,24 @@ def test_multiprocessing_helpers_are_recognised():
                                       "--multiprocessing-fork"])
     assert is_multiprocessing_helper(["python", "-c", "from multiprocessing.forkserver import main; main(3)"])
     assert not is_multiprocessing_helper(["python", "train.py", "--workers", "4"])
+
+
+def test_a_combination_the_dataloader_refuses_is_reported_not_crashed_into():
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from dcnprobe.attach.overrides import Overrides, bind_loader_arguments
+
+    overrides = Overrides({"persistent_workers": "true", "prefetch_factor": "4", "device": "cpu"})
+    dataset = TensorDataset(torch.zeros(8, 1))
+    loader = DataLoader.__new__(DataLoader)
+    bound = bind_loader_arguments(DataLoader.__init__, loader, (dataset,), {"batch_size": 4})  # num_workers=0
+    overrides.rewrite_loader_arguments(bound.arguments)
+    DataLoader.__init__(*bound.args, **bound.kwargs)  # accepted: the refused settings were left out
+    overrides.loader_built(loader)
+    summary = overrides.summary(loaders_seen=True)
+    assert loader.persistent_workers is False and loader.prefetch_factor is None
+    assert set(summary["not_applied"]) == {"persistent_workers", "prefetch_factor", "device"}
+    assert "needs num_workers > 0" in summary["not_applied"]["persistent_workers"]
+    assert summary["adjusted"] == ["persistent_workers=true not applied to DataLoader #1: it has num_workers=0",
+                                   "prefetch_factor=4 not applied to DataLoader #1: it has num_workers=0"]
