@@ -369,7 +369,7 @@ def _memory(signals: Signals, run: Run, steady: pd.DataFrame) -> None:
                 memory[column] = float(values[-1] - values[0])
         if "sys_available" in samples:
             memory["sys_available_min"] = float(samples["sys_available"].min())
-        per_worker = _per_worker_growth(run, first_steady)
+        per_worker = _per_worker_growth(run, steady)
         if per_worker:
             memory["per_worker_growth"] = per_worker
     memory["major_faults"] = int(steady["majflt"].sum()) if "majflt" in steady else 0
@@ -379,14 +379,21 @@ def _memory(signals: Signals, run: Run, steady: pd.DataFrame) -> None:
         signals.memory_time_correlation = float(np.corrcoef(rss, steady["total"].to_numpy(float))[0, 1])
 
 
-def _per_worker_growth(run: Run, first_steady: int) -> dict[int, float]:
+def _per_worker_growth(run: Run, steady: pd.DataFrame) -> dict[int, float]:
+    """Each worker's growth from the end of the warm-up of the epoch it was born in: a
+    worker started in a later epoch (not persistent) is measured once it serves batches,
+    not while it imports and unpickles (a spawned worker's start is hundreds of MB)."""
     workers = run.workers
     if workers.empty:
         return {}
     column = "uss" if workers["uss"].notna().any() else "rss"
+    steady_from = steady.groupby("epoch")["step"].min().to_dict()
+    first_steady = int(steady["step"].min())
     growth = {}
-    for pid, rows in workers[workers["step"] >= first_steady].groupby("pid"):
-        values = rows[column].dropna().to_numpy(float)
+    for pid, rows in workers.groupby("pid"):
+        born = rows["epoch"].dropna().min() if "epoch" in rows else None
+        start = steady_from.get(born, first_steady) if born is not None and not pd.isna(born) else first_steady
+        values = rows[rows["step"] >= start][column].dropna().to_numpy(float)
         if values.size >= 2:
             growth[int(pid)] = float(values[-1] - values[0])
     return growth
