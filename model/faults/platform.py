@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import mmap
+import os
 import shutil
 import sys
 import tempfile
@@ -140,6 +141,17 @@ class ShapeRecompile(Fault):
 # -- memory over-committed: a knee, not a slope ------------------------------------------
 
 
+COPY_PREFIX = "dcnprobe-knee-"
+
+
+def _remove_stale_copies() -> None:
+    """Data copies left by knee runs that were killed (by the OOM killer, say) before exit."""
+    for stale in Path(tempfile.gettempdir()).glob(f"{COPY_PREFIX}*-*"):
+        pid = stale.name[len(COPY_PREFIX):].split("-")[0]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+
+
 class MemoryKnee(Fault):
     """Stands for: unified memory over-committed on macOS (pytorch/pytorch PR #165522):
     nothing changes until memory runs out, then the system pages and every batch waits
@@ -150,7 +162,8 @@ class MemoryKnee(Fault):
     else v1 `memory.limit_in_bytes`), over a private copy of the memory-mapped data
     store whose pages are charged to that group. From epoch 2 it leaks anonymous memory
     each batch until the group's file pages fall to a floor below the data's working
-    set: the kernel then reclaims data pages and each batch faults them back in from
+    set (released at each epoch end, before validation's bigger batches): the kernel
+    then reclaims data pages and each batch faults them back in from
     disk (major page faults; the copy is mapped MADV_RANDOM, so a miss reads its page,
     as a page-in does, not the disk's whole read-ahead window). Reclaim, not extra work,
     is what slows it. Differs: there is no swap here, so it is file pages, not the
@@ -166,8 +179,8 @@ class MemoryKnee(Fault):
                "and re-read each batch (needs root and a memory cgroup; else skipped, said in one line)")
     shows_with = {"num_workers": 0}
     HEADROOM = 768 << 20  # above the group's usage at train start: epoch 1's own allocations fit
-    CHUNK = 64 << 20  # leaked per batch of epoch 2 while the group still caches more than FLOOR
-    FLOOR = 48 << 20  # file pages left to the group: well under the data's working set (~200 MB)
+    CHUNK = 32 << 20  # leaked per batch of later epochs while the group still caches more than FLOOR + CHUNK
+    FLOOR = 64 << 20  # file pages left to the group: well under the data's working set (~200 MB)
 
     @classmethod
     def unavailable(cls) -> str | None:
@@ -198,7 +211,8 @@ class MemoryKnee(Fault):
         # A private copy, read and written by this process inside the group: its page cache
         # is charged here, so the limit can reclaim it (pages of the shared store are
         # charged to whoever read them first, out of the limit's reach).
-        self.copy = Path(tempfile.mkdtemp(prefix="dcnprobe-knee-"))
+        self.copy = Path(tempfile.mkdtemp(prefix=f"{COPY_PREFIX}{os.getpid()}-"))
+        _remove_stale_copies()
         for path in table.root.iterdir():
             shutil.copyfile(path, self.copy / path.name)
         private = Table(self.copy, table.start, table.stop)
@@ -222,10 +236,15 @@ class MemoryKnee(Fault):
         cached = self.group.file_bytes()
         if cached > self.FLOOR + self.CHUNK:
             self.leaked.append(np.ones(self.CHUNK // 8))  # touched: resident, and never reclaimable without swap
-        elif cached < self.FLOOR // 2 and self.leaked:
-            self.leaked.pop()  # give some back rather than be killed by the OOM killer
+        elif cached < self.FLOOR and self.leaked:
+            self.leaked.pop()  # give some back: without swap, a group out of file pages is OOM-killed, not slowed
 
-    def _clean_up(self) -> None:
+    def on_epoch_end(self, epoch: int) -> None:
+        # Validation takes bigger batches than training: with the leak still held the
+        # group would be OOM-killed there (measured). The leak grows again next epoch.
+        self.leaked.clear()
+
+    def _clean_up(self) -> None:  # at exit; a killed run's leftovers go at the next run's start
         self.leaked.clear()
         if self.group is not None:
             self.group.leave()
