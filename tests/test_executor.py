@@ -76,6 +76,7 @@ def test_a_study_on_ray_matches_the_local_one_and_resumes_locally(tmp_path, tiny
     assert study["trials_cached"] == 4 and study["executor"] == "local" and again == on_ray
 
 
+@pytest.mark.slow  # two trials on Ray: about 40 s on 2 busy cores
 def test_a_study_runs_as_ray_tasks(ray_cluster, tmp_path, tiny_data):
     """Two trials packed on a 2-CPU cluster, one CPU each; results cached by the driver."""
     from dcnprobe.cli import main

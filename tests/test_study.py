@@ -107,6 +107,7 @@ def local_study(tmp_path_factory, tiny_data):
     return out
 
 
+@pytest.mark.slow  # four trials in fresh processes: 45-90 s on 2 busy cores
 def test_a_small_study_reports_what_the_trials_measured(local_study):
     study, by_preset = independent_numbers(local_study)
     assert [(t["preset"], t["seed"]) for t in study["trials"]] == [
@@ -134,6 +135,7 @@ def test_a_small_study_reports_what_the_trials_measured(local_study):
     assert (local_study / "plots" / "val_auc.png").is_file() and (local_study / "plots" / "gate_mean.png").is_file()
 
 
+@pytest.mark.slow  # four trials in fresh processes: 45-90 s on 2 busy cores
 def test_running_the_study_again_reuses_every_trial(local_study, capsys):
     from dcnprobe.cli import main
 
