@@ -238,7 +238,7 @@ def test_bisect_whose_bad_side_times_out_exits_4(capsys, tmp_path):
 def test_train_stopped_as_slow_exits_5(capsys, tmp_path, small_data):
     with pytest.raises(SystemExit) as exit_info:
         main(["train", "--out", str(tmp_path / "t"), "--data", small_data, "--batch-size", "512", "--epochs", "3",
-              "--threads", "1", "--fault", "history-scan", "--on-slowdown", "stop", "--quiet", "--no-checkpoints"])
+              "--threads", "1", "--fault", "unbounded-metric", "--on-slowdown", "stop", "--quiet", "--no-checkpoints"])
     captured = capsys.readouterr()
     assert exit_info.value.code == 5
     assert "Traceback" not in captured.err
