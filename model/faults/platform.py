@@ -179,7 +179,7 @@ class MemoryKnee(Fault):
                "and re-read each batch (needs root and a memory cgroup; else skipped, said in one line)")
     shows_with = {"num_workers": 0}
     HEADROOM = 768 << 20  # above the group's usage at train start: epoch 1's own allocations fit
-    CHUNK = 32 << 20  # leaked per batch of later epochs while the group still caches more than FLOOR + CHUNK
+    CHUNK = 128 << 20  # leaked at most per batch of later epochs: the knee comes within a few batches
     FLOOR = 64 << 20  # file pages left to the group: well under the data's working set (~200 MB)
 
     @classmethod
@@ -234,8 +234,9 @@ class MemoryKnee(Fault):
         if self.group is None or self.epoch < 2:
             return
         cached = self.group.file_bytes()
-        if cached > self.FLOOR + self.CHUNK:
-            self.leaked.append(np.ones(self.CHUNK // 8))  # touched: resident, and never reclaimable without swap
+        grow = min(self.CHUNK, cached - self.FLOOR)  # never below the floor in one step
+        if grow >= 8 << 20:
+            self.leaked.append(np.ones(grow // 8))  # touched: resident, and never reclaimable without swap
         elif cached < self.FLOOR and self.leaked:
             self.leaked.pop()  # give some back: without swap, a group out of file pages is OOM-killed, not slowed
 
