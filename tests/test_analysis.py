@@ -334,3 +334,11 @@ def test_clearing_every_batch_says_the_next_forwards_share_cannot_be_measured(tm
     assert a.top_cause == "cache-clearing-cost"
     assert not a.signals.cache_clear_after_s
     assert "cannot be measured" in " ".join(a.causes[0].evidence)
+
+
+def test_retained_memory_that_pages_and_slows_is_memory_pressure_not_graph_retention(tmp_path):
+    # Leaks (1 MB per step), then pages: a noisy 1.3x later epoch with major faults.
+    a = analyze(tmp_path, in_use_per_step=1 * MB, knee_step=125, knee_s=0.03, knee_major_faults=100)
+    assert a.signals.ratio > 1.2
+    assert a.top_cause == "memory-pressure"
+    assert "graph-retention" not in [c.id for c in a.causes]

@@ -93,6 +93,19 @@ def _time_grows(signals: Signals) -> bool:
     return signals.slowdown or (rising and (signals.within_epoch_rise or 0) > th.WITHIN_EPOCH_RISE)
 
 
+def _paging(signals: Signals) -> bool:
+    """Memory has run out: pages are read back in (swap-ins, or major faults in the steady batches)."""
+    return (signals.memory.get("swap_in", 0.0) > th.SWAP_IN_MIN
+            or signals.memory.get("major_faults", 0) > th.MAJOR_FAULTS_MIN)
+
+
+def _slower_while_paging(signals: Signals) -> bool:
+    """Paging measured, and the later epoch's ratio above the threshold even if its interval
+    still reaches below: paging is direct evidence, so the estimate is enough to name it."""
+    return (_paging(signals) and not _contention_explains(signals)
+            and signals.ratio is not None and signals.ratio > signals.threshold)
+
+
 def _contention_explains(signals: Signals) -> bool:
     return signals.contended and not signals.slowdown
 
@@ -188,6 +201,8 @@ def graph_retention(signals: Signals, run_dir: Path | None) -> Finding | None:
     growth, per_batch, label = _retained(signals)
     if growth < th.RETAINED_MIN or per_batch < th.RETAINED_PER_BATCH or _time_grows(signals):
         return None
+    if _slower_while_paging(signals):
+        return None  # the retained memory has run out: memory-pressure
     blocks = max(_per_batch(signals, "python_blocks"), 1.0)
     bytes_per_object = per_batch / blocks
     if bytes_per_object < th.TENSOR_BYTES_PER_BLOCK:
@@ -206,9 +221,9 @@ def memory_pressure(signals: Signals, run_dir: Path | None) -> Finding | None:
     growth, per_batch, label = _retained(signals)
     swap_in = signals.memory.get("swap_in", 0.0)
     majors = signals.memory.get("major_faults", 0)
-    if not _time_grows(signals):
+    if not (_time_grows(signals) or _slower_while_paging(signals)):
         return None
-    swapping = swap_in > th.SWAP_IN_MIN or majors > th.MAJOR_FAULTS_MIN
+    swapping = _paging(signals)
     if not (swapping or (growth >= th.PRESSURE_MEMORY_MIN and per_batch >= th.PRESSURE_PER_BATCH)):
         return None
     evidence = [
