@@ -81,6 +81,8 @@ def assess(name: str, threshold: Threshold, entry: dict, reference: float | None
     1.3-3x slower in epoch 2 and hidden the planted fault entirely. The message is None on
     PASS, else one line naming the measure, its value and the threshold."""
     value = entry["value"]
+    if value != value:  # NaN: nothing was measured (e.g. no samples); that is neither a pass nor a regression
+        return UNSURE, f"{name} could not be measured (nan); '{threshold.text}' not judged"
     interval = entry.get("interval")
     if interval is None or threshold.op is None:
         message = threshold.check(name, value, reference, higher_is_better)

@@ -271,3 +271,8 @@ def test_at_200_batches_the_weakest_planted_ramp_never_passes_and_clean_never_fa
 def test_at_100_batches_the_weakest_planted_ramp_often_passes():
     # The grey zone: the fault is too small at 100 batches for any honest rule.
     assert _simulated_verdicts(100, ramp=0.044).count(PASS) >= 10
+
+
+def test_a_measure_that_could_not_be_measured_is_undecided_not_failed():
+    assert assess("memory_growth", parse_threshold("<= 8"), {"value": float("nan")}) == (
+        UNSURE, "memory_growth could not be measured (nan); '<= 8' not judged")
