@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dcnprobe import DeviceBackend, NullProbe, ProbeLike, Settings, UsageError, backend_for, resolve_device
+from dcnprobe import (
+    DeviceBackend,
+    NullProbe,
+    ProbeLike,
+    Settings,
+    UsageError,
+    backend_for,
+    resolve_device,
+)
 from model import checkpoint
 from model.data.loader import epoch_sampler, make_dataset, make_loader
 from model.data.source import DEFAULT_DATA, load_data

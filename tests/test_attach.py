@@ -65,6 +65,7 @@ def test_per_sample_loop_with_workers_from_outside_and_bounds(tmp_path, capsys):
     assert "record:" in stdout and (out / "analysis.json").exists()
 
 
+@pytest.mark.slow  # a real script run per mode; test_per_sample_loop... is the default suite's attach run
 @pytest.mark.parametrize("mode", ["no_grad", "eval-mode"])
 def test_validation_passes_are_not_epochs(tmp_path, capsys, mode):
     out = tmp_path / "run"
@@ -80,6 +81,7 @@ def test_validation_passes_are_not_epochs(tmp_path, capsys, mode):
     assert [(v["epoch"], v["batches"], v["why"]) for v in validation] == [(1, 2, mode), (2, 2, mode)]
 
 
+@pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
 def test_no_dataloader_loop_gets_epochs_every_n_steps(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--epoch-every", "8", "--cache-clear",
@@ -97,6 +99,7 @@ def test_no_dataloader_loop_gets_epochs_every_n_steps(tmp_path, capsys):
     assert list(read_notes(out)["final"]["not_applied"]) == ["max_batches"]
 
 
+@pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
 def test_no_dataloader_loop_with_mark_epoch(tmp_path, capsys):
     script = tmp_path / "marks.py"
     script.write_text(MARK_EPOCH)
@@ -110,6 +113,7 @@ def test_no_dataloader_loop_with_mark_epoch(tmp_path, capsys):
     assert read_notes(out)["final"]["not_applied"] == {"num_workers": "the script built no DataLoader"}
 
 
+@pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
 def test_a_script_using_the_probe_api_is_not_counted_twice(tmp_path, capsys):
     script = tmp_path / "api.py"
     script.write_text(PROBE_API)
@@ -126,6 +130,7 @@ def test_a_script_using_the_probe_api_is_not_counted_twice(tmp_path, capsys):
     assert len(headers) == 1
 
 
+@pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
 def test_a_nested_python_that_trains_does_not_record(tmp_path, capsys):
     script = tmp_path / "wrapper.py"
     script.write_text(f"NESTED = {str(EXAMPLES / 'no_dataloader.py')!r}\n" + STARTS_A_NESTED_TRAINER)

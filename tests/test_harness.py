@@ -1,10 +1,10 @@
 import json
 import os
-from dataclasses import replace
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import psutil
@@ -217,9 +217,9 @@ def test_bisect_survives_a_sigkill_and_resumes(small_data, tmp_path):
 
 def test_a_trial_whose_epochs_saw_different_outside_load_is_contended(tmp_path):
     """The analysis reads the load from the record; the harness turns it into a status."""
-    from dcnprobe.harness.runner import _result
-
     from synthetic_runs import write_run
+
+    from dcnprobe.harness.runner import _result
 
     write_run(tmp_path, slowdown=1.8, outside_load={1: 0.02, 2: 0.5})
     result = _result(builtin_spec(), tmp_path, 0, None, None, 10.0, 1.2)

@@ -4,9 +4,9 @@ import stat
 import pytest
 
 from dcnprobe.executables import find_tool
+from dcnprobe.probe import Probe
 from dcnprobe.profiling.compare import function_growth, growth
 from dcnprobe.profiling.flamegraph import function_shares, parse_collapsed, to_speedscope, to_svg
-from dcnprobe.probe import Probe
 from dcnprobe.profiling.session import EpochProfiler, read_profiles
 
 from conftest import TINY_BATCH

@@ -5,7 +5,16 @@ from pathlib import Path
 
 from dcnprobe.harness.runner import TrialResult
 from dcnprobe.report.comparison import trial_table
-from dcnprobe.report.document import Bullets, Document, Heading, Image, Paragraph, Table, to_html, to_markdown
+from dcnprobe.report.document import (
+    Bullets,
+    Document,
+    Heading,
+    Image,
+    Paragraph,
+    Table,
+    to_html,
+    to_markdown,
+)
 from dcnprobe.settings import Settings
 
 

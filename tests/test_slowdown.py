@@ -265,6 +265,7 @@ def test_attach_config_sets_on_slowdown(tmp_path, monkeypatch):
     assert Probe(tmp_path).on_slowdown == "stop"
 
 
+@pytest.mark.slow  # waits for the stall watchdog in a real process
 def test_a_stall_prints_a_warning_line(tmp_path):
     """on_stall=exit ends the process: run it in a child and read its stderr."""
     script = f"""

@@ -36,13 +36,14 @@ def test_metrics_are_complete_and_gate_stays_inside_unit_interval(tiny_data):
     assert result.best_epoch == 1
 
 
+@pytest.mark.slow  # two full runs; resume_continues_exactly[0] checks exactness in the default suite
 def test_fixed_seed_is_deterministic_on_cpu(tiny_data):
     assert comparable(fit(job(tiny_data))) == comparable(fit(job(tiny_data)))
     other = fit(job(tiny_data, settings={"seed": 7}))
     assert comparable(other) != comparable(fit(job(tiny_data)))
 
 
-@pytest.mark.parametrize("workers", [0, 2])
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])
 def test_resume_continues_exactly(tiny_data, tmp_path, workers):
     settings = {"num_workers": workers, "persistent_workers": workers > 0}
     straight = fit(job(tiny_data, tmp_path / "straight", epochs=3, settings=settings))

@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from dcnprobe.cli.progress import ProgressLine
-from dcnprobe.cli.trials import command_line, describe_template, make_runner, trial_options, trial_template
+from dcnprobe.cli.trials import (
+    command_line,
+    describe_template,
+    make_runner,
+    trial_options,
+    trial_template,
+)
 from dcnprobe.settings import parse_assignments
 
 
@@ -39,7 +45,15 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], fresh: bool, epochs: in
     4 the bad settings could not be measured at all (crashed, invalid, timed out);
     2 bad input.
     """
-    from dcnprobe.bisect import BISECT_FILE, DEFAULT_BAD, DEFAULT_GOOD, EXIT_UNMEASURED, bisect, bisect_json, write_json
+    from dcnprobe.bisect import (
+        BISECT_FILE,
+        DEFAULT_BAD,
+        DEFAULT_GOOD,
+        EXIT_UNMEASURED,
+        bisect,
+        bisect_json,
+        write_json,
+    )
     from dcnprobe.bisect.search import resolve_auto
     from dcnprobe.report.multi_trial import write_bisect_report
 

@@ -7,7 +7,13 @@ from pathlib import Path
 import click
 
 from dcnprobe.cli.progress import ProgressLine
-from dcnprobe.cli.trials import command_line, describe_template, make_runner, trial_options, trial_template
+from dcnprobe.cli.trials import (
+    command_line,
+    describe_template,
+    make_runner,
+    trial_options,
+    trial_template,
+)
 from dcnprobe.settings import Settings, parse_assignments
 
 

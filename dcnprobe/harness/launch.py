@@ -47,10 +47,8 @@ def interrupt(proc: subprocess.Popen, grace_s: float = 10.0) -> None:
     for whatever is left after the grace period."""
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGINT)
-    try:
+    with contextlib.suppress(subprocess.TimeoutExpired):
         proc.wait(timeout=grace_s)
-    except subprocess.TimeoutExpired:
-        pass
     kill(proc)
 
 

@@ -24,10 +24,9 @@ from dcnprobe.errors import UsageError
 from dcnprobe.harness import launch
 from dcnprobe.harness.early_stop import EarlyStop
 from dcnprobe.harness.spec import TrialSpec
-from dcnprobe.records import RUN_FILE, RecordFollower
 from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE
+from dcnprobe.records import RUN_FILE, RecordFollower
 from dcnprobe.stall import DEFAULT_STALL_FLOOR_S, STALL_EXIT_CODE, capture_stacks
-
 
 DEFAULT_BUDGET_S = 1800.0
 DEFAULT_STALL_AFTER_S = DEFAULT_STALL_FLOOR_S  # what `train --stall-after` gets from a trial

@@ -9,12 +9,11 @@ and if every try is contended it stays `contended`: inconclusive, never a culpri
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
-
-import time
 
 from dcnprobe import machine_load
 from dcnprobe.analysis import DEFAULT_THRESHOLD
@@ -28,7 +27,6 @@ from dcnprobe.harness.runner import (
 )
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.settings import Settings, format_value
-
 
 CONTENTION_TRIES = 3  # one run and two reruns: a busy spell on a shared machine rarely lasts longer
 CALM_LOAD = 0.15  # outside load (share of all cores) under which the machine counts as calm
