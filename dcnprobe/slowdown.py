@@ -7,7 +7,10 @@ Two rules, as the analysis reads a finished run:
     question is asked again and again while the epoch runs; slow when the whole interval
     lies above the threshold;
   - time: the later epoch has run `time_factor` times the whole of epoch 1 and is not
-    finished (a slowdown so large that too few batches arrive to compare).
+    finished (a slowdown so large that too few batches arrive to compare), and at least
+    TIME_RULE_FLOOR_S: the clock here is the reader's (a harness polls the record), and
+    epoch 1's length is its batches' time alone, so for epochs of a second or two the
+    start-up of the next epoch's workers and the reader's delay would pass for a slowdown.
 
 Cost: `add` is O(1). A check runs every `check_every` batches and first compares point
 estimates (one median and one mean over at most `max_sample` batches); the bootstrap runs
@@ -27,6 +30,8 @@ import numpy as np
 
 from dcnprobe.analysis.stats import ratio_ci, warmup_batches
 from dcnprobe.hooks import BATCH_TIMES
+
+TIME_RULE_FLOOR_S = 30.0  # as long as the stall watchdog's floor: shorter waits are not evidence
 
 CHECK_EVERY = 10  # batches between checks
 MIN_BATCHES = 20  # steady batches on each side before a ratio is judged (as the analysis)
@@ -117,7 +122,8 @@ class SlowdownMonitor:
             return None
         later = self.totals[epoch]
         running = self.clock() - self.arrived[epoch]
-        if self.epoch1_s and running > self.time_factor * self.epoch1_s and not self.finished(epoch):
+        limit = max(self.time_factor * (self.epoch1_s or 0.0), TIME_RULE_FLOOR_S)
+        if self.epoch1_s and running > limit and not self.finished(epoch):
             self.last = Evidence(epoch, len(later), "time", running / self.epoch1_s, running_s=running,
                                  epoch1_s=self.epoch1_s, time_factor=self.time_factor)
             return self.last

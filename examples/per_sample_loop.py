@@ -75,8 +75,11 @@ def scan_history(predictions: list[float], labels: list[float]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=3)
-    parser.add_argument("--rows", type=int, default=4096)
+    # 200 batches of a few milliseconds of compute each: enough batches for an epoch's
+    # statistics, and enough work per batch that timer and scheduling noise stay small.
+    parser.add_argument("--rows", type=int, default=12800)
     parser.add_argument("--features", type=int, default=32)
+    parser.add_argument("--hidden", type=int, default=512)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--persistent-workers", action="store_true")
@@ -88,7 +91,8 @@ def main() -> None:
     dataset = Rows(args.rows, args.features, args.seed, args.fault)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                         persistent_workers=args.persistent_workers and args.workers > 0)
-    model = nn.Sequential(nn.Linear(args.features, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    model = nn.Sequential(nn.Linear(args.features, args.hidden), nn.ReLU(), nn.Linear(args.hidden, args.hidden), nn.ReLU(),
+                          nn.Linear(args.hidden, 1))
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = nn.BCEWithLogitsLoss()
     predictions: list[float] = []

@@ -60,10 +60,10 @@ def test_early_stop_after_twice_the_first_epoch():
     """A very slow epoch (the report's 90x) is stopped on time, before it has enough batches."""
     clock = Clock()
     stop = EarlyStop(1.2, batches_per_epoch=100, clock=clock)
-    feed_epoch(stop, clock, 1, 100, 0.10)  # epoch 1: 10 s
-    feed_epoch(stop, clock, 2, 2, 9.0)
+    feed_epoch(stop, clock, 1, 100, 0.20)  # epoch 1: 20 s
+    feed_epoch(stop, clock, 2, 2, 18.0)
     assert stop.decide() is None
-    feed_epoch(stop, clock, 2, 1, 9.0)  # 27 s into epoch 2 > 2 x 10 s
+    feed_epoch(stop, clock, 2, 1, 18.0)  # 54 s into epoch 2 > 2 x 20 s
     assert "over 2x" in stop.decide()
 
 

@@ -98,11 +98,21 @@ def test_bursts_are_caught_by_the_mean():
 def test_a_huge_slowdown_is_called_on_time_before_enough_batches():
     clock = Clock()
     monitor = SlowdownMonitor(1.2, batches_per_epoch=100, clock=clock)
-    feed(monitor, clock, batches(1, 100, 0.10))  # epoch 1: about 10 s
-    assert first_decision(monitor, clock, batches(2, 2, 9.0)) is None
-    evidence = first_decision(monitor, clock, batches(2, 3, 9.0))
+    feed(monitor, clock, batches(1, 100, 0.20))  # epoch 1: about 20 s
+    assert first_decision(monitor, clock, batches(2, 2, 18.0)) is None  # 36 s: under 2x epoch 1
+    evidence = first_decision(monitor, clock, batches(2, 3, 18.0))  # 54 s
     assert evidence is not None
     assert monitor.last.statistic == "time" and "over 2x" in monitor.last.describe()
+
+
+def test_the_time_rule_needs_more_than_a_few_seconds():
+    """Epochs of a second: the next epoch's worker start-up and a reader's polling delay
+    must not pass for a slowdown (TIME_RULE_FLOOR_S)."""
+    clock = Clock()
+    monitor = SlowdownMonitor(1.2, batches_per_epoch=100, clock=clock)
+    feed(monitor, clock, batches(1, 100, 0.01))  # epoch 1: about 1 s
+    clock.now += 5.0  # workers start, the harness polls late
+    assert first_decision(monitor, clock, batches(2, 2, 0.01)) is None
 
 
 def test_a_finished_epoch_is_not_called_slow_on_time():
