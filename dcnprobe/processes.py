@@ -88,6 +88,10 @@ class ProcessReader:
                     "threads": proc.num_threads(),
                     "cpu_user": cpu.user,
                     "cpu_system": cpu.system,
+                    # CPU of children this process has reaped: DataLoader workers, once
+                    # joined. Without it, a worker's last moments vanish with it and pass
+                    # for someone else's load (see analysis.signals).
+                    "cpu_children": getattr(cpu, "children_user", 0.0) + getattr(cpu, "children_system", 0.0),
                     "ctx_involuntary": proc.num_ctx_switches().involuntary,
                     "fds": open_fds(proc),
                 }

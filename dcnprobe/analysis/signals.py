@@ -193,6 +193,15 @@ def _sampled_epochs(run: Run, epochs: list[EpochSignal]) -> None:
                 user += _delta(w, before, "cpu_user")
                 system += _delta(w, before, "cpu_system")
                 involuntary += _delta(w, before, "ctx_involuntary")
+            # Workers that ended since the last sample: their whole life's CPU arrives in the
+            # main process's reaped-children figure, of which the part already counted (up to
+            # their last sample) is taken off. Not a clamp per interval: a worker seen gone
+            # before it is reaped is made up in the next interval of the same epoch.
+            reaped = _delta(sample, previous, "main_cpu_children", missing=None)
+            if reaped is not None:
+                counted = sum(_number(w.get("cpu_user")) + _number(w.get("cpu_system"))
+                              for pid, w in previous_workers.items() if pid not in workers)
+                user += reaped - counted
             acc["wall"] += wall
             acc["user"] += user
             acc["system"] += system
