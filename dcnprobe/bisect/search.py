@@ -139,7 +139,10 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
         if not remaining or _ask(remaining, test, history, outcome) is not Outcome.FAIL:
             break
     disagreements = _confirm(outcome.culprit, history, test, runner) + _contradictions(history, trials)
-    slowest = max((r for r in runner.results if r.failing), key=lambda r: r.ratio or 0.0, default=bad_result)
+    # The cause is read off the slowest failing trial that names one (a trial stopped early
+    # may have too few batches for any rule to speak).
+    explained = [r for r in runner.results if r.failing and r.causes and r.causes[0]["id"] != "none"]
+    slowest = max(explained, key=lambda r: r.ratio or 0.0, default=bad_result)
     if disagreements:
         outcome.finding = "inconclusive"
         outcome.culprits = []
@@ -218,7 +221,7 @@ def _ask(subset: list[str], test, history: dict[frozenset, Outcome], outcome: Bi
 
 
 def _explain(outcome: BisectOutcome, trial: TrialResult) -> None:
-    if trial.causes:
+    if trial.causes and trial.causes[0]["id"] != "none":  # "no cause stands out" has no advice to give
         top = trial.causes[0]
         outcome.cause, outcome.evidence = top["id"], list(top["evidence"])
         outcome.advice = advice_for(top["id"])
