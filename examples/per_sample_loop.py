@@ -79,7 +79,7 @@ def main() -> None:
     # statistics, and enough work per batch that timer and scheduling noise stay small.
     parser.add_argument("--rows", type=int, default=12800)
     parser.add_argument("--features", type=int, default=32)
-    parser.add_argument("--hidden", type=int, default=512)
+    parser.add_argument("--hidden", type=int, default=1024)
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--persistent-workers", action="store_true")
