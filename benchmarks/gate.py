@@ -71,12 +71,22 @@ def parse_threshold(text: str) -> Threshold:
     raise ValueError(f"cannot parse threshold {text!r} (use '<= 1.10' or 'median:10%')")
 
 
+def _outside_loads(entry: dict) -> list[float]:
+    """The outside CPU load of each part a measure compares (its epochs), or, for a
+    measure that compares within one stretch of time (interleaved segments), the load
+    over the whole of its run."""
+    by_epoch = (entry.get("detail") or {}).get("outside_load_by_epoch")
+    if by_epoch:
+        return list(by_epoch.values())
+    return [] if entry.get("other_load") is None else [entry["other_load"]]
+
+
 def assess(name: str, threshold: Threshold, entry: dict, reference: float | None = None,
            higher_is_better: bool = False, quiet: Threshold | None = None) -> tuple[str, str | None]:
     """(verdict, message) for one measured entry. An entry with an "interval" is judged on
     it, and only on a quiet machine: UNSURE whatever its value when it is marked
     "contended" (outside load changed between the things it compares) or when the outside
-    load of any part it compares fails `quiet` (e.g. '<= 0.25'). Such timings say nothing
+    load of any part it compares (or of its whole run) fails `quiet` (e.g. '<= 0.25'). Such timings say nothing
     about the code either way: on 2 cores, other processes' load has made a clean run
     1.3-3x slower in epoch 2 and hidden the planted fault entirely. The message is None on
     PASS, else one line naming the measure, its value and the threshold."""
@@ -89,7 +99,7 @@ def assess(name: str, threshold: Threshold, entry: dict, reference: float | None
         return (FAIL, message) if message else (PASS, None)
     low, high = interval
     shown = f"{name} = {value:.4g} [{low:.4g}, {high:.4g}]"
-    outside = list((entry.get("detail") or {}).get("outside_load_by_epoch", {}).values())
+    outside = _outside_loads(entry)
     shares = " / ".join(f"{load:.0%}" for load in outside)
     if entry.get("contended"):
         return UNSURE, f"{shown} not judged against '{threshold.text}': outside CPU load changed during it ({shares})"

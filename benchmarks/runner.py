@@ -52,7 +52,7 @@ def _groups() -> dict[str, Group]:
 
     return {
         "epoch": Group(epoch_ratio.run, ("quick", "full"), {"epoch_ratio": epoch_ratio.measure_ratio}),
-        "overhead": Group(overhead.run, ("quick", "full")),
+        "overhead": Group(overhead.run, ("quick", "full"), {"probe_overhead": overhead.measure_overhead}),
         "throughput": Group(throughput.run, ("quick", "full")),
         "profilers": Group(profiler_overhead.run, ("full",)),
         "confusion": Group(confusion.run, ("full",)),

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 
 from benchmarks import machine_load, runner
@@ -276,3 +277,44 @@ def test_at_100_batches_the_weakest_planted_ramp_often_passes():
 def test_a_measure_that_could_not_be_measured_is_undecided_not_failed():
     assert assess("memory_growth", parse_threshold("<= 8"), {"value": float("nan")}) == (
         UNSURE, "memory_growth could not be measured (nan); '<= 8' not judged")
+
+
+# -- the probe overhead: an interval over paired segments ---------------------------------
+
+def _segments(rng, pairs: int, overhead: float, drift: float) -> list:
+    """Alternating (probed, bare) segments of 4 batches; the machine drifts between pairs."""
+    segments = []
+    for _ in range(pairs):
+        level = np.exp(rng.normal(0, drift))
+        segments.append((True, list(level * overhead * np.exp(rng.normal(0, 0.03, 4)))))
+        segments.append((False, list(level * np.exp(rng.normal(0, 0.03, 4)))))
+    return segments
+
+
+def test_the_overhead_interval_holds_the_true_ratio_and_separates_a_costly_probe():
+    from benchmarks.overhead import paired_interval
+
+    rng = np.random.default_rng(3)
+    threshold = parse_threshold("<= 1.03")
+    for truth, verdict in ((1.0, PASS), (1.08, FAIL)):
+        low, high = paired_interval(_segments(rng, 60, truth, 0.05))
+        assert abs((low + high) / 2 - truth) < 0.02 and high - low < 0.05
+        assert judge(threshold, low, high) == verdict
+
+
+def test_the_overhead_interval_widens_when_the_machine_drifts_between_pairs():
+    from benchmarks.overhead import paired_interval
+
+    calm = paired_interval(_segments(np.random.default_rng(5), 60, 1.0, 0.0))
+    drifting = paired_interval(_segments(np.random.default_rng(5), 60, 1.0, 0.10))
+    assert drifting[1] - drifting[0] > calm[1] - calm[0]
+
+
+def test_a_measure_without_epochs_is_judged_on_its_whole_runs_outside_load():
+    quiet = parse_threshold("<= 0.25")
+    t = parse_threshold("<= 1.03")
+    entry = {"value": 1.04, "interval": [1.02, 1.06], "other_load": 0.6}
+    verdict, message = assess("probe_overhead", t, entry, quiet=quiet)
+    assert verdict == UNSURE and "60%" in message
+    assert assess("probe_overhead", t, {**entry, "other_load": 0.05}, quiet=quiet)[0] == UNSURE  # straddles
+    assert assess("probe_overhead", t, {**entry, "interval": [1.035, 1.05], "other_load": 0.05}, quiet=quiet)[0] == FAIL
