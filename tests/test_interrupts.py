@@ -3,6 +3,7 @@
 SIGINT to the main process alone (what Ctrl-C does when the workers ignore the terminal,
 or `kill -INT PID`): one line, `dcnprobe: interrupted; kept: ...`, exit 130, no traceback
 from the workers, a record whose footer says `interrupted`, no worker left behind.
+SIGTERM: the same, with exit code 143 and "terminated".
 SIGKILL: nothing can be written, but the record must stay readable up to its last line
 and the workers must go (they watch their parent).
 
@@ -106,6 +107,20 @@ def test_sigint_to_the_main_process_alone_is_one_line(tmp_path, tiny_data, seed)
     assert result["code"] == 130, result["stderr"]
     assert "Traceback" not in result["stderr"] and "Error" not in result["stderr"], result["stderr"]
     assert lines and lines[-1].startswith("dcnprobe: interrupted; kept: the run record"), result["stderr"]
+    assert result["status"] == "interrupted"
+    assert result["workers"] >= 2 and result["orphans"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [4, 5])
+def test_sigterm_leaves_like_ctrl_c_with_its_own_exit_code(tmp_path, tiny_data, seed):
+    # What a job scheduler's time limit or `kill PID` sends: before, Python died at once and
+    # the record had every batch but no footer.
+    result = kill_at_random(tmp_path / "run", signal.SIGTERM, random.Random(seed))
+    lines = result["stderr"].strip().splitlines()
+    assert result["code"] == 143, result["stderr"]
+    assert "Traceback" not in result["stderr"], result["stderr"]
+    assert lines and lines[-1].startswith("dcnprobe: terminated; kept: the run record"), result["stderr"]
     assert result["status"] == "interrupted"
     assert result["workers"] >= 2 and result["orphans"] == []
 

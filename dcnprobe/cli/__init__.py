@@ -2,7 +2,7 @@
 
 Bad input of any kind ends in one line on stderr and exit code 2 (or a code the command
 documents), never a traceback. Ctrl-C ends in one line too, saying what was kept, and
-exit code 130 (dcnprobe.cli.interruption).
+exit code 130; SIGTERM the same way with exit code 143 (dcnprobe.cli.interruption).
 """
 
 from __future__ import annotations
@@ -33,15 +33,19 @@ def main(argv: list[str] | None = None) -> None:
     from dcnprobe.cli import interruption
 
     interruption.forget()
+    if argv is None:
+        interruption.raise_on_terminate()
     try:
         _run(sys.argv[1:] if argv is None else argv)
     except click.UsageError as exc:
         # Click would print the whole usage block; one line says the same.
         fail(exc.format_message())
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        # Ctrl-C (click turns it into Abort): say what was kept, not "aborted".
-        click.echo(interruption.message(), err=True)
-        sys.exit(interruption.EXIT_INTERRUPTED)
+    except (click.exceptions.Abort, KeyboardInterrupt) as exc:
+        # Ctrl-C or SIGTERM (click turns either into Abort, from the original): say what
+        # was kept, not "aborted".
+        terminated = isinstance(exc, interruption.Terminated) or isinstance(exc.__cause__, interruption.Terminated)
+        click.echo(interruption.message(terminated), err=True)
+        sys.exit(interruption.EXIT_TERMINATED if terminated else interruption.EXIT_INTERRUPTED)
     except UsageError as exc:
         fail(str(exc), code=exc.exit_code)
     except click.exceptions.Exit as exc:

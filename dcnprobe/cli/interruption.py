@@ -13,6 +13,16 @@ import signal
 import sys
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process Ctrl-C ended
+EXIT_TERMINATED = 143  # 128 + SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler's time limit, `kill`, a container stopping), raised where the
+    program is, so that it leaves as after Ctrl-C: the run record gets its footer
+    ("interrupted"), workers are shut down, and what was kept is said in one line. Without
+    it, SIGTERM ends Python at once: the record keeps every batch but has no footer.
+    Also what a SIGINT becomes when the shell started us with SIGINT ignored (a background
+    job), where Ctrl-C cannot reach us and SIGTERM is the way to stop."""
 
 _kept: list[str] = []
 
@@ -30,8 +40,16 @@ def kept() -> str:
     return _kept[0] if _kept else "nothing (no work had started)"
 
 
-def message() -> str:
-    return f"dcnprobe: interrupted; kept: {kept()}"
+def message(terminated: bool = False) -> str:
+    return f"dcnprobe: {'terminated' if terminated else 'interrupted'}; kept: {kept()}"
+
+
+def raise_on_terminate() -> None:
+    """SIGTERM raises `Terminated` in the main thread. Only for the program itself."""
+    def terminate(signum: int, frame: object) -> None:
+        raise Terminated()
+
+    signal.signal(signal.SIGTERM, terminate)
 
 
 def leave_quietly_on_next_interrupt() -> None:
@@ -43,3 +61,4 @@ def leave_quietly_on_next_interrupt() -> None:
         os._exit(EXIT_INTERRUPTED)
 
     signal.signal(signal.SIGINT, leave)
+    signal.signal(signal.SIGTERM, leave)
