@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.timing import WARMUP_BATCHES, median_ratio
-from dcnprobe.analysis.stats import BOOTSTRAP_SAMPLES
+from dcnprobe.analysis.stats import BOOTSTRAP_SAMPLES, percentile_interval
 from dcnprobe.analysis.thresholds import CONFIDENCE
 from dcnprobe.hooks import NullProbe
 from dcnprobe.probe import Probe
@@ -145,9 +145,7 @@ def paired_interval(segments: list[tuple[bool, list[float]]], confidence: float 
     picks = np.random.default_rng(seed).integers(0, len(pairs), (samples, len(pairs)))
     ratios = (np.nanmedian(probed[picks].reshape(samples, -1), axis=1)
               / np.nanmedian(bare[picks].reshape(samples, -1), axis=1))
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return float(low), float(high)
+    return percentile_interval(ratios, confidence)
 
 
 # Batches of 1024 rows (about 55 ms each here, a quarter of the default 4096): the probe's

@@ -70,10 +70,15 @@ def ratio_ci(baseline: np.ndarray, later: np.ndarray, statistic: str = "median",
     rng = np.random.default_rng(seed)
     base_stats = reduce(baseline[rng.integers(0, baseline.size, (samples, baseline.size))], axis=1)
     later_stats = reduce(later[rng.integers(0, later.size, (samples, later.size))], axis=1)
-    ratios = later_stats / base_stats
+    low, high = percentile_interval(later_stats / base_stats, confidence)
+    return ratio, low, high
+
+
+def percentile_interval(resampled: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
+    """The central `confidence` share of bootstrap replicates: a percentile interval."""
     tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(ratios, [tail, 100 - tail])
-    return ratio, float(low), float(high)
+    low, high = np.percentile(resampled, [tail, 100 - tail])
+    return float(low), float(high)
 
 
 @dataclass(frozen=True)
