@@ -194,6 +194,10 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         print(f"benchmarks: error: unknown group(s) {', '.join(unknown)} (known: {', '.join(_groups())})", file=sys.stderr)
         return 2
+    if args.out.is_dir():  # found before the minutes of measuring, not after them
+        print(f"benchmarks: error: --out {args.out} is a directory; give the results file's path "
+              f"(e.g. {args.out / 'results.json'})", file=sys.stderr)
+        return 2
     try:
         baseline = json.loads(args.baseline.read_text())
         reference = json.loads(args.compare.read_text())["results"] if args.compare else None

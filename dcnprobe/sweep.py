@@ -11,7 +11,7 @@ from dcnprobe.devices import resolve_device
 from dcnprobe.errors import UsageError
 from dcnprobe.harness.executor import Executor, LocalExecutor, run_settings_on
 from dcnprobe.harness.runner import TrialResult
-from dcnprobe.harness.trials import TrialRunner
+from dcnprobe.harness.trials import CONFIRM_REPLICATE, TrialRunner
 from dcnprobe.settings import Settings, SettingsError, canonical_name, format_value, parse_value
 
 
@@ -21,14 +21,31 @@ class SweepOutcome:
     vary: dict[str, list[Any]]
     results: list[TrialResult] = field(default_factory=list)
     invalid: list[dict[str, Any]] = field(default_factory=list)  # combinations that cannot run, and why
+    rechecks: list[TrialResult] = field(default_factory=list)  # a fresh run of each combination found slow
 
     @property
     def slow(self) -> list[TrialResult]:
-        return [r for r in self.results if r.failing]
+        """Combinations slow in both their runs (a hang needs no second run to be believed)."""
+        return [r for r in self.results if r.failing and (r.status == "stalled" or self._again_failing(r))]
+
+    @property
+    def unconfirmed(self) -> list[TrialResult]:
+        """Slow once, not when run again: the command's own run-to-run spread, not a setting."""
+        return [r for r in self.results if r.failing and r not in self.slow]
+
+    @property
+    def trials(self) -> list[TrialResult]:
+        return [*self.results, *self.rechecks]
+
+    def _again_failing(self, result: TrialResult) -> bool:
+        return any(again.settings == result.settings and again.failing for again in self.rechecks)
 
     def summary(self) -> str:
         total = len(self.results) + len(self.invalid)
         text = f"{len(self.slow)} of {len(self.results)} runnable combinations are slow"
+        if self.unconfirmed:
+            text += (f" ({len(self.unconfirmed)} more came out slow once and healthy when run again: not counted; "
+                     "this command's epochs vary from run to run)")
         if self.invalid:
             text += f" ({len(self.invalid)} of {total} combinations cannot run)"
         common = _shared_by_all(self.slow, self.vary) if self.slow else {}
@@ -69,7 +86,7 @@ def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner, fi
                          "only for DataLoader arguments, threads and cache clearing)")
     runner.template = replace(runner.template, applied=tuple(given))
     outcome = SweepOutcome(base, dict(vary))
-    runner.reference = base
+    runner.reference, runner.shown = base, tuple(vary)
     runnable = []
     for changes in combinations(vary):
         try:
@@ -80,7 +97,15 @@ def sweep(base: Settings, vary: Mapping[str, list[Any]], runner: TrialRunner, fi
             runner.report(f"skip {' '.join(f'{k}={format_value(v)}' for k, v in changes.items())}: {exc}")
             continue
         runnable.append(settings)
-    outcome.results = run_settings_on(executor or LocalExecutor(), runner, runnable)
+    executor = executor or LocalExecutor()
+    outcome.results = run_settings_on(executor, runner, runnable)
+    # A slow verdict is believed when a fresh run repeats it (CONFIRM_REPLICATE says why).
+    slow_given = [r.settings for r in outcome.results if r.failing and r.status != "stalled"]
+    slow_once = [s for s in runnable if replace(runner.template, settings=s).given in slow_given]
+    if slow_once:
+        runner.report(f"confirming: {len(slow_once)} slow combination{'s' if len(slow_once) > 1 else ''} "
+                      "run once more")
+        outcome.rechecks = run_settings_on(executor, runner, slow_once, replicate=CONFIRM_REPLICATE)
     return outcome
 
 
@@ -99,7 +124,8 @@ def sweep_json(outcome: SweepOutcome, runner: TrialRunner) -> dict[str, Any]:
         "base": outcome.base.to_dict(),
         "vary": outcome.vary,
         "summary": outcome.summary(),
-        "trials": [r.report_json() for r in outcome.results],
+        "trials": [r.report_json() for r in outcome.trials],
+        "unconfirmed": [r.settings for r in outcome.unconfirmed],
         "invalid": outcome.invalid,
         "trials_run": runner.ran,
         "trials_cached": runner.reused,

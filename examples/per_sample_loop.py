@@ -85,6 +85,7 @@ def main() -> None:
     parser.add_argument("--persistent-workers", action="store_true")
     parser.add_argument("--fault", choices=FAULTS)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps: where the model runs (the data is served on the CPU)")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -92,7 +93,7 @@ def main() -> None:
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, num_workers=args.workers,
                         persistent_workers=args.persistent_workers and args.workers > 0)
     model = nn.Sequential(nn.Linear(args.features, args.hidden), nn.ReLU(), nn.Linear(args.hidden, args.hidden), nn.ReLU(),
-                          nn.Linear(args.hidden, 1))
+                          nn.Linear(args.hidden, 1)).to(args.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     loss_fn = nn.BCEWithLogitsLoss()
     predictions: list[float] = []
@@ -103,6 +104,7 @@ def main() -> None:
         model.train()
         batches, loss_sum = 0, 0.0
         for x, y in loader:
+            x, y = x.to(args.device), y.to(args.device)
             logits = model(x)
             loss = loss_fn(logits, y)
             optimizer.zero_grad()

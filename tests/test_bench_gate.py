@@ -140,6 +140,15 @@ def test_unknown_group_is_one_line():
                                                 "overhead, throughput, profilers, confusion, attach)"]
 
 
+def test_a_directory_for_the_results_file_is_refused_before_anything_runs(tmp_path):
+    # Found after 25 minutes of measuring, it used to end in a traceback and lose them.
+    done = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "confusion", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [f"benchmarks: error: --out {tmp_path} is a directory; give the "
+                                                f"results file's path (e.g. {tmp_path / 'results.json'})"]
+
+
 @pytest.mark.slow
 def test_a_planted_scenario_fails_the_gate_on_the_epoch_ratio(tmp_path):
     planted = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "epoch", "--plant", "unbounded-metric",

@@ -35,6 +35,9 @@ class Finding:
     id: str
     score: float
     evidence: list[str] = field(default_factory=list)
+    # Read from the run's own memory or file descriptors, not from its timing: another
+    # process's CPU can slow a run but cannot make it hold bytes or files.
+    timing_free: bool = False
 
     @property
     def advice(self) -> str:
@@ -48,12 +51,20 @@ class Finding:
 
 def rank(signals: Signals, run_dir: Path | None = None) -> list[Finding]:
     findings = [f for rule in RULES if (f := rule(signals, run_dir)) is not None and f.score > 0]
-    # Outside load that explains the timing comes first, whatever the other scores:
-    # the user's code must not be blamed for another process's CPU.
-    findings.sort(key=lambda f: (f.id == "machine-contention" and _contention_explains(signals), f.score), reverse=True)
+    findings.sort(key=lambda f: (_tier(f, signals), f.score), reverse=True)
     if not findings:
         findings.append(Finding("none", 1.0, [_no_cause_evidence(signals)]))
     return findings
+
+
+def _tier(finding: Finding, signals: Signals) -> int:
+    """Outside load that explains the timing comes before every cause read from timing,
+    whatever the scores: the user's code must not be blamed for another process's CPU.
+    Findings that outside load cannot produce (timing_free) keep their place ahead of it:
+    on a busy machine they are the part of the measurements that still holds."""
+    if finding.timing_free:
+        return 2
+    return 1 if finding.id == "machine-contention" and _contention_explains(signals) else 0
 
 
 # -- helpers -------------------------------------------------------------------------
@@ -214,7 +225,8 @@ def graph_retention(signals: Signals, run_dir: Path | None) -> Finding | None:
     ]
     if "live_tensors" in signals.memory:
         evidence.append(f"live tensors grew by {_growth(signals, 'live_tensors'):,.0f}")
-    return Finding("graph-retention", min(1.0, th.SCORE_GRAPH_RETENTION + 0.1 * growth / th.PRESSURE_MEMORY_MIN), evidence)
+    return Finding("graph-retention", min(1.0, th.SCORE_GRAPH_RETENTION + 0.1 * growth / th.PRESSURE_MEMORY_MIN), evidence,
+                   timing_free=True)
 
 
 def memory_pressure(signals: Signals, run_dir: Path | None) -> Finding | None:
@@ -507,7 +519,7 @@ def fd_leak(signals: Signals, run_dir: Path | None) -> Finding | None:
     return Finding("fd-leak", th.SCORE_FD_LEAK, [
         f"open file descriptors (main process + workers) rose {signals.fds['start']} -> {signals.fds['end']}: "
         "something keeps files or shared-memory segments open; it ends in 'too many open files' or a hang",
-    ])
+    ], timing_free=True)
 
 
 def device_allocator_retention(signals: Signals, run_dir: Path | None) -> Finding | None:
@@ -519,14 +531,15 @@ def device_allocator_retention(signals: Signals, run_dir: Path | None) -> Findin
                 return Finding("device-allocator-retention", th.SCORE_DEVICE_RETENTION, [
                     f"device {names[0]} memory grew {_mb(held_growth)} while {names[1]} memory changed {_mb(used_growth)}: "
                     "the allocator keeps memory the program no longer uses",
-                ])
+                ], timing_free=True)
     return None
 
 
 def allocator_fragmentation(signals: Signals, run_dir: Path | None) -> Finding | None:
     retries = signals.memory.get("device_alloc_retries", 0)
     if retries > 0:
-        return Finding("allocator-fragmentation", th.SCORE_CUDA_RETRIES, [f"the CUDA caching allocator retried {retries:.0f} allocations"])
+        return Finding("allocator-fragmentation", th.SCORE_CUDA_RETRIES,
+                       [f"the CUDA caching allocator retried {retries:.0f} allocations"], timing_free=True)
     rss = _growth(signals, "main_rss")
     if "main_in_use" not in signals.memory or rss < th.FRAGMENTATION_RSS_MIN:
         return None

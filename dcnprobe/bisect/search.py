@@ -23,7 +23,7 @@ from dcnprobe.analysis.advice import advice_for
 from dcnprobe.bisect.ddmin import Outcome, ddmin
 from dcnprobe.devices import resolve_device
 from dcnprobe.harness.runner import TrialResult
-from dcnprobe.harness.trials import TrialRunner, describe_settings
+from dcnprobe.harness.trials import CONFIRM_REPLICATE, TrialRunner, describe_settings
 from dcnprobe.settings import Settings, SettingsError, format_value
 
 # The report's set-up, and the safest one it suggests.
@@ -156,7 +156,6 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
     outcome.verdict = _culprit_text(outcome, bad_result)
 
 
-CONFIRM_REPLICATE = 2  # a fresh run of a configuration already measured (1 is the close-call re-check)
 
 
 def _confirm(culprit: list[str], history: dict[frozenset, Outcome], test, runner: TrialRunner) -> list[str]:

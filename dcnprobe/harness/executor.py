@@ -236,17 +236,17 @@ def run_specs(
     return [o for o in outcomes if o is not None]
 
 
-def run_settings_on(executor: Executor, runner, settings_list: Sequence) -> list[TrialResult]:
+def run_settings_on(executor: Executor, runner, settings_list: Sequence, replicate: int = 0) -> list[TrialResult]:
     """The trials of a TrialRunner (a sweep's), one per settings object. Locally the
     runner runs them itself, one by one, with its re-runs of contended trials; elsewhere
     they all go out at once (timed trials ask for a whole node each) and a trial that
     another process disturbed is reported as such."""
     if isinstance(executor, LocalExecutor):
-        return [runner.trial(settings) for settings in settings_list]
+        return [runner.trial(settings, replicate) for settings in settings_list]
     from dcnprobe.harness.trials import describe_settings, summarize
 
-    specs = [replace(runner.template, settings=s) for s in settings_list]
-    labels = [describe_settings(s, runner.reference) for s in settings_list]
+    specs = [replace(runner.template, settings=s, replicate=replicate) for s in settings_list]
+    labels = [describe_settings(s, runner.reference, getattr(runner, "shown", ())) for s in settings_list]
     fresh = getattr(runner, "fresh", False)
 
     def done(index: int, outcome: TrialOutcome) -> None:

@@ -10,7 +10,7 @@ and if every try is contended it stays `contended`: inconclusive, never a culpri
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +28,11 @@ from dcnprobe.harness.runner import (
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.settings import Settings, format_value
 
+# A fresh run of settings already measured, to confirm a verdict (replicate 1 is the
+# close-call re-check): a loop's epochs can differ by 20-40% from one run to the next on a
+# small machine (how workers and threads get scheduled), which the interval over one run's
+# batches cannot see. Bisect confirms its culprit with one; sweep each slow combination.
+CONFIRM_REPLICATE = 2
 CONTENTION_TRIES = 3  # one run and two reruns: a busy spell on a shared machine rarely lasts longer
 CALM_LOAD = 0.15  # outside load (share of all cores) under which the machine counts as calm
 CALM_WINDOW_S = 3.0
@@ -51,6 +56,7 @@ class TrialRunner:
     ) -> None:
         self.out, self.template, self.threshold = out, template, threshold
         self.reference = template.settings  # trial labels name the settings that differ from this
+        self.shown: tuple[str, ...] = ()  # ... and these always (a sweep's varied settings)
         self.budget_s, self.stall_after_s = budget_s, stall_after_s
         self.report, self.on_progress = report, on_progress
         self.cache = TrialCache(out)
@@ -68,7 +74,7 @@ class TrialRunner:
         if cached is not None and not cached.contended:
             self.reused += 1
             self.results.append(cached)
-            self.report(f"[{len(self.results)}] {describe_settings(settings, self.reference)}: {summarize(cached)} "
+            self.report(f"[{len(self.results)}] {describe_settings(settings, self.reference, self.shown)}: {summarize(cached)} "
                         f"(cached from {cached.finished_at or 'an earlier run'})")
             return cached
         result = self._run(spec)
@@ -84,7 +90,7 @@ class TrialRunner:
 
     def _run(self, spec: TrialSpec) -> TrialResult:
         number = len(self.results) + 1
-        label = describe_settings(spec.settings, self.reference)
+        label = describe_settings(spec.settings, self.reference, self.shown)
 
         def progress(p: Progress) -> None:
             if self.on_progress:
@@ -137,12 +143,13 @@ def calm_machine(window_s: float = CALM_WINDOW_S, patience_s: float = CALM_WAIT_
             return load
 
 
-def describe_settings(settings: Settings, reference: Settings | None = None) -> str:
-    """'num_workers=4 persistent_workers=true': the settings that differ from the reference."""
+def describe_settings(settings: Settings, reference: Settings | None = None, shown: Sequence[str] = ()) -> str:
+    """'num_workers=4 persistent_workers=true': the settings that differ from the reference,
+    and those in `shown` (a sweep's varied settings) even where they equal it."""
     values: Mapping[str, Any] = settings.to_dict()
     if reference is not None:
         differing = settings.differences(reference)
-        values = {k: v[0] for k, v in differing.items()}
+        values = {k: v for k, v in values.items() if k in differing or k in shown}
     return " ".join(f"{k}={format_value(v)}" for k, v in values.items()) or "(the reference settings)"
 
 

@@ -17,7 +17,7 @@ from dcnprobe.settings import Settings, format_value
 MAX_PANELS = 12
 
 
-def trial_table(results: Sequence[TrialResult], reference: Settings | None) -> Table:
+def trial_table(results: Sequence[TrialResult], reference: Settings | None, shown: Sequence[str] = ()) -> Table:
     rows = []
     for number, r in enumerate(results, 1):
         settings = Settings.from_dict(r.settings)
@@ -32,13 +32,14 @@ def trial_table(results: Sequence[TrialResult], reference: Settings | None) -> T
         differs = {k: v for k, v in r.ran.items() if k in r.settings and v != r.settings[k]}
         if differs:
             notes.append("ran with " + ", ".join(f"{k}={format_value(v)}" for k, v in differs.items()))
-        rows.append([str(number), f"`{describe_settings(settings, reference)}`", f"**{r.status}**", epochs, ratio,
+        rows.append([str(number), f"`{describe_settings(settings, reference, shown)}`", f"**{r.status}**", epochs, ratio,
                      load, r.cause or "-", " ".join(n for n in notes if n)])
     return Table(["#", "settings", "status", "epoch batch time, s", "ratio to epoch 1 (95% CI)",
                   "outside CPU load per epoch", "top cause", "notes"], rows)
 
 
-def plot_blocks(out: Path, results: Sequence[TrialResult], reference: Settings | None) -> list[Block]:
+def plot_blocks(out: Path, results: Sequence[TrialResult], reference: Settings | None,
+                shown: Sequence[str] = ()) -> list[Block]:
     panels, seen = [], set()
     for number, r in enumerate(results, 1):
         if r.key in seen or not r.run_dir:
@@ -48,7 +49,7 @@ def plot_blocks(out: Path, results: Sequence[TrialResult], reference: Settings |
             run = read_run(r.run_dir)
         except UsageError:
             continue
-        title = f"#{number} {describe_settings(Settings.from_dict(r.settings), reference)}"
+        title = f"#{number} {describe_settings(Settings.from_dict(r.settings), reference, shown)}"
         panels.append(plots.Panel(title, run))
     panels = panels[:MAX_PANELS]
     if not panels:
@@ -65,10 +66,11 @@ def plot_blocks(out: Path, results: Sequence[TrialResult], reference: Settings |
 
 
 def write_comparison(out: Path, title: str, summary: Sequence[Block], results: Sequence[TrialResult],
-                     reference: Settings | None, details: Sequence[Block] = ()) -> tuple[Path, Path]:
+                     reference: Settings | None, details: Sequence[Block] = (),
+                     shown: Sequence[str] = ()) -> tuple[Path, Path]:
     doc = Document(title)
     doc.add(*summary)
-    doc.add(Heading("Trials"), trial_table(results, reference))
-    doc.add(Heading("Plots"), *plot_blocks(out, results, reference))
+    doc.add(Heading("Trials"), trial_table(results, reference, shown))
+    doc.add(Heading("Plots"), *plot_blocks(out, results, reference, shown))
     doc.add(*details)
     return write(doc, out)

@@ -60,5 +60,5 @@ def write_sweep_report(out: Path, outcome: SweepOutcome, runner: TrialRunner, co
     if outcome.invalid:
         summary.append(Bullets([f"cannot run: `{' '.join(f'{k}={v}' for k, v in i['settings'].items())}`: {i['reason']}"
                                 for i in outcome.invalid]))
-    return write_comparison(out, "dcnprobe sweep", summary, outcome.results, outcome.base,
-                            [Heading("How this was run"), Bullets(_how(runner, command_line))])
+    return write_comparison(out, "dcnprobe sweep", summary, outcome.trials, outcome.base,
+                            [Heading("How this was run"), Bullets(_how(runner, command_line))], shown=tuple(outcome.vary))
