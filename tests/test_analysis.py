@@ -41,6 +41,7 @@ def test_ramp_in_the_loop_is_metric_accumulation(tmp_path):
     assert a.slowdown and a.signals.grew == "other"
     assert a.top_cause == "metric-accumulation"
     assert a.signals.change.kind == "ramp"
+    assert "Most likely cause: metric-accumulation" in a.verdict
 
 
 def test_retained_tensors_with_flat_time_are_graph_retention(tmp_path):
@@ -48,6 +49,8 @@ def test_retained_tensors_with_flat_time_are_graph_retention(tmp_path):
     assert not a.slowdown
     assert a.top_cause == "graph-retention"
     assert "does not come back" in a.causes[0].evidence[0]
+    # Not slow (yet): the finding is reported as seen, not as the cause of a slowdown.
+    assert "Seen all the same: graph-retention" in a.verdict and "Most likely cause" not in a.verdict
 
 
 def test_retained_memory_with_rising_time_is_memory_pressure(tmp_path):

@@ -28,7 +28,7 @@ class Rows(torch.utils.data.Dataset):
         return self.x[i], self.y[i]
 
 
-def train(out, on_epoch=lambda epoch: None, epochs=2):
+def train(out, on_epoch=lambda epoch: None, epochs=2, after_step=lambda model, epoch, batch: None):
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 512), torch.nn.ReLU(), torch.nn.Linear(512, 512),
                                 torch.nn.ReLU(), torch.nn.Linear(512, 1))
@@ -45,6 +45,7 @@ def train(out, on_epoch=lambda epoch: None, epochs=2):
                 with probe.phase("optimizer"):
                     opt.step()
                     opt.zero_grad()
+                after_step(model, epoch, probe.batch)
                 probe.end_batch()
     return analyze_run(out)
 
@@ -78,3 +79,24 @@ def test_more_intra_op_threads_than_cores_from_epoch_2_is_thread_oversubscriptio
     assert a.signals.epochs[1].threads > a.signals.epochs[0].threads
     if a.slowdown:  # on a machine with many cores 16 threads may not hurt; when it does, say why
         assert a.top_cause == "thread-oversubscription"
+
+
+@pytest.mark.slow
+def test_validation_inside_the_loop_every_k_batches_is_periodic_work(tmp_path):
+    # The second miss: evaluation every k batches, k shrinking (25 in epoch 1,
+    # 10 in epoch 2). Each evaluation costs several training batches; the median batch
+    # does not move, the mean does.
+    held_out = torch.randn(2400, 64)
+    every = {1: 25, 2: 10}
+
+    def evaluate(model, epoch, batch):
+        if batch % every[epoch] == every[epoch] - 1:
+            with torch.no_grad():
+                model(held_out).mean().item()
+
+    a = train(tmp_path, after_step=evaluate)
+    print(a.verdict)
+    assert a.top_cause == "periodic-work"
+    assert a.signals.ratio_stat == "mean" and "mean batch time" in a.verdict
+    assert a.signals.epochs[1].bursts.period == 10
+    assert "metric-accumulation" not in [c.id for c in a.causes]

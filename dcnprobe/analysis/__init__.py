@@ -107,6 +107,8 @@ def write_analysis(analysis: Analysis, directory: Path | None = None) -> Path:
 def verdict_text(analysis: Analysis) -> str:
     s = analysis.signals
     top = analysis.causes[0]
+    # Something to explain: a slowdown, a hang, or a rise the interval cannot yet confirm.
+    suspect = s.slowdown or s.measured_slowdown or s.status == "stalled"
     if s.ratio is None:
         headline = "Only one epoch was recorded, so there is no epoch-over-epoch comparison."
     else:
@@ -118,6 +120,7 @@ def verdict_text(analysis: Analysis) -> str:
         elif s.contended and s.measured_slowdown:
             headline = f"Not judged slow: other processes' CPU load explains the timing ({measured})."
         elif s.ratio_stat == "mean" and high > s.threshold:
+            suspect = True
             headline = f"Possibly slow, not certain: {measured}; the interval reaches below the threshold."
         else:
             headline = f"Not slow: {measured}."
@@ -138,6 +141,8 @@ def verdict_text(analysis: Analysis) -> str:
         headline = "Stalled: the run stopped making progress and was stopped. " + headline
     if top.id == "none":
         return headline + " No cause stands out."
+    if not suspect:  # a finding without a slowdown is no cause of one: say what was seen
+        return headline + f" Seen all the same: {top.id} - {top.evidence[0]}."
     return headline + f" Most likely cause: {top.id} - {top.evidence[0]}."
 
 
