@@ -49,6 +49,10 @@ def write_run(
     after_clear_s: float = 0.0,
     gc_disabled: bool = False,  # the collector's counters never move
     fds_per_step: float = 0.0,
+    worker_fds: int = 8,  # each worker's open descriptors (forked after CUDA starts: dozens)
+    # With new workers each epoch: the first sample of a later epoch still lists the last
+    # epoch's workers, shutting down beside the new ones (a moment of twice the workers).
+    lingering_workers: bool = False,
     # From epoch 2, batches take `shape_sizes` distinct row counts; the first batch of each
     # new one pays new_shape_s in forward (a graph compiled for it).
     shape_sizes: int = 0,
@@ -74,6 +78,7 @@ def write_run(
     for epoch in range(1, epochs + 1):
         pids = [1000 + w + (100 * epoch if new_workers_each_epoch else 0) for w in range(workers)]
         pids += [999] if resource_tracker else []
+        leaving = [pid - 100 for pid in pids if pid >= 1100] if lingering_workers and epoch > 1 else []
         for batch in range(batches):
             noise = 1 + 0.03 * rng.standard_normal()
             clears = cache_clear_every and batch % cache_clear_every == cache_clear_every - 1
@@ -125,8 +130,8 @@ def write_run(
                           "malloc_free_held": 10 * MB, "py_blocks": 100_000 + py_blocks_per_step * step,
                           "sys_available": 16 << 30, "swap_used": 0, "swap_in": 0, "swap_out": 0,
                           "workers": [{"pid": pid, "rss": 200 * MB, "uss": 20 * MB + worker_uss_per_step * step,
-                                       "threads": 2, "fds": 8, "cpu_user": 0.001 * step, "cpu_system": 0.0,
-                                       "ctx_involuntary": step} for pid in pids]}
+                                       "threads": 2, "fds": worker_fds, "cpu_user": 0.001 * step, "cpu_system": 0.0,
+                                       "ctx_involuntary": step} for pid in pids + (leaving if batch < 5 else [])]}
                 if device:
                     sample["device_driver"] = 1000 * MB + device.get("driver", 0) * step
                     sample["device_current"] = 800 * MB + device.get("current", 0) * step

@@ -48,13 +48,13 @@ class EpochSignal:
     between_epochs_s: float | None = None  # previous epoch's last batch end to this epoch's first batch start
     bursts: Bursts | None = None  # slow batches in this epoch and their period
     # From the background samples (None where the records lack them):
-    threads: int | None = None  # most threads alive at once, main process + workers
+    threads: int | None = None  # threads alive, main process + workers (median sample of the epoch)
     system_share: float | None = None  # kernel share of the run's CPU time (main + workers)
     involuntary_per_s: float | None = None  # involuntary context switches per second, main + workers
     cpu_seconds: float | None = None  # the run's own CPU time (main + workers)
     utilisation: float | None = None  # the run's own CPU over wall time and all cores
     outside_load: float | None = None  # share of all cores busy with other processes' work
-    open_fds: int | None = None  # most open file descriptors at once, main + workers
+    open_fds: int | None = None  # open file descriptors, main + workers (median sample of the epoch)
     cpu_freq_mhz: float | None = None  # median CPU clock
 
 
@@ -226,8 +226,11 @@ def _sampled_epochs(run: Run, epochs: list[EpochSignal]) -> None:
         signal.utilisation = cpu / acc["wall"] / cores
         signal.system_share = acc["system"] / cpu if cpu > 0 else None
         signal.involuntary_per_s = acc["involuntary"] / acc["wall"]
-        signal.threads = int(max(acc["threads"])) if acc["threads"] else None
-        signal.open_fds = int(max(acc["fds"])) if acc["fds"] else None
+        # The epoch's typical sample, not its largest: non-persistent workers overlap their
+        # successors for a moment at an epoch's start (twice the threads and descriptors,
+        # none of them kept).
+        signal.threads = int(np.median(acc["threads"])) if acc["threads"] else None
+        signal.open_fds = int(np.median(acc["fds"])) if acc["fds"] else None
         signal.cpu_freq_mhz = float(np.median(acc["freq"])) if acc["freq"] else None
         if acc["busy_wall"] > 0:
             signal.outside_load = outside_share(acc["busy"], acc["busy_own"], acc["busy_wall"], cores)
