@@ -27,9 +27,13 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.timing import WARMUP_BATCHES, median_ratio
-from dcnprobe.analysis.stats import BOOTSTRAP_SAMPLES, percentile_interval
-from dcnprobe.analysis.thresholds import CONFIDENCE
+from benchmarks.timing import (
+    WARMUP_BATCHES,
+    levelled_ratio,
+    median_ratio,
+    paired_interval,
+    segment_pairs,
+)
 from dcnprobe.hooks import NullProbe
 from dcnprobe.probe import Probe
 from dcnprobe.settings import Settings
@@ -104,50 +108,6 @@ class AlternatingProbe:
         self._since = time.perf_counter()
 
 
-Pairs = list[tuple[np.ndarray, np.ndarray]]
-
-
-def _pairs(segments: list[tuple[bool, list[float]]]) -> Pairs:
-    """(probed, bare) neighbouring segments, in that order, both non-empty."""
-    return [(np.asarray(probed), np.asarray(bare)) for (on, probed), (off, bare)
-            in zip(segments[::2], segments[1::2]) if on and not off and probed and bare]
-
-
-def _levelled(pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
-    """Each pair's batch times divided by that pair's own median, as (pairs, longest
-    segment) arrays padded with NaN."""
-    width = max(max(p.size, b.size) for p, b in pairs)
-    probed = np.full((len(pairs), width), np.nan)
-    bare = np.full((len(pairs), width), np.nan)
-    for row, (p, b) in enumerate(pairs):
-        level = np.median(np.concatenate([p, b]))
-        probed[row, :p.size] = p / level
-        bare[row, :b.size] = b / level
-    return probed, bare
-
-
-def levelled_ratio(pairs: Pairs) -> float:
-    """median(probed) / median(bare) after dividing each pair's batch times by that pair's
-    own median: the machine's drift between pairs (here about 8% from pair to pair, with
-    10% batch-to-batch scatter) cancels, the probe's cost within a pair stays."""
-    probed, bare = _levelled(pairs)
-    return float(np.nanmedian(probed) / np.nanmedian(bare))
-
-
-def paired_interval(segments: list[tuple[bool, list[float]]], confidence: float = CONFIDENCE,
-                    samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the levelled ratio, resampling whole (probed,
-    bare) segment pairs."""
-    pairs = _pairs(segments)
-    if len(pairs) < 2:
-        return float("nan"), float("nan")
-    probed, bare = _levelled(pairs)
-    picks = np.random.default_rng(seed).integers(0, len(pairs), (samples, len(pairs)))
-    ratios = (np.nanmedian(probed[picks].reshape(samples, -1), axis=1)
-              / np.nanmedian(bare[picks].reshape(samples, -1), axis=1))
-    return percentile_interval(ratios, confidence)
-
-
 # Batches of 1024 rows (about 55 ms each here, a quarter of the default 4096): the probe's
 # per-batch cost weighs four times as much against them as against the default batch, so
 # the bound is stricter, and 1000 batches take a minute. The sampler's cost per second is
@@ -167,7 +127,7 @@ def run(profile: str) -> dict[str, Any]:
     pairs = probe.segments[2:]  # the first pair holds the warm-up
     return {
         "probe_overhead": {
-            "value": levelled_ratio(_pairs(pairs)),
+            "value": levelled_ratio(segment_pairs(pairs)),
             "unit": "ratio",
             "interval": list(paired_interval(pairs)),
             "detail": {

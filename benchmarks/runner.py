@@ -56,7 +56,7 @@ def _groups() -> dict[str, Group]:
         "throughput": Group(throughput.run, ("quick", "full")),
         "profilers": Group(profiler_overhead.run, ("full",)),
         "confusion": Group(confusion.run, ("full",)),
-        "attach": Group(attach_overhead.run, ("full",)),
+        "attach": Group(attach_overhead.run, ("full",), {"attach_overhead": attach_overhead.measure_attach}),
     }
 
 

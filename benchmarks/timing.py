@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+from dcnprobe.analysis.stats import BOOTSTRAP_SAMPLES, percentile_interval
+from dcnprobe.analysis.thresholds import CONFIDENCE
 from dcnprobe.hooks import ProbeLike
 from model.plugins import TrainerPlugin
 from model.trainer import TrainJob, fit
@@ -41,3 +43,49 @@ def interleave(blocks: int, runs: dict[str, Callable[[], np.ndarray]]) -> dict[s
 
 def median_ratio(numerator: np.ndarray, denominator: np.ndarray) -> float:
     return float(np.median(numerator) / np.median(denominator))
+
+
+# -- paired segments: (measured, bare) neighbours of one process, the machine's drift levelled --
+
+Pairs = list[tuple[np.ndarray, np.ndarray]]
+
+
+def segment_pairs(segments: list[tuple[bool, list[float]]]) -> Pairs:
+    """(probed, bare) neighbouring segments, in that order, both non-empty."""
+    return [(np.asarray(probed), np.asarray(bare)) for (on, probed), (off, bare)
+            in zip(segments[::2], segments[1::2]) if on and not off and probed and bare]
+
+
+def _levelled(pairs: Pairs) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair's batch times divided by that pair's own median, as (pairs, longest
+    segment) arrays padded with NaN."""
+    width = max(max(p.size, b.size) for p, b in pairs)
+    probed = np.full((len(pairs), width), np.nan)
+    bare = np.full((len(pairs), width), np.nan)
+    for row, (p, b) in enumerate(pairs):
+        level = np.median(np.concatenate([p, b]))
+        probed[row, :p.size] = p / level
+        bare[row, :b.size] = b / level
+    return probed, bare
+
+
+def levelled_ratio(pairs: Pairs) -> float:
+    """median(probed) / median(bare) after dividing each pair's batch times by that pair's
+    own median: the machine's drift between pairs (here about 8% from pair to pair, with
+    10% batch-to-batch scatter) cancels, the probe's cost within a pair stays."""
+    probed, bare = _levelled(pairs)
+    return float(np.nanmedian(probed) / np.nanmedian(bare))
+
+
+def paired_interval(segments: list[tuple[bool, list[float]]], confidence: float = CONFIDENCE,
+                    samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float]:
+    """Percentile-bootstrap interval of the levelled ratio, resampling whole (probed,
+    bare) segment pairs."""
+    pairs = segment_pairs(segments)
+    if len(pairs) < 2:
+        return float("nan"), float("nan")
+    probed, bare = _levelled(pairs)
+    picks = np.random.default_rng(seed).integers(0, len(pairs), (samples, len(pairs)))
+    ratios = (np.nanmedian(probed[picks].reshape(samples, -1), axis=1)
+              / np.nanmedian(bare[picks].reshape(samples, -1), axis=1))
+    return percentile_interval(ratios, confidence)

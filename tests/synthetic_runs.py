@@ -49,7 +49,8 @@ def write_run(
     after_clear_s: float = 0.0,
     gc_disabled: bool = False,  # the collector's counters never move
     fds_per_step: float = 0.0,
-    worker_fds: int = 8,  # each worker's open descriptors (forked after CUDA starts: dozens)
+    worker_fds: int = 8,
+    worker_cpu_per_step: dict[int, float] | None = None,  # each worker's CPU seconds per step, by epoch (default 0.001)  # each worker's open descriptors (forked after CUDA starts: dozens)
     # With new workers each epoch: the first sample of a later epoch still lists the last
     # epoch's workers, shutting down beside the new ones (a moment of twice the workers).
     lingering_workers: bool = False,
@@ -71,7 +72,7 @@ def write_run(
                             "environment": {"cpu_count": cores}, "phases": list(PHASES)})
     step = 0
     t = 0.0
-    cpu_user = cpu_system = switches = busy = 0.0
+    cpu_user = cpu_system = switches = busy = worker_cpu = 0.0
     gc_counts = [0, 0, 0]
     seen_rows: set[int] = set()
     rss_rate = in_use_per_step if rss_per_step is None else rss_per_step
@@ -112,7 +113,9 @@ def write_run(
             cpu_user += total * (1 - share)
             cpu_system += total * share
             switches += total * (involuntary_per_s or {}).get(epoch, 10.0)
-            own = total + 0.001 * len(pids)  # main process, and each worker's 1 ms per step (below)
+            worker_rate = (worker_cpu_per_step or {}).get(epoch, 0.001)
+            worker_cpu += worker_rate
+            own = total + worker_rate * len(pids)  # main process, and each worker's CPU per step (below)
             busy += own + (outside_load or {}).get(epoch, 0.01) * cores * total  # ours plus everyone else's
             if not gc_disabled:
                 gc_counts = [gc_counts[0] + 1, gc_counts[1] + (step % 10 == 0), gc_counts[2] + (step % 50 == 0)]
@@ -130,7 +133,7 @@ def write_run(
                           "malloc_free_held": 10 * MB, "py_blocks": 100_000 + py_blocks_per_step * step,
                           "sys_available": 16 << 30, "swap_used": 0, "swap_in": 0, "swap_out": 0,
                           "workers": [{"pid": pid, "rss": 200 * MB, "uss": 20 * MB + worker_uss_per_step * step,
-                                       "threads": 2, "fds": worker_fds, "cpu_user": 0.001 * step, "cpu_system": 0.0,
+                                       "threads": 2, "fds": worker_fds, "cpu_user": worker_cpu, "cpu_system": 0.0,
                                        "ctx_involuntary": step} for pid in pids + (leaving if batch < 5 else [])]}
                 if device:
                     sample["device_driver"] = 1000 * MB + device.get("driver", 0) * step

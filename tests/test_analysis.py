@@ -71,6 +71,26 @@ def test_worker_uss_growth_is_worker_memory_growth(tmp_path):
     assert "per worker" in a.causes[0].evidence[0]
 
 
+def test_workers_whose_work_grows_on_a_saturated_machine_are_named_whatever_phase_slows(tmp_path):
+    # Persistent workers do 35 ms of CPU per batch each in epoch 2 against 5 in epoch 1.
+    # The run keeps both cores busy, so the main process loses cores and its backward
+    # slows, while the loader never looks slow: the workers, not the loop's own code.
+    a = analyze(tmp_path, workers=4, slowdown=1.5, slow_phase="backward",
+                worker_cpu_per_step={1: 0.005, 2: 0.035})
+    assert a.slowdown and a.signals.grew == "backward"
+    assert a.top_cause == "worker-memory-growth"
+    assert "metric-accumulation" not in [c.id for c in a.causes]
+    assert any("took cores from the main process" in e for e in a.causes[0].evidence)
+
+
+def test_the_same_slowdown_with_idle_cores_is_not_put_on_the_workers(tmp_path):
+    # The workers' CPU rises as much, but on 16 cores they leave the main process alone.
+    a = analyze(tmp_path, workers=4, slowdown=1.5, slow_phase="backward", cores=16,
+                worker_cpu_per_step={1: 0.005, 2: 0.035})
+    assert a.slowdown
+    assert not any("took cores from the main process" in e for c in a.causes for e in c.evidence)
+
+
 def test_workers_replaced_each_epoch_do_not_look_like_growth(tmp_path):
     a = analyze(tmp_path, workers=4, new_workers_each_epoch=True)
     assert "worker-memory-growth" not in [c.id for c in a.causes]

@@ -300,7 +300,7 @@ def _segments(rng, pairs: int, overhead: float, drift: float) -> list:
 
 
 def test_the_overhead_interval_holds_the_true_ratio_and_separates_a_costly_probe():
-    from benchmarks.overhead import paired_interval
+    from benchmarks.timing import paired_interval
 
     rng = np.random.default_rng(3)
     threshold = parse_threshold("<= 1.03")
@@ -311,7 +311,7 @@ def test_the_overhead_interval_holds_the_true_ratio_and_separates_a_costly_probe
 
 
 def test_the_overhead_interval_widens_when_the_machine_drifts_between_pairs():
-    from benchmarks.overhead import paired_interval
+    from benchmarks.timing import paired_interval
 
     calm = paired_interval(_segments(np.random.default_rng(5), 60, 1.0, 0.0))
     drifting = paired_interval(_segments(np.random.default_rng(5), 60, 1.0, 0.10))

@@ -258,7 +258,7 @@ def metric_accumulation(signals: Signals, run_dir: Path | None) -> Finding | Non
     growth, per_batch, _ = _retained(signals)
     if growth >= th.PRESSURE_MEMORY_MIN and per_batch >= th.PRESSURE_PER_BATCH:
         return None  # memory-pressure explains it
-    if signals.grew == "data_wait" and _has_workers(signals):
+    if _has_workers(signals) and (signals.grew == "data_wait" or _workers_displace(signals)):
         return None  # the workers' side: see worker_memory_growth
     if _bursts_explain(signals):
         return None  # spikes at a period: periodic-work, not a history that grows
@@ -342,6 +342,7 @@ def worker_memory_growth(signals: Signals, run_dir: Path | None) -> Finding | No
     loading_slower = slower and signals.grew == "data_wait"
     if not (memory_grew or loading_slower or (slower and cpu_rose)):
         return None
+    displacing = slower and _workers_displace(signals)
     per_worker = signals.memory.get("per_worker_growth", {})
     main_growth, _, _ = _retained(signals)
     memory_text = (f"DataLoader worker memory grew {_mb(growth)} in total"
@@ -352,10 +353,19 @@ def worker_memory_growth(signals: Signals, run_dir: Path | None) -> Finding | No
         wait = signals.phase_growth.get("data_wait", 0.0)
         evidence.append(f"the loop waits longer for the loader: data_wait +{wait * 1000:.0f} ms per batch; "
                         + _ratio_text(signals))
-    evidence.append(memory_text if memory_grew else memory_text + ": the state the workers carry is work, not bytes")
+    if memory_grew:
+        evidence.append(memory_text)
     if cpu_rose:
         evidence.append(f"worker CPU per batch rose {cpu[0] * 1000:.0f} -> {cpu[-1] * 1000:.0f} ms across epochs: "
                         "workers do more work per batch as their state grows")
+    if displacing:
+        first, later = _first_and_compared(signals)
+        evidence.append(f"the run kept the machine's {signals.cpu['cores']} cores busy ({later.utilisation:.0%}): the "
+                        f"workers' extra {(cpu[-1] - cpu[0]) * 1000:.0f} ms of CPU per batch took cores from the main "
+                        f"process, whose batches grew {(later.times.median - first.times.median) * 1000:.0f} ms "
+                        f"(in '{signals.grew}': where the main process happened to be, not what grew)")
+    if not memory_grew:  # after the work that grew: bytes are not what the workers carry
+        evidence.append(memory_text + ": the state the workers carry is work, not bytes")
     if slower and not loading_slower:
         evidence.append(_ratio_text(signals) + (f"; the time went to '{signals.grew}'" if signals.grew else ""))
     elif not slower and signals.ratio is not None and signals.ratio < 1:
@@ -364,9 +374,23 @@ def worker_memory_growth(signals: Signals, run_dir: Path | None) -> Finding | No
     if same_workers:
         evidence.append("the same worker processes served every epoch (persistent workers carry their state)")
     score = th.SCORE_WORKERS_MEMORY if memory_grew else th.SCORE_WORKERS_WORK
-    if memory_grew and slower and (cpu_rose or loading_slower):
+    if (memory_grew and slower and (cpu_rose or loading_slower)) or displacing:
         score = th.SCORE_WORKERS_BOTH
     return Finding("worker-memory-growth", score, evidence)
+
+
+def _workers_displace(signals: Signals) -> bool:
+    """The run keeps every core busy and the workers' added CPU per batch, spread over
+    the cores, accounts for at least WORKERS_DISPLACE_SHARE of the added batch time: the
+    workers' growing work, not the main process's own code, made the batches longer."""
+    first, later = _first_and_compared(signals)
+    if (first is None or later is None or not signals.cpu or later.utilisation is None
+            or later.utilisation < th.SATURATED or first.worker_cpu_per_batch is None
+            or later.worker_cpu_per_batch is None):
+        return False
+    rise = later.times.median - first.times.median
+    displaced = (later.worker_cpu_per_batch - first.worker_cpu_per_batch) / signals.cpu["cores"]
+    return rise > 0 and displaced >= th.WORKERS_DISPLACE_SHARE * rise
 
 
 def worker_respawn(signals: Signals, run_dir: Path | None) -> Finding | None:

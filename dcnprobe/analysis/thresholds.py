@@ -51,6 +51,10 @@ GC_NEVER_HEAP_GROWTH = 0.5  # heap grew by half its size: generation 2 is due, y
 
 # -- workers ------------------------------------------------------------------------------
 WORKER_CPU_ROSE = 1.3  # worker CPU per batch, last epoch over first: workers do more work per batch
+# When the run itself keeps every core busy, work the workers add takes cores from the
+# main process: its phases slow down whichever they are, without the loader looking slow.
+SATURATED = 0.9  # the run's own CPU over all cores, in the compared epoch
+WORKERS_DISPLACE_SHARE = 0.5  # the workers' added CPU per batch over the cores covers this share of the added batch time
 RESPAWN_SHARE = 0.05  # of an epoch's time spent waiting for new workers at its start
 RESPAWN_BATCHES = 5  # ... and at least this many batches' worth
 
