@@ -44,6 +44,15 @@ def test_ramp_in_the_loop_is_metric_accumulation(tmp_path):
     assert "Most likely cause: metric-accumulation" in a.verdict
 
 
+def test_loop_code_that_grows_before_the_batch_is_slow_is_named(tmp_path):
+    # The loop's own code triples over the run (a history re-scanned each step), yet the
+    # whole batch is only ~1.1x: not slow at this length, and said as such, with the cause.
+    a = analyze(tmp_path, ramp_per_step=0.0001, ramp_phase="other")
+    assert not a.slowdown
+    assert a.top_cause == "metric-accumulation"
+    assert "Seen all the same: metric-accumulation" in a.verdict and "not slow yet" in a.verdict
+
+
 def test_retained_tensors_with_flat_time_are_graph_retention(tmp_path):
     a = analyze(tmp_path, in_use_per_step=3 * MB)
     assert not a.slowdown

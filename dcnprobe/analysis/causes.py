@@ -253,7 +253,9 @@ def memory_pressure(signals: Signals, run_dir: Path | None) -> Finding | None:
 def metric_accumulation(signals: Signals, run_dir: Path | None) -> Finding | None:
     """Work per batch grows while memory barely does: something re-processes an ever
     longer history (a metric buffer, a log, a list scanned every step)."""
-    if not _time_grows(signals) or signals.grew == "cache_clear":
+    slower = _time_grows(signals)
+    own_code = _own_code_grew(signals)
+    if not (slower or own_code) or signals.grew == "cache_clear":
         return None
     growth, per_batch, _ = _retained(signals)
     if growth >= th.PRESSURE_MEMORY_MIN and per_batch >= th.PRESSURE_PER_BATCH:
@@ -262,6 +264,14 @@ def metric_accumulation(signals: Signals, run_dir: Path | None) -> Finding | Non
         return None  # the workers' side: see worker_memory_growth
     if _bursts_explain(signals):
         return None  # spikes at a period: periodic-work, not a history that grows
+    if not slower:
+        before, after = own_code
+        return Finding("metric-accumulation", th.SCORE_METRICS_NOT_YET_SLOW, [
+            f"the loop's own code (outside forward, backward and the optimizer: metrics, logging, bookkeeping) grew "
+            f"{before * 1000:.0f} -> {after * 1000:.0f} ms per batch ({after / before:.1f}x), though the batch as a whole "
+            f"is not slow yet ({_ratio_text(signals)}): work that grows with the run shows first here",
+            f"memory grows little ({_mb(per_batch)} per batch): the work per batch grows, not the data",
+        ])
     evidence = [f"{_shape_text(signals)}; {_ratio_text(signals)}"]
     if signals.within_epoch_rise and signals.within_epoch_rise > th.WITHIN_EPOCH_RISE:
         evidence.append(f"within an epoch the last quarter is {signals.within_epoch_rise:.2f}x the first")
@@ -276,6 +286,21 @@ def metric_accumulation(signals: Signals, run_dir: Path | None) -> Finding | Non
             and gc_trend.growth > th.GC_EXPLAINS_GROWTH * (signals.phase_growth.get("other") or 0)):
         score -= th.SCORE_GC_EXPLAINS_METRICS  # garbage collection explains much of it: gc-pressure
     return Finding("metric-accumulation", score, evidence)
+
+
+def _own_code_grew(signals: Signals) -> tuple[float, float] | None:
+    """(before, after) median seconds per batch of the loop's own code ('other') when it at
+    least doubled and grew by TREND_MIN_GROWTH of a batch: a history re-processed every step
+    shows here before the whole batch is slow. Never under outside load."""
+    first, later = _first_and_compared(signals)
+    if first is None or later is None or _contention_explains(signals):
+        return None
+    before, after = first.phases.get("other"), later.phases.get("other")
+    if not before or not after or before <= 0:
+        return None
+    if after - before >= th.TREND_MIN_GROWTH * first.times.median and after >= th.OWN_CODE_ROSE * before:
+        return before, after
+    return None
 
 
 def _has_workers(signals: Signals) -> bool:

@@ -26,6 +26,7 @@ WARMUP_NONE_BELOW = 7  # epochs of 6 batches or fewer keep every batch: nothing 
 STRONG_TREND_T = 8.0  # t statistic of batch time against step: a trend no noise produces
 TREND_MIN_GROWTH = 0.1  # ... and worth at least 10% of a batch over the run
 WITHIN_EPOCH_RISE = 1.1  # last quarter of an epoch over its first quarter: the epoch itself gets slower
+OWN_CODE_ROSE = 2.0  # the loop's own code ('other') per batch at least doubled (and grew by TREND_MIN_GROWTH of a batch)
 STAYED_UP = 1.1  # a level shift "stayed up" only if the run's last quarter is still this far above the level before
 
 # -- memory -------------------------------------------------------------------------------
@@ -98,6 +99,7 @@ SCORE_MEMORY_PRESSURE = 0.85
 SCORE_GRAPH_RETENTION = 0.6  # plus up to 0.4 with the amount retained
 SCORE_METRICS_IN_LOOP = 0.8  # the time went to the loop's own code
 SCORE_METRICS_ELSEWHERE = 0.5
+SCORE_METRICS_NOT_YET_SLOW = 0.6  # the loop's own code grows, the batch is not slow yet
 SCORE_GC_EXPLAINS_METRICS = 0.3  # subtracted when GC explains much of the loop's growth
 SCORE_GC_BASE, SCORE_GC_EACH_SIGN = 0.5, 0.2
 SCORE_GC_NEVER_RUNS = 0.85
