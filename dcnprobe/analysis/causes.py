@@ -386,7 +386,8 @@ def worker_memory_growth(signals: Signals, run_dir: Path | None) -> Finding | No
     if displacing:
         first, later = _first_and_compared(signals)
         evidence.append(f"the run kept the machine's {signals.cpu['cores']} cores busy ({later.utilisation:.0%}): the "
-                        f"workers' extra {(cpu[-1] - cpu[0]) * 1000:.0f} ms of CPU per batch took cores from the main "
+                        f"workers' extra {(later.worker_cpu_per_batch - first.worker_cpu_per_batch) * 1000:.0f} ms of CPU "
+                        "per batch took cores from the main "
                         f"process, whose batches grew {(later.times.median - first.times.median) * 1000:.0f} ms "
                         f"(in '{signals.grew}': where the main process happened to be, not what grew)")
     if not memory_grew:  # after the work that grew: bytes are not what the workers carry
