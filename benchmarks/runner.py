@@ -53,7 +53,7 @@ def _groups() -> dict[str, Group]:
     return {
         "epoch": Group(epoch_ratio.run, ("quick", "full"), {"epoch_ratio": epoch_ratio.measure_ratio}),
         "overhead": Group(overhead.run, ("quick", "full"), {"probe_overhead": overhead.measure_overhead}),
-        "throughput": Group(throughput.run, ("quick", "full")),
+        "throughput": Group(throughput.run, ("quick", "full"), {"step_vs_compute": throughput.step_vs_compute}),
         "profilers": Group(profiler_overhead.run, ("full",)),
         "confusion": Group(confusion.run, ("full",)),
         "attach": Group(attach_overhead.run, ("full",), {"attach_overhead": attach_overhead.measure_attach}),

@@ -8,7 +8,7 @@ so that drift of the machine's speed hits both sides alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,15 +30,6 @@ def batch_times(job: TrainJob, probe: ProbeLike | None = None, plugins: Sequence
     stamps: list[float] = []
     fit(job, probe=probe, plugins=plugins, on_batch=lambda *_: stamps.append(time.perf_counter()))
     return np.diff(stamps)[WARMUP_BATCHES:]
-
-
-def interleave(blocks: int, runs: dict[str, Callable[[], np.ndarray]]) -> dict[str, np.ndarray]:
-    """Run each named measurement `blocks` times, alternating A B A B ..., and pool them."""
-    pooled: dict[str, list[np.ndarray]] = {name: [] for name in runs}
-    for _ in range(blocks):
-        for name, run in runs.items():
-            pooled[name].append(run())
-    return {name: np.concatenate(parts) for name, parts in pooled.items()}
 
 
 def median_ratio(numerator: np.ndarray, denominator: np.ndarray) -> float:
