@@ -110,6 +110,16 @@ def test_periodic_bursts_find_the_period_and_their_share():
     assert bursts.time_share == pytest.approx(6.0 / y.sum(), rel=0.05)
 
 
+def test_a_spike_and_the_slow_batch_after_it_are_one_burst():
+    # Evaluation every 10 batches, and half the time the batch after it is slow too
+    # (re-filling what the evaluation evicted): still period 10, still every slow batch counted.
+    y = noisy(200, 0.1, 18, 0.01)
+    y[9::10] += 0.3
+    y[10::20] += 0.15
+    bursts = periodic_bursts(y)
+    assert bursts.period == 10 and bursts.count == 30
+
+
 def test_irregular_spikes_have_no_period():
     y = noisy(200, 0.1, 13, 0.01)
     y[[5, 17, 60, 61, 150]] += 0.3

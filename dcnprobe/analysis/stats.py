@@ -189,7 +189,9 @@ def periodic_bursts(values: np.ndarray, positions: np.ndarray | None = None) -> 
 
     In-loop evaluation, logging or checkpointing every k batches leaves a spike every k
     batches: the median hardly moves, the mean does. Regular = most gaps between
-    consecutive spikes within one batch of their median gap.
+    consecutive spikes within one batch of their median gap. Slow batches next to each
+    other are one spike: the work and the batch after it, which pays for what the work
+    evicted (seen on a real loop: evaluation every 10 batches read as period 9).
     """
     values = np.asarray(values, dtype=float)
     if values.size == 0:
@@ -200,8 +202,10 @@ def periodic_bursts(values: np.ndarray, positions: np.ndarray | None = None) -> 
     median = float(np.median(values))
     excess = float((values[slow] - median).sum())
     period = None
-    if count >= BURST_MIN:
-        gaps = np.diff(positions[slow])
+    spikes = positions[slow]
+    spikes = spikes[np.insert(np.diff(spikes) > 1, 0, True)] if spikes.size else spikes
+    if spikes.size >= BURST_MIN:
+        gaps = np.diff(spikes)
         typical = float(np.median(gaps))
         if typical >= 2 and np.mean(np.abs(gaps - typical) <= 1) >= BURST_REGULAR:
             period = int(round(typical))

@@ -73,7 +73,7 @@ OUTSIDE_LOAD_MIN_SHIFT = 0.05  # below this difference outside load explains not
 CONTENTION_SLACK = 1.3  # a smaller shift in outside load 'explains' ratios up to 1.3x its fair-share slowdown
 
 # -- periodic bursts ----------------------------------------------------------------------
-BURST_MIN = 3  # slow batches in an epoch before a period means anything
+BURST_MIN = 3  # spikes (runs of adjacent slow batches) in an epoch before a period means anything
 BURST_REGULAR = 0.6  # share of gaps between bursts within one batch of the typical gap
 BURST_TIME_SHARE = 0.05  # bursts take at least 5% of an epoch's time
 
