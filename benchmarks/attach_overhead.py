@@ -20,9 +20,7 @@ import tempfile
 import time
 from typing import Any
 
-import numpy as np
-
-from benchmarks.timing import levelled_ratio, median_ratio, paired_interval, segment_pairs
+from benchmarks.timing import paired_ratio
 
 RESULT_PREFIX = "attach-overhead-result "
 DATA = "synthetic:val_rows=4096"  # the report's training split; a small validation split per epoch
@@ -46,25 +44,9 @@ def run(profile: str) -> dict[str, Any]:
         if done.returncode != 0 or line is None:
             raise RuntimeError(f"attach overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
         times = json.loads(line[len(RESULT_PREFIX):])
-    segments = [(on, batch_times) for on, batch_times in times["segments"]]
-    attached = np.concatenate([t for on, t in segments if on])
-    bare = np.concatenate([t for on, t in segments if not on])
-    pairs = segments[2:]  # the first pair holds the warm-up
-    return {
-        "attach_overhead": {
-            "value": levelled_ratio(segment_pairs(pairs)),
-            "unit": "ratio",
-            "interval": list(paired_interval(pairs)),
-            "detail": {
-                "pooled_median_ratio": median_ratio(attached, bare),
-                "attached_median_s": float(np.median(attached)),
-                "bare_median_s": float(np.median(bare)),
-                "batches_each": int(min(attached.size, bare.size)),
-                "epochs": epochs,
-                "recorded_batches": times["recorded_batches"],
-            },
-        }
-    }
+    result = paired_ratio(times["segments"][2:])  # the first pair holds the warm-up
+    result["detail"].update(epochs=epochs, recorded_batches=times["recorded_batches"])
+    return {"attach_overhead": result}
 
 
 def measure_attach(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:

@@ -25,15 +25,7 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-import numpy as np
-
-from benchmarks.timing import (
-    WARMUP_BATCHES,
-    levelled_ratio,
-    median_ratio,
-    paired_interval,
-    segment_pairs,
-)
+from benchmarks.timing import paired_ratio
 from dcnprobe.hooks import NullProbe
 from dcnprobe.probe import Probe
 from dcnprobe.settings import Settings
@@ -122,23 +114,10 @@ def run(profile: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         probe = AlternatingProbe(Probe(out), segment)
         fit(job, probe=probe)
-    probed = np.array(probe.times[True][WARMUP_BATCHES:])
-    bare = np.array(probe.times[False])
     pairs = probe.segments[2:]  # the first pair holds the warm-up
-    return {
-        "probe_overhead": {
-            "value": levelled_ratio(segment_pairs(pairs)),
-            "unit": "ratio",
-            "interval": list(paired_interval(pairs)),
-            "detail": {
-                "pooled_median_ratio": median_ratio(probed, bare),
-                "bare_median_s": float(np.median(bare)),
-                "probed_median_s": float(np.median(probed)),
-                "batches_each": int(min(bare.size, probed.size)),
-                "segment": segment,
-            },
-        }
-    }
+    result = paired_ratio(pairs)
+    result["detail"]["segment"] = segment
+    return {"probe_overhead": result}
 
 
 def measure_overhead(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:

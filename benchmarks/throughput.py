@@ -20,14 +20,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from benchmarks.timing import (
-    WARMUP_BATCHES,
-    batch_times,
-    levelled_ratio,
-    median_ratio,
-    paired_interval,
-    segment_pairs,
-)
+from benchmarks.timing import WARMUP_BATCHES, batch_times, paired_ratio
 from dcnprobe.devices import resolve_device
 from dcnprobe.probe import Probe
 from dcnprobe.records import read_run
@@ -68,6 +61,7 @@ def data_wait_share(job: TrainJob) -> float:
     return float(batches["data_wait"].sum() / batches["total"].sum())
 
 
+SETTINGS = Settings(device="cpu", num_workers=0, batch_size=4096)
 BLOCKS = {"quick": (6, 12), "full": (12, 20)}  # (full, compute) block pairs, batches per block
 
 
@@ -80,25 +74,18 @@ def step_vs_compute(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any
     for _ in range(blocks):
         segments.append((True, list(batch_times(job))))
         segments.append((False, list(pure_compute_times(job, batches))))
-    full = np.concatenate([t for is_full, t in segments if is_full])
-    compute = np.concatenate([t for is_full, t in segments if not is_full])
-    return {"value": levelled_ratio(segment_pairs(segments)), "unit": "ratio",
-            "interval": list(paired_interval(segments)),
-            "detail": {"pooled_median_ratio": median_ratio(full, compute), "full_median_s": float(np.median(full)),
-                       "compute_median_s": float(np.median(compute)), "block_pairs": blocks,
-                       "full_batches": int(full.size)}}
-
-
-SETTINGS = Settings(device="cpu", num_workers=0, batch_size=4096)
+    result = paired_ratio(segments)
+    result["detail"]["block_pairs"] = blocks
+    return result
 
 
 def run(profile: str) -> dict[str, Any]:
     step = step_vs_compute(profile)
-    full_median = step["detail"]["full_median_s"]
+    full_median = step["detail"]["measured_median_s"]
     job = TrainJob(settings=SETTINGS, epochs=1, max_batches=BLOCKS[profile][1])
     return {
         "samples_per_s": {"value": SETTINGS.batch_size / full_median, "unit": "samples/s",
-                          "detail": {"median_batch_s": full_median, "batches": step["detail"]["full_batches"]}},
+                          "detail": {"median_batch_s": full_median, "batches": step["detail"]["batches_each"]}},
         "step_vs_compute": step,
         "data_wait_share": {"value": data_wait_share(job), "unit": "fraction", "detail": {"num_workers": 0}},
     }

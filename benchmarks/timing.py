@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -80,3 +81,15 @@ def paired_interval(segments: list[tuple[bool, list[float]]], confidence: float 
     ratios = (np.nanmedian(probed[picks].reshape(samples, -1), axis=1)
               / np.nanmedian(bare[picks].reshape(samples, -1), axis=1))
     return percentile_interval(ratios, confidence)
+
+
+def paired_ratio(segments: list[tuple[bool, list[float]]]) -> dict[str, Any]:
+    """A ratio judged like the overheads: measured over bare, levelled per segment pair,
+    with its paired bootstrap interval; the pooled ratio of medians for reference."""
+    measured = np.concatenate([t for on, t in segments if on])
+    bare = np.concatenate([t for on, t in segments if not on])
+    return {"value": levelled_ratio(segment_pairs(segments)), "unit": "ratio",
+            "interval": list(paired_interval(segments)),
+            "detail": {"pooled_median_ratio": median_ratio(measured, bare),
+                       "measured_median_s": float(np.median(measured)), "bare_median_s": float(np.median(bare)),
+                       "batches_each": int(min(measured.size, bare.size))}}
