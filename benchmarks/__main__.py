@@ -1,5 +1,5 @@
 import sys
 
-from benchmarks.runner import main
+from dcnprobe.benchmarks.runner import main
 
 sys.exit(main())

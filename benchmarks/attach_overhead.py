@@ -20,7 +20,7 @@ import tempfile
 import time
 from typing import Any
 
-from benchmarks.timing import paired_ratio
+from dcnprobe.benchmarks.timing import paired_ratio
 
 RESULT_PREFIX = "attach-overhead-result "
 DATA = "synthetic:val_rows=4096"  # the report's training split; a small validation split per epoch
@@ -38,7 +38,7 @@ def run(profile: str) -> dict[str, Any]:
         # One intra-op thread, applied from outside like any setting: on a shared 2-core
         # machine, torch's spinning threads make batch times swing far more than the hooks cost.
         config = AttachConfig(run_dir=out, settings={"threads": "1"})
-        done = subprocess.run([sys.executable, "-m", "benchmarks.attach_overhead", str(epochs), str(batches)],
+        done = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks.attach_overhead", str(epochs), str(batches)],
                               env=launch_env(config), capture_output=True, text=True, check=False)
         line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
         if done.returncode != 0 or line is None:
@@ -59,7 +59,7 @@ def _child(epochs: int, batches: int) -> None:
     from dcnprobe.attach import active
     from dcnprobe.hooks import NullProbe
     from dcnprobe.settings import Settings
-    from model.trainer import TrainJob, fit
+    from dcnprobe.model.trainer import TrainJob, fit
 
     agent = active.current()
     if agent is None:

@@ -25,11 +25,11 @@ import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from benchmarks.timing import paired_ratio
+from dcnprobe.benchmarks.timing import paired_ratio
 from dcnprobe.hooks import NullProbe
 from dcnprobe.probe import Probe
 from dcnprobe.settings import Settings
-from model.trainer import TrainJob, fit
+from dcnprobe.model.trainer import TrainJob, fit
 
 
 class AlternatingProbe:

@@ -11,14 +11,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.timing import median_ratio
+from dcnprobe.benchmarks.timing import median_ratio
 from dcnprobe.analysis.signals import steady_batches
 from dcnprobe.probe import Probe
 from dcnprobe.profiling.session import EpochProfiler
 from dcnprobe.profiling.torch_capture import TorchCapture
 from dcnprobe.records import read_run
 from dcnprobe.settings import Settings
-from model.trainer import TrainJob, fit
+from dcnprobe.model.trainer import TrainJob, fit
 
 PLAN = {2: ("pyspy",), 4: ("memray",), 6: ("torch",)}
 EPOCHS = 7

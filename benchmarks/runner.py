@@ -1,9 +1,9 @@
 """Run the benchmarks, check them against the baseline, print a Markdown summary.
 
-    python -m benchmarks --profile quick         # what CI runs after the tests
-    python -m benchmarks --profile full          # release checks: + profilers, scenario table
-    python -m benchmarks --compare old.json      # relative thresholds against earlier results
-    python -m benchmarks --only epoch --plant unbounded-metric   # show that the gate can fail
+    python -m dcnprobe.benchmarks --profile quick         # what CI runs after the tests
+    python -m dcnprobe.benchmarks --profile full          # release checks: + profilers, scenario table
+    python -m dcnprobe.benchmarks --compare old.json      # relative thresholds against earlier results
+    python -m dcnprobe.benchmarks --only epoch --plant unbounded-metric   # show that the gate can fail
 
 Exit code 1 when a measure fails its threshold; each failure names the measure, its
 value and the threshold. Exit code 3 when none failed but one could not be judged (its
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks import machine_load
-from benchmarks.gate import FAIL, PASS, UNSURE, assess, parse_threshold
+from dcnprobe.benchmarks import machine_load
+from dcnprobe.benchmarks.gate import FAIL, PASS, UNSURE, assess, parse_threshold
 
 BASELINE = Path(__file__).with_name("baseline.json")
 UNDECIDED_EXIT = 3
@@ -41,7 +41,7 @@ class Group:
 
 
 def _groups() -> dict[str, Group]:
-    from benchmarks import (
+    from dcnprobe.benchmarks import (
         attach_overhead,
         confusion,
         epoch_ratio,
@@ -180,7 +180,7 @@ def summary(results: dict[str, Any], rows: list[Row], baseline: dict[str, Any], 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dcnprobe.benchmarks", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=("quick", "full"), default="quick")
     parser.add_argument("--only", help="comma-separated groups: " + ", ".join(_groups()))
     parser.add_argument("--out", type=Path, default=Path("runs/bench/results.json"))

@@ -1,9 +1,9 @@
 """Run the epoch gate N times in a row, clean and planted alternately, and tabulate it.
 
-    python -m benchmarks.series --runs 10                          # clean vs unbounded-metric
-    python -m benchmarks.series --runs 1 --plant worker-stall      # another fault, once
+    python -m dcnprobe.benchmarks.series --runs 10                          # clean vs unbounded-metric
+    python -m dcnprobe.benchmarks.series --runs 1 --plant worker-stall      # another fault, once
 
-Each run is the real gate (`python -m benchmarks --only epoch [--plant FAULT]`, a fresh
+Each run is the real gate (`python -m dcnprobe.benchmarks --only epoch [--plant FAULT]`, a fresh
 process), so re-measuring and the quiet-machine rule apply as in CI. Clean and planted
 alternate so that both see the same stretches of machine load. One line per run: exit
 code, verdict, ratio and interval, outside load per epoch, load average before and after.
@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchmarks.runner import UNDECIDED_EXIT
+from dcnprobe.benchmarks.runner import UNDECIDED_EXIT
 
 VERDICTS = {0: "pass", 1: "FAIL", UNDECIDED_EXIT: "UNSURE"}
 
@@ -31,7 +31,7 @@ def load_average() -> str:
 
 
 def one_run(plant: str | None, out: Path) -> str:
-    argv = [sys.executable, "-m", "benchmarks", "--only", "epoch", "--out", str(out)]
+    argv = [sys.executable, "-m", "dcnprobe.benchmarks", "--only", "epoch", "--out", str(out)]
     if plant:
         argv += ["--plant", plant]
     before, started = load_average(), time.monotonic()
@@ -51,7 +51,7 @@ def one_run(plant: str | None, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.series", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m dcnprobe.benchmarks.series", description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--plant", default="unbounded-metric", help="fault planted in every other run")
     parser.add_argument("--no-clean", action="store_true", help="planted runs only")

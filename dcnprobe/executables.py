@@ -13,3 +13,14 @@ def find_tool(name: str) -> str | None:
     if beside.is_file():
         return str(beside)
     return shutil.which(name)
+
+
+def python_module(module: str) -> list[str]:
+    """`python -m MODULE` for one of dcnprobe's own modules, safe in any working folder.
+
+    `-m` puts the working folder first on sys.path, where a user's own `dcnprobe.py` would
+    win over the installed package; `-P` (Python 3.11+) leaves it off. dcnprobe's own code
+    never needs the working folder's modules. On 3.10 the attach has already imported the
+    package before the folder is added, which protects trials the same way."""
+    safe = ["-P"] if sys.version_info >= (3, 11) else []
+    return [sys.executable, *safe, "-m", module]

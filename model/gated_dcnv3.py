@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from model.layers import MLP, CrossNetwork, FusedEmbedding
+from dcnprobe.model.layers import MLP, CrossNetwork, FusedEmbedding
 
 
 @dataclass(frozen=True)

@@ -32,15 +32,15 @@ from dcnprobe import (
     backend_for,
     resolve_device,
 )
-from model import checkpoint
-from model.data.loader import epoch_sampler, make_dataset, make_loader
-from model.data.source import DEFAULT_DATA, load_data
-from model.data.store import Schema
-from model.data.table import Table
-from model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
-from model.metrics import roc_auc
-from model.plugins import TrainerPlugin, WorkerInit, configured
-from model.presets import DEFAULT_PRESET, Hyperparams, get_preset
+from dcnprobe.model import checkpoint
+from dcnprobe.model.data.loader import epoch_sampler, make_dataset, make_loader
+from dcnprobe.model.data.source import DEFAULT_DATA, load_data
+from dcnprobe.model.data.store import Schema
+from dcnprobe.model.data.table import Table
+from dcnprobe.model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
+from dcnprobe.model.metrics import roc_auc
+from dcnprobe.model.plugins import TrainerPlugin, WorkerInit, configured
+from dcnprobe.model.presets import DEFAULT_PRESET, Hyperparams, get_preset
 
 EVAL_BATCH = 16384
 

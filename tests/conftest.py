@@ -28,7 +28,7 @@ def private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_data(private_cache):
-    from model.data.source import load_data
+    from dcnprobe.model.data.source import load_data
 
     load_data(TINY_DATA)
     return TINY_DATA
@@ -36,7 +36,7 @@ def tiny_data(private_cache):
 
 @pytest.fixture(scope="session")
 def small_data(private_cache):
-    from model.data.source import load_data
+    from dcnprobe.model.data.source import load_data
 
     load_data(SMALL_DATA)
     return SMALL_DATA

@@ -9,9 +9,9 @@ import time
 import numpy as np
 import pytest
 
-from benchmarks import machine_load, runner
-from benchmarks.gate import FAIL, PASS, UNSURE, assess, judge, parse_threshold
-from benchmarks.runner import BASELINE, check, summary
+from dcnprobe.benchmarks import machine_load, runner
+from dcnprobe.benchmarks.gate import FAIL, PASS, UNSURE, assess, judge, parse_threshold
+from dcnprobe.benchmarks.runner import BASELINE, check, summary
 
 
 def test_absolute_bounds():
@@ -150,7 +150,7 @@ def test_a_directory_for_the_results_file_is_refused_before_anything_runs(tmp_pa
 
 @pytest.mark.slow
 def test_a_planted_scenario_fails_the_gate_on_the_epoch_ratio(tmp_path):
-    planted = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "epoch", "--plant", "unbounded-metric",
+    planted = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks", "--only", "epoch", "--plant", "unbounded-metric",
                               "--out", str(tmp_path / "planted.json")], capture_output=True, text=True, timeout=900)
     if planted.returncode == runner.UNDECIDED_EXIT:  # the gate refused to judge a busy machine: so do we
         pytest.skip("machine busy, the gate could not judge: " + planted.stdout.strip().splitlines()[-3])
@@ -158,7 +158,7 @@ def test_a_planted_scenario_fails_the_gate_on_the_epoch_ratio(tmp_path):
     failures = json.loads((tmp_path / "planted.json").read_text())["failures"]
     assert len(failures) == 1 and failures[0].startswith("epoch_ratio = ") and "fails '<= 1.10'" in failures[0]
 
-    clean = subprocess.run([sys.executable, "-m", "benchmarks", "--only", "epoch", "--out", str(tmp_path / "clean.json")],
+    clean = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks", "--only", "epoch", "--out", str(tmp_path / "clean.json")],
                            capture_output=True, text=True, timeout=900)
     if clean.returncode == runner.UNDECIDED_EXIT:
         pytest.skip("machine busy, the gate could not judge: " + clean.stdout.strip().splitlines()[-3])
@@ -213,7 +213,7 @@ def test_the_toolkit_imports_nothing_from_its_benchmarks():
         for node in ast.walk(ast.parse(path.read_text())):
             names = [a.name for a in node.names] if isinstance(node, ast.Import) else (
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
-            offenders += [f"{path.name}: {n}" for n in names if n == "benchmarks" or n.startswith("benchmarks.")]
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[:2] == ["dcnprobe", "benchmarks"]]
     assert offenders == []
 
 
@@ -223,7 +223,7 @@ def test_bench_passes_its_options_to_the_benchmarks_module():
     from dcnprobe.cli.bench import benchmark_argv
 
     argv = benchmark_argv("quick", "epoch", Path("x.json"), None, None, ("unbounded-metric", "worker-stall"))
-    assert argv[1:] == ["-m", "benchmarks", "--profile", "quick", "--only", "epoch", "--out", "x.json",
+    assert argv[argv.index("-m"):] == ["-m", "dcnprobe.benchmarks", "--profile", "quick", "--only", "epoch", "--out", "x.json",
                         "--plant", "unbounded-metric", "--plant", "worker-stall"]
 
 
@@ -300,7 +300,7 @@ def _segments(rng, pairs: int, overhead: float, drift: float) -> list:
 
 
 def test_the_overhead_interval_holds_the_true_ratio_and_separates_a_costly_probe():
-    from benchmarks.timing import paired_interval
+    from dcnprobe.benchmarks.timing import paired_interval
 
     rng = np.random.default_rng(3)
     threshold = parse_threshold("<= 1.03")
@@ -311,7 +311,7 @@ def test_the_overhead_interval_holds_the_true_ratio_and_separates_a_costly_probe
 
 
 def test_the_overhead_interval_widens_when_the_machine_drifts_between_pairs():
-    from benchmarks.timing import paired_interval
+    from dcnprobe.benchmarks.timing import paired_interval
 
     calm = paired_interval(_segments(np.random.default_rng(5), 60, 1.0, 0.0))
     drifting = paired_interval(_segments(np.random.default_rng(5), 60, 1.0, 0.10))

@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 
 from dcnprobe.errors import UsageError
-from model.data.source import load_data
-from model.data.synthetic import NAMED_SPECS, SyntheticSpec, _Truth, parse_synthetic
-from model.metrics import roc_auc
+from dcnprobe.model.data.source import load_data
+from dcnprobe.model.data.synthetic import NAMED_SPECS, SyntheticSpec, _Truth, parse_synthetic
+from dcnprobe.model.metrics import roc_auc
 
 SMALL = "synthetic:train_rows=5000,val_rows=1000"
 

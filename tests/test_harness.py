@@ -84,7 +84,8 @@ def test_spec_key_changes_with_settings_and_arguments_reproduce_them(tiny_data):
     assert a.key() != builtin_spec(tiny_data, settings=Settings(num_workers=4), max_batches=200).key()
     assert a.key() != builtin_spec(tiny_data, settings=Settings(num_workers=2), max_batches=200, replicate=1).key()
     args, config = a.process(Path("/x"), stall_after_s=30)
-    assert args[1:4] == ["-m", "dcnprobe", "train"] and "--no-persistent-workers" in args
+    module = args.index("-m")
+    assert args[module:module + 3] == ["-m", "dcnprobe", "train"] and "--no-persistent-workers" in args
     assert args[args.index("--num-workers") + 1] == "2"
     assert args[args.index("--max-batches") + 1] == "200"
     assert config.run_dir == "/x" and config.stall_after == 30

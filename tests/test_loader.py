@@ -2,8 +2,8 @@ import numpy as np
 import torch
 
 from dcnprobe.settings import Settings
-from model.data.loader import EpochBatchSampler, make_dataset, make_loader
-from model.data.source import load_data
+from dcnprobe.model.data.loader import EpochBatchSampler, make_dataset, make_loader
+from dcnprobe.model.data.source import load_data
 
 
 def batches(table, **settings):

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from model.metrics import roc_auc
+from dcnprobe.model.metrics import roc_auc
 
 
 def brute_force_auc(scores, labels):

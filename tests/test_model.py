@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
-from model.layers import CrossNetwork
+from dcnprobe.model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
+from dcnprobe.model.layers import CrossNetwork
 
 VOCAB = (5, 7, 11)
 

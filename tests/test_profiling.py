@@ -48,7 +48,7 @@ def test_svg_and_speedscope_are_well_formed():
 def test_a_missing_tool_is_one_line_and_the_others_still_run(tiny_data, tmp_path, monkeypatch):
     import dcnprobe.profiling.tools as tools
     from dcnprobe.settings import Settings
-    from model.trainer import TrainJob, fit
+    from dcnprobe.model.trainer import TrainJob, fit
 
     monkeypatch.setattr(tools, "find_tool", lambda name: None)
     warnings = []
@@ -69,7 +69,7 @@ def test_py_spy_without_permission_is_one_line(tiny_data, tmp_path, monkeypatch)
     py-spy that answers as py-spy does on macOS without sudo takes its place."""
     import dcnprobe.profiling.pyspy as pyspy
     from dcnprobe.settings import Settings
-    from model.trainer import TrainJob, fit
+    from dcnprobe.model.trainer import TrainJob, fit
 
     fake = tmp_path / "py-spy"
     fake.write_text("#!/bin/sh\necho 'Error: Permission Denied: Try running again with elevated permissions'\nexit 1\n")

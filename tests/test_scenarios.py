@@ -5,8 +5,8 @@ cannot reproduce (memory-knee without a memory cgroup) is skipped, saying why.""
 
 import pytest
 
-from benchmarks.confusion import CLEAN_SEEDS, run_scenario
-from model.faults import FAULTS
+from dcnprobe.benchmarks.confusion import CLEAN_SEEDS, run_scenario
+from dcnprobe.model.faults import FAULTS
 
 
 @pytest.mark.slow

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from dcnprobe.settings import Settings
-from model.trainer import TrainJob, fit
+from dcnprobe.model.trainer import TrainJob, fit
 
 from conftest import TINY_BATCH
 

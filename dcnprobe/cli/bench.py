@@ -1,4 +1,4 @@
-"""`dcnprobe bench`: the slowdown-regression benchmarks, run as `python -m benchmarks`.
+"""`dcnprobe bench`: the slowdown-regression benchmarks, run as `python -m dcnprobe.benchmarks`.
 
 The benchmarks measure the toolkit; the toolkit must not depend on them. So this command
 imports nothing from `benchmarks`: it speaks click like every other subcommand (one-line
@@ -15,11 +15,13 @@ from pathlib import Path
 
 import click
 
+from dcnprobe.executables import python_module
+
 
 def benchmark_argv(profile: str, only: str | None, out: Path | None, compare: Path | None,
                    baseline: Path | None, plant: tuple[str, ...]) -> list[str]:
-    """The `python -m benchmarks` command line for these options (defaults left to it)."""
-    argv = [sys.executable, "-m", "benchmarks", "--profile", profile]
+    """The `python -m dcnprobe.benchmarks` command line for these options (defaults left to it)."""
+    argv = [*python_module("dcnprobe.benchmarks"), "--profile", profile]
     for flag, value in (("--only", only), ("--out", out), ("--compare", compare), ("--baseline", baseline)):
         if value is not None:
             argv += [flag, str(value)]

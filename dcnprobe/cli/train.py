@@ -28,6 +28,7 @@ from dcnprobe.cli.options import (
 from dcnprobe.cli.progress import BatchProgress
 from dcnprobe.command import Command
 from dcnprobe.errors import UsageError
+from dcnprobe.executables import python_module
 from dcnprobe.hooks import NullProbe
 from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE
 from dcnprobe.sampler import DEFAULT_INTERVAL
@@ -59,15 +60,15 @@ def job_options(command):
 def builtin_command(preset: str = DEFAULT_PRESET, data: str = DEFAULT_DATA, faults: Sequence[str] = ()) -> Command:
     """`python -m dcnprobe train --preset ... --data ... --fault ...`, checked here (an unknown
     preset or fault, a missing data file) so that it fails before any trial runs."""
-    import model
-    from model.data.source import load_data
-    from model.faults import resolve_faults
-    from model.presets import get_preset
+    import dcnprobe.model as model
+    from dcnprobe.model.data.source import load_data
+    from dcnprobe.model.faults import resolve_faults
+    from dcnprobe.model.presets import get_preset
 
     get_preset(preset)
     resolve_faults(faults)
     load_data(data)  # generates (and caches) the synthetic set once, for every trial
-    argv = [sys.executable, "-m", "dcnprobe", "train", "--preset", preset, "--data", data]
+    argv = [*python_module("dcnprobe"), "train", "--preset", preset, "--data", data]
     for fault in faults:
         argv += ["--fault", fault]
     return Command(tuple(argv), builtin=True, code_roots=(str(Path(model.__file__).parent),))
@@ -97,10 +98,10 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
     """Train the gated DCNv3 model and print the report's per-epoch table."""
     from dcnprobe.devices import resolve_device
     from dcnprobe.probe import Probe
-    from model.data.source import load_data
-    from model.faults import resolve_faults
-    from model.plugins import configured
-    from model.trainer import TrainJob, fit
+    from dcnprobe.model.data.source import load_data
+    from dcnprobe.model.faults import resolve_faults
+    from dcnprobe.model.plugins import configured
+    from dcnprobe.model.trainer import TrainJob, fit
 
     plugins = resolve_faults(faults)
     settings = configured(settings, plugins)  # as fit() will see them: the device to probe, the table header
@@ -153,14 +154,14 @@ def _row(cells) -> str:
 def faults_command() -> None:
     """List the slowdown scenarios that --fault plants in the built-in trainer."""
     from dcnprobe.settings import format_value
-    from model.faults import FAULTS
+    from dcnprobe.model.faults import FAULTS
 
     width = max(len(name) for name in FAULTS)
     for name, fault in FAULTS.items():
         needs = " ".join(f"{k}={format_value(v)}" for k, v in fault.shows_with.items())
         click.echo(f"{name.ljust(width)}  cause {fault.cause}: {fault.summary}" + (f" [shows with {needs}]" if needs else ""))
     click.echo("\nYour own: --fault path/to/file.py:Class or --fault package.module:Class "
-               "(a model.plugins.TrainerPlugin subclass).")
+               "(a dcnprobe.model.plugins.TrainerPlugin subclass).")
 
 
 def check_builtin_only(command_words: Sequence[str], **given: object) -> None:

@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dcnprobe import Settings
-from model.data.table import Table
+from dcnprobe.model.data.table import Table
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # categorical, numeric, label
 

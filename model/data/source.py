@@ -12,9 +12,9 @@ from __future__ import annotations
 from urllib.parse import parse_qs
 
 from dcnprobe import UsageError
-from model.data.readers import FileSpec, load_file
-from model.data.synthetic import load_synthetic, parse_synthetic
-from model.data.table import CTRData
+from dcnprobe.model.data.readers import FileSpec, load_file
+from dcnprobe.model.data.synthetic import load_synthetic, parse_synthetic
+from dcnprobe.model.data.table import CTRData
 
 DEFAULT_DATA = "synthetic"
 _FORMATS = {".tsv": "criteo", ".txt": "criteo", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}

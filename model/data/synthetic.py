@@ -16,8 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data.store import Schema, StoreWriter, build_once, cache_key
-from model.data.table import CTRData, open_store
+from dcnprobe.model.data.store import Schema, StoreWriter, build_once, cache_key
+from dcnprobe.model.data.table import CTRData, open_store
 
 GENERATOR_VERSION = 1
 _CHUNK = 1 << 18

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from model.data.store import ARRAYS, Schema, read_meta
+from dcnprobe.model.data.store import ARRAYS, Schema, read_meta
 
 
 class Table:

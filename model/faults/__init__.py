@@ -2,7 +2,7 @@
 that runs trials. Each reproduces one real mechanism and declares its cause id.
 
 NAME is a built-in scenario, or a plugin of your own as `package.module:Class` or
-`path/to/file.py:Class` (a model.plugins.TrainerPlugin subclass, built with no
+`path/to/file.py:Class` (a dcnprobe.model.plugins.TrainerPlugin subclass, built with no
 arguments), so slowdowns that dcnprobe has never seen can be planted too.
 """
 
@@ -14,17 +14,17 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from dcnprobe import UsageError
-from model.faults.base import Fault
-from model.faults.main_process import (
+from dcnprobe.model.faults.base import Fault
+from dcnprobe.model.faults.main_process import (
     CacheThrash,
     GraphRetention,
     HeapGrowth,
     MemoryPressure,
     UnboundedMetric,
 )
-from model.faults.platform import MemoryKnee, ShapeRecompile, SpawnRespawn
-from model.faults.workers import WorkerCopyOnRead, WorkerHang, WorkerStall
-from model.plugins import TrainerPlugin
+from dcnprobe.model.faults.platform import MemoryKnee, ShapeRecompile, SpawnRespawn
+from dcnprobe.model.faults.workers import WorkerCopyOnRead, WorkerHang, WorkerStall
+from dcnprobe.model.plugins import TrainerPlugin
 
 FAULTS: dict[str, type[Fault]] = {
     cls.name: cls
@@ -51,7 +51,7 @@ def _resolve(name: str) -> TrainerPlugin:
     except (ImportError, AttributeError, OSError, SyntaxError) as exc:
         raise UsageError(f"cannot load fault '{name}': {exc}") from None
     if not (isinstance(cls, type) and issubclass(cls, TrainerPlugin)):
-        raise UsageError(f"fault '{name}' is not a model.plugins.TrainerPlugin subclass")
+        raise UsageError(f"fault '{name}' is not a dcnprobe.model.plugins.TrainerPlugin subclass")
     return cls()
 
 

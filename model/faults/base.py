@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
-from model.plugins import TrainerPlugin
+from dcnprobe.model.plugins import TrainerPlugin
 
 
 class Fault(TrainerPlugin):

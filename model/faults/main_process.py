@@ -7,8 +7,8 @@ import torch
 from torch import nn
 
 from dcnprobe import Settings
-from model.faults.base import Fault
-from model.metrics import roc_auc
+from dcnprobe.model.faults.base import Fault
+from dcnprobe.model.metrics import roc_auc
 
 
 class GraphRetention(Fault):

@@ -22,8 +22,8 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from dcnprobe import Settings
-from model.faults.base import Fault
-from model.faults.cgroup import MemoryGroup, find_memory_group
+from dcnprobe.model.faults.base import Fault
+from dcnprobe.model.faults.cgroup import MemoryGroup, find_memory_group
 
 # -- workers re-spawned each epoch ------------------------------------------------------
 
@@ -194,8 +194,8 @@ class MemoryKnee(Fault):
         self.epoch = 1
 
     def wrap_dataset(self, dataset: Dataset, settings: Settings) -> Dataset:
-        from model.data.loader import make_dataset
-        from model.data.table import Table
+        from dcnprobe.model.data.loader import make_dataset
+        from dcnprobe.model.data.table import Table
 
         table = getattr(dataset, "table", None)
         if not isinstance(table, Table):

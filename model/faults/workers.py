@@ -15,7 +15,7 @@ import torch
 from torch.utils.data import Dataset
 
 from dcnprobe import Settings
-from model.faults.base import Fault
+from dcnprobe.model.faults.base import Fault
 
 
 class _RowObjects(Dataset):
@@ -25,7 +25,7 @@ class _RowObjects(Dataset):
     with every distinct row read although nothing is stored."""
 
     def __init__(self, inner: Dataset) -> None:
-        from model.data.loader import BatchedDataset
+        from dcnprobe.model.data.loader import BatchedDataset
 
         table = inner.table
         self.batched = isinstance(inner, BatchedDataset)

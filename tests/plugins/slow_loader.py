@@ -7,7 +7,7 @@ little longer for every one: only workers that live across epochs get slow.
 
 import time
 
-from model.plugins import TrainerPlugin
+from dcnprobe.model.plugins import TrainerPlugin
 
 _served = None  # per worker process; None in the main process
 
