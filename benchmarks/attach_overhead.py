@@ -56,10 +56,11 @@ def measure_attach(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]
 
 def _child(epochs: int, batches: int) -> None:
     """In the attached process: train, switching the agent's hooks on and off by epoch."""
+    from dcnprobe.model.trainer import TrainJob, fit
+
     from dcnprobe.attach import active
     from dcnprobe.hooks import NullProbe
     from dcnprobe.settings import Settings
-    from dcnprobe.model.trainer import TrainJob, fit
 
     agent = active.current()
     if agent is None:

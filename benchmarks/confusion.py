@@ -14,11 +14,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcnprobe.model.faults import FAULTS
+
 from dcnprobe.cli.train import builtin_command
 from dcnprobe.harness import TrialSpec, run_trial
 from dcnprobe.harness.trials import CONTENTION_TRIES, calm_machine
 from dcnprobe.settings import Settings
-from dcnprobe.model.faults import FAULTS
 
 CLEAN_SEEDS = (1, 2, 3, 4, 5)
 HOG_SEEDS = (6, 7)

@@ -26,10 +26,11 @@ from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from dcnprobe.benchmarks.timing import paired_ratio
+from dcnprobe.model.trainer import TrainJob, fit
+
 from dcnprobe.hooks import NullProbe
 from dcnprobe.probe import Probe
 from dcnprobe.settings import Settings
-from dcnprobe.model.trainer import TrainJob, fit
 
 
 class AlternatingProbe:

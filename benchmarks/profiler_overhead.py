@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from dcnprobe.benchmarks.timing import median_ratio
+from dcnprobe.model.trainer import TrainJob, fit
+
 from dcnprobe.analysis.signals import steady_batches
 from dcnprobe.probe import Probe
 from dcnprobe.profiling.session import EpochProfiler
 from dcnprobe.profiling.torch_capture import TorchCapture
 from dcnprobe.records import read_run
 from dcnprobe.settings import Settings
-from dcnprobe.model.trainer import TrainJob, fit
 
 PLAN = {2: ("pyspy",), 4: ("memray",), 6: ("torch",)}
 EPOCHS = 7

@@ -18,17 +18,17 @@ import time
 from typing import Any
 
 import numpy as np
-from torch import nn
-
 from dcnprobe.benchmarks.timing import WARMUP_BATCHES, batch_times, paired_ratio
-from dcnprobe.devices import resolve_device
-from dcnprobe.probe import Probe
-from dcnprobe.records import read_run
-from dcnprobe.settings import Settings
 from dcnprobe.model.data.loader import EpochBatchSampler, make_dataset
 from dcnprobe.model.data.source import load_data
 from dcnprobe.model.gated_dcnv3 import training_loss
 from dcnprobe.model.trainer import TrainJob, build_model
+from torch import nn
+
+from dcnprobe.devices import resolve_device
+from dcnprobe.probe import Probe
+from dcnprobe.records import read_run
+from dcnprobe.settings import Settings
 
 
 def pure_compute_times(job: TrainJob, batches: int) -> np.ndarray:

@@ -15,9 +15,8 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from torch import nn
-
 from dcnprobe.model.layers import MLP, CrossNetwork, FusedEmbedding
+from torch import nn
 
 
 @dataclass(frozen=True)

@@ -21,6 +21,15 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from dcnprobe.model import checkpoint
+from dcnprobe.model.data.loader import epoch_sampler, make_dataset, make_loader
+from dcnprobe.model.data.source import DEFAULT_DATA, load_data
+from dcnprobe.model.data.store import Schema
+from dcnprobe.model.data.table import Table
+from dcnprobe.model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
+from dcnprobe.model.metrics import roc_auc
+from dcnprobe.model.plugins import TrainerPlugin, WorkerInit, configured
+from dcnprobe.model.presets import DEFAULT_PRESET, Hyperparams, get_preset
 from torch import nn
 
 from dcnprobe import (
@@ -32,15 +41,6 @@ from dcnprobe import (
     backend_for,
     resolve_device,
 )
-from dcnprobe.model import checkpoint
-from dcnprobe.model.data.loader import epoch_sampler, make_dataset, make_loader
-from dcnprobe.model.data.source import DEFAULT_DATA, load_data
-from dcnprobe.model.data.store import Schema
-from dcnprobe.model.data.table import Table
-from dcnprobe.model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
-from dcnprobe.model.metrics import roc_auc
-from dcnprobe.model.plugins import TrainerPlugin, WorkerInit, configured
-from dcnprobe.model.presets import DEFAULT_PRESET, Hyperparams, get_preset
 
 EVAL_BATCH = 16384
 

@@ -8,7 +8,6 @@ import time
 
 import numpy as np
 import pytest
-
 from dcnprobe.benchmarks import machine_load, runner
 from dcnprobe.benchmarks.gate import FAIL, PASS, UNSURE, assess, judge, parse_threshold
 from dcnprobe.benchmarks.runner import BASELINE, check, summary

@@ -1,10 +1,10 @@
 import numpy as np
 import pytest
-
-from dcnprobe.errors import UsageError
 from dcnprobe.model.data.source import load_data
 from dcnprobe.model.data.synthetic import NAMED_SPECS, SyntheticSpec, _Truth, parse_synthetic
 from dcnprobe.model.metrics import roc_auc
+
+from dcnprobe.errors import UsageError
 
 SMALL = "synthetic:train_rows=5000,val_rows=1000"
 

@@ -137,8 +137,9 @@ def test_sigkill_leaves_a_readable_record_and_no_workers(tmp_path, tiny_data):
 
 def main(count: int) -> int:
     """The long count: `count` SIGKILLs at random moments; prints the tally."""
-    from dcnprobe.cli.train import builtin_command  # noqa: F401 - model/ importable, like the tests
     from dcnprobe.model.data.source import load_data
+
+    from dcnprobe.cli.train import builtin_command  # noqa: F401 - model/ importable, like the tests
 
     load_data(TINY_DATA)
     rng = random.Random(int(time.time()))

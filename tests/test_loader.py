@@ -1,9 +1,9 @@
 import numpy as np
 import torch
-
-from dcnprobe.settings import Settings
 from dcnprobe.model.data.loader import EpochBatchSampler, make_dataset, make_loader
 from dcnprobe.model.data.source import load_data
+
+from dcnprobe.settings import Settings
 
 
 def batches(table, **settings):

@@ -1,6 +1,5 @@
 import numpy as np
 import pytest
-
 from dcnprobe.model.metrics import roc_auc
 
 

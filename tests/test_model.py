@@ -1,6 +1,5 @@
 import pytest
 import torch
-
 from dcnprobe.model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
 from dcnprobe.model.layers import CrossNetwork
 

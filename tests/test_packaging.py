@@ -9,11 +9,11 @@ commands dcnprobe starts never look in the working folder for their own modules.
 import json
 import subprocess
 import sys
-import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
+import tomllib
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,7 +1,7 @@
 import pytest
+from dcnprobe.model.presets import PRESETS, get_preset
 
 from dcnprobe.errors import UsageError
-from dcnprobe.model.presets import PRESETS, get_preset
 
 # The report's comparison table (phase3-revised-report.txt), verbatim.
 REPORT = {

@@ -46,9 +46,10 @@ def test_svg_and_speedscope_are_well_formed():
 
 
 def test_a_missing_tool_is_one_line_and_the_others_still_run(tiny_data, tmp_path, monkeypatch):
+    from dcnprobe.model.trainer import TrainJob, fit
+
     import dcnprobe.profiling.tools as tools
     from dcnprobe.settings import Settings
-    from dcnprobe.model.trainer import TrainJob, fit
 
     monkeypatch.setattr(tools, "find_tool", lambda name: None)
     warnings = []
@@ -67,9 +68,10 @@ def test_a_missing_tool_is_one_line_and_the_others_still_run(tiny_data, tmp_path
 def test_py_spy_without_permission_is_one_line(tiny_data, tmp_path, monkeypatch):
     """No machine without ptrace permission is here (this one runs as root), so a stand-in
     py-spy that answers as py-spy does on macOS without sudo takes its place."""
+    from dcnprobe.model.trainer import TrainJob, fit
+
     import dcnprobe.profiling.pyspy as pyspy
     from dcnprobe.settings import Settings
-    from dcnprobe.model.trainer import TrainJob, fit
 
     fake = tmp_path / "py-spy"
     fake.write_text("#!/bin/sh\necho 'Error: Permission Denied: Try running again with elevated permissions'\nexit 1\n")

@@ -55,8 +55,9 @@ def test_the_toolkit_imports_model_only_where_it_starts_the_built_in_trainer():
 
 
 def test_the_trainer_command_default_preset_is_the_model_default():
-    from dcnprobe.cli import train
     from dcnprobe.model.presets import DEFAULT_PRESET
+
+    from dcnprobe.cli import train
 
     assert train.DEFAULT_PRESET == DEFAULT_PRESET
 

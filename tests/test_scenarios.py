@@ -4,7 +4,6 @@ declares; a clean run is not called slow. Slow: about 40 s per scenario on a qui
 cannot reproduce (memory-knee without a memory cgroup) is skipped, saying why."""
 
 import pytest
-
 from dcnprobe.benchmarks.confusion import CLEAN_SEEDS, run_scenario
 from dcnprobe.model.faults import FAULTS
 

@@ -3,9 +3,9 @@ from dataclasses import asdict
 
 import numpy as np
 import pytest
+from dcnprobe.model.trainer import TrainJob, fit
 
 from dcnprobe.settings import Settings
-from dcnprobe.model.trainer import TrainJob, fit
 
 from conftest import TINY_BATCH
 

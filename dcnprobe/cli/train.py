@@ -7,7 +7,6 @@ gated DCNv3 trainer is one client of the toolkit, like any user's script.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,11 +96,11 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
             sample_interval: float, stall_after: float, on_slowdown: str, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
     from dcnprobe.devices import resolve_device
-    from dcnprobe.probe import Probe
     from dcnprobe.model.data.source import load_data
     from dcnprobe.model.faults import resolve_faults
     from dcnprobe.model.plugins import configured
     from dcnprobe.model.trainer import TrainJob, fit
+    from dcnprobe.probe import Probe
 
     plugins = resolve_faults(faults)
     settings = configured(settings, plugins)  # as fit() will see them: the device to probe, the table header
@@ -153,8 +152,8 @@ def _row(cells) -> str:
 @click.command("faults")
 def faults_command() -> None:
     """List the slowdown scenarios that --fault plants in the built-in trainer."""
-    from dcnprobe.settings import format_value
     from dcnprobe.model.faults import FAULTS
+    from dcnprobe.settings import format_value
 
     width = max(len(name) for name in FAULTS)
     for name, fault in FAULTS.items():

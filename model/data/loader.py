@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
+from dcnprobe.model.data.table import Table
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from dcnprobe import Settings
-from dcnprobe.model.data.table import Table
 
 Batch = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # categorical, numeric, label
 

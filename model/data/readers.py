@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from dcnprobe import UsageError
 from dcnprobe.model.data.store import Schema, StoreWriter, build_once, cache_key
 from dcnprobe.model.data.table import CTRData, open_store
+
+from dcnprobe import UsageError
 
 READER_VERSION = 1
 CRITEO_NUMERIC = tuple(f"I{i}" for i in range(1, 14))

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 from urllib.parse import parse_qs
 
-from dcnprobe import UsageError
 from dcnprobe.model.data.readers import FileSpec, load_file
 from dcnprobe.model.data.synthetic import load_synthetic, parse_synthetic
 from dcnprobe.model.data.table import CTRData
+
+from dcnprobe import UsageError
 
 DEFAULT_DATA = "synthetic"
 _FORMATS = {".tsv": "criteo", ".txt": "criteo", ".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}

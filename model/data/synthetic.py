@@ -15,7 +15,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
-
 from dcnprobe.model.data.store import Schema, StoreWriter, build_once, cache_key
 from dcnprobe.model.data.table import CTRData, open_store
 

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from dcnprobe.model.data.store import ARRAYS, Schema, read_meta
 
 

@@ -13,7 +13,6 @@ import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
 
-from dcnprobe import UsageError
 from dcnprobe.model.faults.base import Fault
 from dcnprobe.model.faults.main_process import (
     CacheThrash,
@@ -25,6 +24,8 @@ from dcnprobe.model.faults.main_process import (
 from dcnprobe.model.faults.platform import MemoryKnee, ShapeRecompile, SpawnRespawn
 from dcnprobe.model.faults.workers import WorkerCopyOnRead, WorkerHang, WorkerStall
 from dcnprobe.model.plugins import TrainerPlugin
+
+from dcnprobe import UsageError
 
 FAULTS: dict[str, type[Fault]] = {
     cls.name: cls

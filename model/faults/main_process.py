@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from dcnprobe.model.faults.base import Fault
+from dcnprobe.model.metrics import roc_auc
 from torch import nn
 
 from dcnprobe import Settings
-from dcnprobe.model.faults.base import Fault
-from dcnprobe.model.metrics import roc_auc
 
 
 class GraphRetention(Fault):

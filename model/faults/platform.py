@@ -18,12 +18,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from dcnprobe.model.faults.base import Fault
+from dcnprobe.model.faults.cgroup import MemoryGroup, find_memory_group
 from torch import nn
 from torch.utils.data import Dataset
 
 from dcnprobe import Settings
-from dcnprobe.model.faults.base import Fault
-from dcnprobe.model.faults.cgroup import MemoryGroup, find_memory_group
 
 # -- workers re-spawned each epoch ------------------------------------------------------
 

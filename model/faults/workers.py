@@ -12,10 +12,10 @@ import time
 
 import numpy as np
 import torch
+from dcnprobe.model.faults.base import Fault
 from torch.utils.data import Dataset
 
 from dcnprobe import Settings
-from dcnprobe.model.faults.base import Fault
 
 
 class _RowObjects(Dataset):
