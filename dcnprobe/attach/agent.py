@@ -1,19 +1,22 @@
 """The attach agent: measures an unmodified training script through public PyTorch hooks
-(dcnprobe.attach.torch_hooks) into a normal run record, by driving a Probe.
+(dcnprobe.attach.torch_hooks) into a normal run record.
 
-Boundaries, and how they are found (the header's `boundaries` says which applied):
-    batch   optimizer-step: a batch is the work around one optimizer step. It is closed
-            when the loop asks for the next batch (next() on the training loader; with no
-            loader, the next training forward or backward), so that work after the step
-            (logging, metrics) counts in its `other`; at a pass's or the run's end otherwise.
-    epoch   dataloader-pass: one pass over the training DataLoader. A pass under no_grad or
-            inference_mode, or with the model in eval mode, or in which no optimizer step
-            happened, is validation: a `validation` record, never an epoch.
+The agent is the torch-facing half: it installs the hooks, decides whether this process
+records (the claim), builds the Probe, and turns each hook call into an event for the
+Recorder (dcnprobe.attach.recorder), which decides batches, epochs and validation passes
+through one strategy per epoch mode (dcnprobe.attach.epochs). The header's `boundaries`
+says how they were found:
+
+    batch   optimizer-step: the work around one optimizer step, closed when the loop asks
+            for the next batch (so that work after the step counts in its `other`); each
+            batch record counts its loader batches and optimizer steps.
+    epoch   dataloader-pass: one pass over the training DataLoader, decided by the
+            backward and optimizer steps in it (a pass with neither is validation).
             epoch-every: every N optimizer steps (AttachConfig.epoch_every), for loops with
             no DataLoader; mark_epoch: where the script calls dcnprobe.mark_epoch().
-Phases: data_wait (blocked in next()), forward (the outermost module's forward in train
-mode), backward (torch.autograd.backward), optimizer (the step hooks), cache_clear (the
-attach's own clearing), other, total.
+Phases: data_wait (blocked in next()), forward (the outermost module's forward, with
+gradients), backward (torch.autograd.backward), optimizer (the step hooks, less any
+forward and backward in a closure), cache_clear (the attach's own clearing), other, total.
 
 Which process records: the first of the launch to start training claims the run
 directory (dcnprobe.attach.claim). Forked DataLoader workers inherit the agent and are
@@ -28,58 +31,52 @@ import os
 import sys
 import time
 import weakref
-from typing import Any
+from typing import Any, NoReturn
 
 import torch
 
 from dcnprobe.attach import active
 from dcnprobe.attach.claim import claim_run
+from dcnprobe.attach.clock import HeldClock
 from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.attach.loader_proxy import LoaderPass, TimedIterator
-from dcnprobe.attach.notes import ATTACH_RECORD, VALIDATION_RECORD
+from dcnprobe.attach.notes import ATTACH_RECORD
 from dcnprobe.attach.overrides import Overrides
+from dcnprobe.attach.phases import PhaseSpans
+from dcnprobe.attach.recorder import Recorder
+from dcnprobe.attach.states import AgentState, EpochMode, PassKind
 from dcnprobe.attach.torch_hooks import TorchHooks
-from dcnprobe.hooks import DATA_WAIT, ProbeListener
+from dcnprobe.hooks import ProbeListener
 
-IDLE, RECORDING, STOOD_DOWN, OFF = "idle", "recording", "stood-down", "off"
-PASS_MODE, EVERY_MODE, MARK_MODE = "dataloader-pass", "epoch-every", "mark_epoch"
+CLAIMED_BY_LOADER = "dataloader"
 
 
 class Agent:
     def __init__(self, config: AttachConfig, clock=time.perf_counter) -> None:
         self.config = config
-        self.clock = clock
+        self.clock = HeldClock(clock)
         self.pid = os.getpid()
-        self.state = IDLE
+        self.state = AgentState.IDLE
         self.overrides = Overrides(config.settings)
         self.hooks = TorchHooks(self)
         self.probe: Any = None
-        self.timer: Any = None
-        self.mode = EVERY_MODE if config.epoch_every else None  # decided at the claim otherwise
-        self.mark_called = False
+        self.recorder: Recorder | None = None
         self.status = "ok"
         self.ended_by: str | None = None
         self._building_probe = False
         self._loaders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loader -> its number
         self._models: weakref.WeakSet = weakref.WeakSet()  # outermost modules seen training
         self._device_known = False
-        # batch and epoch state
-        self.stepped = False  # an optimizer step happened in the open batch
-        self.steps = 0  # optimizer steps over the run
-        self.steps_in_epoch = 0
-        self.epochs_done = 0
-        self.epoch_open = False  # epoch-every and mark_epoch modes: the probe's pass is open
-        self.train_pass: LoaderPass | None = None
-        self.steps_outside_epochs = 0
-        # phase state
-        self._forward_depth = 0
-        self._forward_began = 0.0
-        self._backward_depth = 0
-        self._step_depth = 0
-        self._step_began = 0.0
+        # Nesting of forward, backward and step calls, kept from the start: a claim happens
+        # only at an outermost call, and the recorder takes these over.
+        self.phases = PhaseSpans(self.clock, lambda phase, seconds: None)
         clear = self.overrides.wanted.get("cache_clear", "never")
         self.clear_each_epoch = clear == "epoch"
         self.clear_every = int(clear.split(":")[1]) if clear.startswith("every:") else None
+
+    @property
+    def recording(self) -> bool:
+        return self.state is AgentState.RECORDING
 
     # -- installation ----------------------------------------------------------------------
 
@@ -93,19 +90,19 @@ class Agent:
     def _forked(self) -> None:
         # A forked DataLoader worker (or any fork) inherits this object: it must not record.
         # Only a flag here: a fork handler runs with one thread, and must do little.
-        if self.state in (IDLE, RECORDING):
-            self.state = OFF
+        if self.state in (AgentState.IDLE, AgentState.RECORDING):
+            self.state = AgentState.OFF
 
     def _switch_off(self) -> None:
-        self.state = OFF
+        self.state = AgentState.OFF
         self.hooks.remove_measuring()
 
     # -- the claim and the record -------------------------------------------------------------
 
     def _claim(self, trigger: str, loader: Any = None) -> bool:
-        if self.state is RECORDING:
+        if self.state is AgentState.RECORDING:
             return True
-        if self.state is not IDLE:
+        if self.state is not AgentState.IDLE:
             return False
         if os.getpid() != self.pid or not claim_run(self.config.run_dir, self.config.launch_id):
             self._switch_off()  # another process of this launch records
@@ -121,22 +118,25 @@ class Agent:
     def _start_recording(self, trigger: str, loader: Any) -> None:
         from dcnprobe.probe import Probe
 
-        if self.mode is None:
-            # With no loader in flight, only mark_epoch() can end an epoch.
-            self.mode = PASS_MODE if trigger == "dataloader" else MARK_MODE
+        if self.config.epoch_every:
+            mode = EpochMode.EVERY_N_STEPS
+        else:  # with no loader in flight, only mark_epoch() can end an epoch
+            mode = EpochMode.LOADER_PASS if trigger == CLAIMED_BY_LOADER else EpochMode.MARKED
         self._building_probe = True
         try:
-            self.probe = Probe(self.config.run_dir, device=_guess_device())
+            self.probe = Probe(self.config.run_dir, device=_guess_device(), clock=self.clock)
         finally:
             self._building_probe = False
-        self.timer = self.probe.timer
-        self.state = RECORDING
+        self.recorder = Recorder(self.probe, self.config, mode, self.clock, phases=self.phases,
+                                 clear_cache=self._clear_cache, clear_each_epoch=self.clear_each_epoch,
+                                 clear_every=self.clear_every, end_run=self._end_run)
+        self.state = AgentState.RECORDING
         # The loader whose pass started the recording is the training one, as far as is known.
         number = self._loaders.get(loader) if loader is not None else None
         built = self.overrides.loaders[number - 1] if number else None
         self.probe.start({
             "attached": True,
-            "boundaries": self._boundaries(),
+            "boundaries": self.recorder.boundaries(),
             "settings": self.overrides.observed(built, torch.get_num_threads()),
             "attach": {**self._settings_summary(), "max_batches": self.config.max_batches,
                        "epochs": self.config.epochs, "epoch_every": self.config.epoch_every,
@@ -145,32 +145,26 @@ class Agent:
             "torch_threads": torch.get_num_threads(),
         })
 
-    def _boundaries(self) -> dict[str, str]:
-        return {"batch": "optimizer-step", "epoch": self.mode, "forward": "outermost-module-hooks"}
-
     def _settings_summary(self) -> dict[str, Any]:
         return self.overrides.summary(loaders_seen=bool(self.overrides.loaders))
 
-    def _note(self, **fields: Any) -> None:
-        if self.state is RECORDING:
-            self.probe.event(ATTACH_RECORD, **fields)
-
     def _finish(self, status: str) -> None:
-        if self.state is not RECORDING:
+        if self.state is not AgentState.RECORDING:
             return
-        if self.train_pass is not None:
-            self.pass_ended(self.train_pass)
-        self._close_epoch()
-        if self.mode == MARK_MODE and not self.mark_called and self.epochs_done <= 1:
+        rec = self.recorder
+        rec.finish()
+        mode = rec.mode
+        if mode is EpochMode.MARKED and not rec.mark_called and rec.epochs_done <= 1:
             unseen = "no epoch boundary seen: pass --epoch-every N, or call dcnprobe.mark_epoch() at each epoch's end"
         else:
             unseen = None
         summary = self._settings_summary()
-        if self.config.max_batches is not None and self.mode != PASS_MODE:
-            summary["not_applied"]["max_batches"] = f"epochs came from {self.mode}, not DataLoader passes to cut short"
-        self._note(final=True, boundaries=self._boundaries(), ended_by=self.ended_by, steps=self.steps,
-                   steps_outside_epochs=self.steps_outside_epochs, problem=unseen, **summary)
-        self.state = OFF
+        if self.config.max_batches is not None and mode is not EpochMode.LOADER_PASS:
+            summary["not_applied"]["max_batches"] = f"epochs came from {mode.value}, not DataLoader passes to cut short"
+        self.probe.event(ATTACH_RECORD, final=True, boundaries=rec.boundaries(), ended_by=self.ended_by,
+                         steps=rec.steps, steps_outside_epochs=rec.steps_outside_epochs, problem=unseen,
+                         guesses=rec.guesses, **summary)
+        self.state = AgentState.OFF
         self.probe.finish(status)
 
     def _at_exit(self) -> None:
@@ -183,11 +177,18 @@ class Agent:
             self.status = "interrupted" if issubclass(uncaught, KeyboardInterrupt) else "crashed"
         self._finish(self.status)
 
-    def _end_run(self, reason: str) -> None:
+    def _end_run(self, reason: str) -> NoReturn:
         """A bound from outside was reached: end the run cleanly, exit code 0."""
         self.ended_by = reason
         self._finish("ok")
         raise SystemExit(0)
+
+    def _clear_cache(self) -> float:
+        began = self.clock()
+        from dcnprobe.devices import backend_for  # only when a run clears caches
+
+        backend_for(self.probe.device).empty_cache()
+        return self.clock() - began
 
     # -- what the script tells us ---------------------------------------------------------------
 
@@ -195,82 +196,17 @@ class Agent:
         """The script made its own Probe (which records into the same run directory)."""
         if self._building_probe or os.getpid() != self.pid:
             return
-        if self.state is RECORDING:  # it measured before making its Probe: keep ours apart
+        if self.state is AgentState.RECORDING:  # it measured before making its Probe: keep ours apart
             self._finish("ok")
             os.replace(self.probe.writer.path, self.probe.writer.path.with_name("attach-run.jsonl"))
-        if self.state in (IDLE, OFF):
+        if self.state in (AgentState.IDLE, AgentState.OFF):
             self.hooks.remove_measuring()
-        self.state = STOOD_DOWN
+        self.state = AgentState.STOOD_DOWN
         api_probe.add_listener(_SettingsNotes(api_probe, self))
 
     def mark_epoch(self) -> None:
-        if self.state is not RECORDING:
-            return
-        if self.mode == EVERY_MODE:
-            if not self.mark_called:
-                self._note(ignored="mark_epoch(): epochs come from --epoch-every")
-            self.mark_called = True
-            return
-        self.mark_called = True
-        if self.mode == PASS_MODE:
-            self.mode = MARK_MODE
-            self._note(boundaries=self._boundaries())
-            loader_pass = self.train_pass
-            if loader_pass is not None:  # mid-pass: the pass's epoch ends here, the pass feeds on
-                self._end_train_pass(loader_pass)
-                loader_pass.kind = LoaderPass.FEED
-            return  # otherwise the pass that just ended was the epoch being marked
-        self._close_epoch()
-
-    # -- batches and epochs -----------------------------------------------------------------------
-
-    def _next_batch(self) -> None:
-        """The loop asks for (or starts on) a batch: close the one that has had its step,
-        and open one if none is open."""
-        timer = self.timer
-        if timer.in_batch:
-            if not self.stepped:
-                return
-            self._close_batch()
-        if self.mode == EVERY_MODE and self.epoch_open and self.steps_in_epoch >= self.config.epoch_every:
-            self._close_epoch()
-        if self.mode != PASS_MODE and not self.epoch_open:
-            self._check_epochs_bound()
-            self.probe.begin_pass()
-            self.epoch_open = True
-            self.steps_in_epoch = 0
-        timer.begin()
-
-    def _close_batch(self) -> None:
-        self.stepped = False
-        self.steps_in_epoch += 1
-        self.probe.end_batch()
-
-    def _close_epoch(self) -> None:
-        """Epoch-every and mark_epoch modes: the epoch ends here."""
-        if self.timer.in_batch:
-            self._close_batch() if self.stepped else self.timer.cancel()
-        if self.epoch_open:
-            self.epoch_open = False
-            self.probe.end_pass(counted=self.steps_in_epoch > 0)
-            if self.steps_in_epoch > 0:
-                self._epoch_done()
-
-    def _epoch_done(self) -> None:
-        self.epochs_done += 1
-        if self.clear_each_epoch:
-            self._clear_cache()
-
-    def _check_epochs_bound(self) -> None:
-        if self.config.epochs is not None and self.epochs_done >= self.config.epochs:
-            self._end_run(f"epochs={self.config.epochs}")
-
-    def _clear_cache(self) -> float:
-        began = self.clock()
-        from dcnprobe.devices import backend_for
-
-        backend_for(self.probe.device).empty_cache()
-        return self.clock() - began
+        if self.recording:
+            self.recorder.mark()
 
     # -- DataLoader passes ----------------------------------------------------------------------------
 
@@ -279,95 +215,44 @@ class Agent:
             return
         built = self.overrides.loader_built(loader)
         self._loaders[loader] = built["loader"]
-        self._note(loader_built=built)
+        if self.recording:
+            self.recorder.note(loader_built=built)
 
     def iterate(self, loader: Any, iterate: Any) -> Any:
         """DataLoader.__iter__, attached."""
         why = self._validation_reason()
-        if self.state is IDLE:
-            self._claim("dataloader", loader)
-        if self.state is not RECORDING:
+        if self.state is AgentState.IDLE:
+            self._claim(CLAIMED_BY_LOADER, loader)
+        if not self.recording:
             return iterate(loader)
-        number = self._loaders.get(loader)
-        if why is not None:
-            kind = LoaderPass.VALIDATION
-        elif self.train_pass is not None:
-            kind = LoaderPass.FEED
-        elif self.mode == MARK_MODE and not self.mark_called:
-            # Claimed by a step before any loader: a loader loop after all (a warm-up step).
-            self._close_epoch()
-            self.mode = PASS_MODE
-            self._note(boundaries=self._boundaries())
-            kind = LoaderPass.TRAIN
-        else:
-            kind = LoaderPass.TRAIN if self.mode == PASS_MODE else LoaderPass.FEED
-        if kind is LoaderPass.TRAIN:
-            self._check_epochs_bound()
-        loader_pass = LoaderPass(kind, self.clock(), number, self.steps, why)
-        if kind is LoaderPass.TRAIN:
-            self.train_pass = loader_pass
-            self.probe.begin_pass()
-            self.timer.begin()
+        loader_pass = self.recorder.pass_started(id(loader), self._loaders.get(loader), why)
         return TimedIterator(iterate(loader), loader_pass, self)
 
     def next_item(self, loader_pass: LoaderPass, iterator: Any) -> Any:
-        if self.state is not RECORDING or loader_pass.kind is LoaderPass.VALIDATION:
-            try:
-                item = next(iterator)
-            except StopIteration:
-                self.pass_ended(loader_pass)
-                raise
-            loader_pass.items += 1
-            return item
-        if loader_pass.kind is LoaderPass.TRAIN:
-            limit = self.config.max_batches
-            if limit is not None and self.steps - loader_pass.steps_at_start >= limit and self.stepped:
-                self.pass_ended(loader_pass)
-                raise StopIteration
-            self._next_batch()
-        elif self.mode != PASS_MODE:
-            self._next_batch()
+        if not self.recording or loader_pass.ended:
+            return next(iterator)
+        rec = self.recorder
+        if rec.item_requested(loader_pass):
+            raise StopIteration  # max_batches from outside: the loop sees the loader run out
         # A training pass's first wait counts from iter(): where workers are started.
-        began = (loader_pass.first_wait_from if loader_pass.kind is LoaderPass.TRAIN else None) or self.clock()
+        began = loader_pass.first_wait_from or self.clock()
         loader_pass.first_wait_from = None
         try:
             item = next(iterator)
         except StopIteration:
-            self.pass_ended(loader_pass)
+            if self.recording:
+                rec.pass_exhausted(loader_pass)
             raise
-        self.timer.add(DATA_WAIT, self.clock() - began)
-        loader_pass.items += 1
+        rec.item_received(loader_pass, self.clock() - began)
         return item
 
-    def pass_ended(self, loader_pass: LoaderPass) -> None:
-        if loader_pass.ended:
-            return
-        loader_pass.ended = True
-        if self.state is not RECORDING:
-            return
-        if loader_pass.kind is LoaderPass.VALIDATION:
-            self._validation(loader_pass)
-        elif loader_pass.kind is LoaderPass.TRAIN and loader_pass is self.train_pass:
-            self._end_train_pass(loader_pass)
-
-    def _end_train_pass(self, loader_pass: LoaderPass) -> None:
-        self.train_pass = None
-        if self.timer.in_batch:
-            self._close_batch() if self.stepped else self.timer.cancel()
-        trained = self.steps > loader_pass.steps_at_start
-        self.probe.end_pass(counted=trained)
-        if trained:
-            self._epoch_done()
-        else:
-            loader_pass.why = "no optimizer step"
-            self._validation(loader_pass)
-
-    def _validation(self, loader_pass: LoaderPass) -> None:
-        now = self.clock()
-        self.probe.event(VALIDATION_RECORD, epoch=self.probe.epoch, loader=loader_pass.loader_number,
-                         batches=loader_pass.items, duration_s=now - loader_pass.started, why=loader_pass.why)
+    def pass_dropped(self, loader_pass: LoaderPass) -> None:
+        if self.recording and not loader_pass.ended:
+            self.recorder.pass_dropped(loader_pass)
 
     def _validation_reason(self) -> str | None:
+        """The state a pass begins in that suggests validation: a hint, decided later by
+        what happens in the pass."""
         if torch.is_inference_mode_enabled():
             return "inference_mode"
         if not torch.is_grad_enabled():
@@ -379,73 +264,54 @@ class Agent:
     # -- forward, backward, optimizer ----------------------------------------------------------
 
     def forward_starting(self, module: Any, args: Any) -> None:
-        depth = self._forward_depth
-        self._forward_depth = depth + 1
-        if depth or not module.training or self._backward_depth or self._step_depth or not torch.is_grad_enabled():
+        grad = torch.is_grad_enabled()
+        if self.state is AgentState.IDLE:
+            phases = self.phases
+            outermost = not (phases.forward_depth or phases.backward_depth or phases.step_depth)
+            if outermost and module.training and grad:
+                self._claim("forward")
+        if not self.recording:
+            self.phases.forward_begin(timed=False)
             return
-        if self.state is IDLE and not self._claim("forward"):
-            return
-        if self.state is not RECORDING:
-            return
-        self._models.add(module)
-        if self.mode != PASS_MODE:
-            self._next_batch()
-        self._forward_began = self.clock()
+        if self.phases.forward_depth == 0 and module.training and grad:
+            self._models.add(module)
+        self.recorder.forward_began(module.training, grad)
 
     def forward_ended(self, module: Any, args: Any, output: Any) -> None:
-        self._forward_depth -= 1
-        if self._forward_depth == 0 and self._forward_began:
-            self.timer.add("forward", self.clock() - self._forward_began)
-            self._forward_began = 0.0
+        if self.recording:
+            self.recorder.forward_ended()
+        else:
+            self.phases.forward_end()
 
-    def backward_starting(self) -> float:
-        depth = self._backward_depth
-        self._backward_depth = depth + 1
-        if depth or self._step_depth:
-            return 0.0
-        if self.state is IDLE and not self._claim("backward"):
-            return 0.0
-        if self.state is not RECORDING:
-            return 0.0
-        if self.mode != PASS_MODE:
-            self._next_batch()
-        return self.clock()
+    def backward_starting(self) -> None:
+        if self.state is AgentState.IDLE and not (self.phases.backward_depth or self.phases.step_depth):
+            self._claim("backward")
+        if self.recording:
+            self.recorder.backward_began()
+        else:
+            self.phases.backward_begin()
 
-    def backward_ended(self, began: float) -> None:
-        self._backward_depth -= 1
-        if began and self.state is RECORDING:
-            self.timer.add("backward", self.clock() - began)
+    def backward_ended(self) -> None:
+        if self.recording:
+            self.recorder.backward_ended()
+        else:
+            self.phases.backward_end()
 
     def step_starting(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        depth = self._step_depth
-        self._step_depth = depth + 1
-        if depth:
-            return
-        if self.state is IDLE and not self._claim("optimizer-step"):
-            return
-        if self.state is not RECORDING:
+        if self.state is AgentState.IDLE and not self.phases.step_depth:
+            self._claim("optimizer-step")
+        if not self.recording:
+            self.phases.step_begin()
             return
         if not self._device_known:
             self._learn_device(optimizer)
-        if self.mode != PASS_MODE and not self.timer.in_batch:
-            self._next_batch()
-        self._step_began = self.clock()
+        self.recorder.step_began()
 
     def step_ended(self, optimizer: Any, args: Any, kwargs: Any) -> None:
-        self._step_depth -= 1
-        if self._step_depth or not self._step_began:
-            return
-        self._step_began, began = 0.0, self._step_began
-        if self.state is not RECORDING:
-            return
-        self.timer.add("optimizer", self.clock() - began)
-        self.steps += 1
-        if not self.timer.in_batch:
-            self.steps_outside_epochs += 1
-            return
-        self.stepped = True
-        if self.clear_every and self.steps % self.clear_every == 0:
-            self.timer.add("cache_clear", self._clear_cache())
+        if self.recording:
+            self.recorder.step_ended(counts=not _wraps_an_optimizer(optimizer))
+        else:
+            self.phases.step_end()
 
     def _learn_device(self, optimizer: Any) -> None:
         self._device_known = True
@@ -454,7 +320,7 @@ class Agent:
                 device = parameter.device
                 if device != self.probe.device:
                     self.probe.use_device(device)
-                    self._note(device=str(device))
+                    self.recorder.note(device=str(device))
                 return
 
 
@@ -472,7 +338,16 @@ class _SettingsNotes(ProbeListener):
         self.probe.event(ATTACH_RECORD, final=True, **self.agent._settings_summary())
 
 
+def _wraps_an_optimizer(optimizer: Any) -> bool:
+    """accelerate's AcceleratedOptimizer (and wrappers like it) hold the real optimizer as
+    `.optimizer` and skip its step while gradients accumulate: only the inner step counts."""
+    return isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer)
+
+
 def _guess_device() -> str:
     """Before the first optimizer step shows the parameters' device: CUDA if the script
     has started it, else CPU (MPS has no 'started' to ask about)."""
     return "cuda" if torch.cuda.is_available() and torch.cuda.is_initialized() else "cpu"
+
+
+__all__ = ["Agent", "AgentState", "PassKind"]

@@ -7,24 +7,37 @@ from __future__ import annotations
 
 from typing import Any
 
+from dcnprobe.attach.states import PassKind
+
 
 class LoaderPass:
-    """One pass over a DataLoader, as the agent classifies it."""
+    """One pass over a DataLoader, as the attach classifies it (dcnprobe.attach.states)."""
 
-    TRAIN = "train"  # the training loop's pass: in dataloader-pass mode, an epoch
-    FEED = "feed"  # feeds training but defines no epoch (a second loader, or epochs come from elsewhere)
-    VALIDATION = "validation"  # under no_grad / inference_mode, or the model in eval mode
+    __slots__ = ("kind", "why", "loader_id", "loader_number", "started", "first_wait_from", "items", "steps",
+                 "exhausted", "ended", "cut", "touched", "eval_forwards", "fetches_ahead", "worked_since_item")
 
-    __slots__ = ("kind", "why", "loader_number", "started", "first_wait_from", "items", "steps_at_start", "ended")
-
-    def __init__(self, kind: str, started: float, loader_number: int | None, steps_at_start: int,
+    def __init__(self, kind: PassKind, started: float, loader_id: int, loader_number: int | None,
                  why: str | None = None) -> None:
-        self.kind, self.why, self.loader_number = kind, why, loader_number
+        self.kind = kind
+        self.why = why  # the state it began in: inference_mode, no_grad, eval-mode, or None
+        self.loader_id, self.loader_number = loader_id, loader_number
         self.started = started
         self.first_wait_from: float | None = started  # the first batch waits from iter() on: worker start-up
-        self.items = 0
-        self.steps_at_start = steps_at_start
+        self.items = 0  # loader batches it gave
+        self.steps = 0  # optimizer steps while it was the training pass
+        self.exhausted = False  # the loader ran out (or max_batches cut it); the loop may still be at work
         self.ended = False
+        self.cut = False  # max_batches ended it early
+        self.touched = started  # last sign of life: an item, a forward (a validation pass's end)
+        self.eval_forwards = 0  # forwards with gradients of a module in eval mode, while training
+        # The loop asked for another batch before doing any work on the last one: it fetches
+        # ahead (accelerate's DataLoaderShard, the Trainer's accumulation groups), so the
+        # loader runs out before the last batches are trained.
+        self.fetches_ahead = False
+        self.worked_since_item = True
+
+    def __repr__(self) -> str:
+        return f"LoaderPass({self.kind.value}, loader {self.loader_number}, {self.items} items)"
 
 
 class TimedIterator:
@@ -46,7 +59,6 @@ class TimedIterator:
         return getattr(self._iterator, name)
 
     def __del__(self) -> None:
-        # A loop that breaks out of the pass drops its iterator: the pass ends there.
-        loader_pass = self._pass
-        if not loader_pass.ended:
-            self._agent.pass_ended(loader_pass)
+        # A loop that breaks out of the pass, or a framework done with it, drops its iterator.
+        if not self._pass.ended:
+            self._agent.pass_dropped(self._pass)

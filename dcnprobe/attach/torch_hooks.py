@@ -79,11 +79,11 @@ class TorchHooks:
 
         @functools.wraps(backward)
         def timed_backward(*args, **kwargs):
-            began = agent.backward_starting()
+            agent.backward_starting()
             try:
                 return backward(*args, **kwargs)
             finally:
-                agent.backward_ended(began)
+                agent.backward_ended()
 
         self._patch(torch.autograd, "backward", timed_backward)
 

@@ -1,0 +1,73 @@
+"""The batch the attach is recording, and what went into it.
+
+A batch record is the work around one optimizer step (the header's `boundaries.batch`,
+`optimizer-step`): it opens when the loop asks for data (or, with no DataLoader, at the
+first forward, backward or step) and closes when the loop asks for more after a step.
+It counts both units a user may mean by "a batch":
+
+    loader_batches   batches the training DataLoader gave during it (what the program
+                     iterates: 4 with gradient accumulation over 4 batches)
+    optimizer_steps  optimizer steps in it (0 for the batches of an epoch's end that only
+                     accumulated, or a step a GradScaler skipped; 2 with two optimizers)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from dcnprobe.attach.clock import HeldClock
+from dcnprobe.hooks import DATA_WAIT
+
+
+class BatchLedger:
+    def __init__(self, probe: Any, clock: HeldClock) -> None:
+        self.probe, self.timer, self.clock = probe, probe.timer, clock
+        self.items = 0
+        self.steps = 0
+        self.worked = False  # a backward or an optimizer step since it opened
+        self.last_work_at: float | None = None  # when the last backward or step ended (any batch)
+
+    @property
+    def open(self) -> bool:
+        return self.timer.in_batch
+
+    @property
+    def stepped(self) -> bool:
+        return self.steps > 0
+
+    def begin(self, at: float | None = None) -> None:
+        with self.clock.held_at(at):
+            self.timer.begin()
+        self.items, self.steps, self.worked = 0, 0, False
+
+    def item(self, waited: float) -> None:
+        self.timer.add(DATA_WAIT, waited)
+        self.items += 1
+
+    def work_done(self, now: float, step: bool) -> None:
+        """A backward or (step=True) an optimizer step ended."""
+        self.last_work_at = now
+        if self.open:
+            self.worked = True
+            self.steps += step
+
+    def close(self, at: float | None = None) -> None:
+        """Record the batch, as of `at` if given (its last work, learnt later)."""
+        with self.clock.held_at(at):
+            self.probe.end_batch(loader_batches=self.items, optimizer_steps=self.steps)
+        self.items, self.steps, self.worked = 0, 0, False
+
+    def drop(self) -> None:
+        """No work was done in it (an exhausted loader's last request, a pass that was
+        not training): nothing to record."""
+        self.timer.cancel()
+        self.items, self.steps, self.worked = 0, 0, False
+
+    def settle(self, at: float | None = None) -> None:
+        """A pass or an epoch ends: keep the open batch if work was done in it."""
+        if not self.open:
+            return
+        if self.worked:
+            self.close(at)
+        else:
+            self.drop()

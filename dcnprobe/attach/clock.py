@@ -1,0 +1,39 @@
+"""A clock that can be held at an earlier reading for the length of a call.
+
+The attach often learns where a batch or an epoch ended only after the fact: a framework
+whose loader fetches ahead runs out of data before its last batch is trained, and the
+pass is over only when the loop moves on (the next pass starts, the run ends). The
+batch and the epoch are then closed as of the last optimizer step or backward seen,
+by handing the probe this clock held at that reading, so that the probe's own timer
+and record fields need no second code path for "ended earlier".
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+
+
+class HeldClock:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
+        self._held: float | None = None
+
+    def __call__(self) -> float:
+        held = self._held
+        return self.clock() if held is None else held
+
+    @contextlib.contextmanager
+    def held_at(self, reading: float | None) -> Iterator[None]:
+        """Within the block, the clock reads `reading` (None: the clock runs as usual).
+        Another thread reading it meanwhile (the memory sampler) gets that reading too,
+        a few microseconds early: harmless for a sample's time stamp."""
+        if reading is None:
+            yield
+            return
+        self._held = reading
+        try:
+            yield
+        finally:
+            self._held = None

@@ -1,0 +1,89 @@
+"""Forward, backward and optimizer time, from the start and end calls of the hooks.
+
+Only the outermost call of each counts: a module's forward calls its children's, a
+backward may recompute forwards (checkpointing), a wrapper optimizer calls the one it
+wraps. An optimizer step may run the loop's own forward and backward inside it (a
+closure: LBFGS, and every automatically optimized Lightning step): they are timed as
+forward and backward, and the step's `optimizer` time is what is left.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+AddTime = Callable[[str, float], None]
+
+
+class PhaseSpans:
+    def __init__(self, clock: Callable[[], float], add: AddTime) -> None:
+        self.clock, self.add = clock, add
+        self.forward_depth = 0
+        self.backward_depth = 0
+        self.step_depth = 0
+        self._forward_began: float | None = None
+        self._backward_began: float | None = None
+        self._step_began: float | None = None
+        self._inside_step = 0.0  # forward and backward seconds within the open step
+
+    @property
+    def in_step(self) -> bool:
+        return self.step_depth > 0
+
+    # Each *_begin returns whether the call is an outermost one (which the caller acts on).
+
+    def forward_begin(self, timed: bool) -> bool:
+        depth = self.forward_depth
+        self.forward_depth = depth + 1
+        if depth or self.backward_depth:  # a child module, or a recomputation inside backward
+            return False
+        self._forward_began = self.clock() if timed else None
+        return True
+
+    def forward_end(self) -> float | None:
+        """The outermost forward ended: when, if it was timed."""
+        self.forward_depth -= 1
+        if self.forward_depth or self._forward_began is None:
+            return None
+        now = self.clock()
+        self._spent("forward", now - self._forward_began)
+        self._forward_began = None
+        return now
+
+    def backward_begin(self) -> bool:
+        depth = self.backward_depth
+        self.backward_depth = depth + 1
+        if depth:
+            return False
+        self._backward_began = self.clock()
+        return True
+
+    def backward_end(self) -> float | None:
+        self.backward_depth -= 1
+        if self.backward_depth or self._backward_began is None:
+            return None
+        now = self.clock()
+        self._spent("backward", now - self._backward_began)
+        self._backward_began = None
+        return now
+
+    def step_begin(self) -> bool:
+        depth = self.step_depth
+        self.step_depth = depth + 1
+        if depth:
+            return False
+        self._step_began, self._inside_step = self.clock(), 0.0
+        return True
+
+    def step_end(self) -> float | None:
+        self.step_depth -= 1
+        if self.step_depth or self._step_began is None:
+            return None
+        now = self.clock()
+        self.add("optimizer", max(0.0, now - self._step_began - self._inside_step))
+        self._step_began = None
+        return now
+
+    def _spent(self, phase: str, seconds: float) -> None:
+        self.add(phase, seconds)
+        if self.step_depth:
+            self._inside_step += seconds
