@@ -225,7 +225,7 @@ class Agent:
             self._claim(CLAIMED_BY_LOADER, loader)
         if not self.recording:
             return iterate(loader)
-        loader_pass = self.recorder.pass_started(id(loader), self._loaders.get(loader), why)
+        loader_pass = self.recorder.pass_started(id(loader), self._loaders.get(loader), why, _length(loader))
         return TimedIterator(iterate(loader), loader_pass, self)
 
     def next_item(self, loader_pass: LoaderPass, iterator: Any) -> Any:
@@ -342,6 +342,14 @@ def _wraps_an_optimizer(optimizer: Any) -> bool:
     """accelerate's AcceleratedOptimizer (and wrappers like it) hold the real optimizer as
     `.optimizer` and skip its step while gradients accumulate: only the inner step counts."""
     return isinstance(getattr(optimizer, "optimizer", None), torch.optim.Optimizer)
+
+
+def _length(loader: Any) -> int | None:
+    """Batches in a full pass, when the loader knows (an IterableDataset may not)."""
+    try:
+        return len(loader)
+    except TypeError:
+        return None
 
 
 def _guess_device() -> str:

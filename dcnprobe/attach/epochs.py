@@ -22,10 +22,11 @@ How dataloader-pass mode finds an epoch in the loops people run (docs/frameworks
   closed first, so that validation inside an epoch (Lightning's val_check_interval,
   the Trainer's eval_strategy="steps") is not counted in a training batch.
 - A pass ends when its loader runs out, when the loop drops its iterator, or when the
-  loop evidently moved on: a new pass over the same loader (frameworks that stop at a
-  known length without exhausting the loader, and keep the iterator), a new pass in
-  another state than an undecided one that gave batches (Lightning's sanity check,
-  then training). A loader that fetches ahead (accelerate's DataLoaderShard, the
+  loop evidently moved on: another pass begins after it gave all the batches its loader
+  has (Lightning stops at the known length without exhausting the loader, and keeps the
+  iterator), a new pass over the same loader (the same, cut short by
+  limit_train_batches), a new pass in another state than an undecided one that gave
+  batches (Lightning's sanity check, then training). A loader that fetches ahead (accelerate's DataLoaderShard, the
   Trainer's accumulation groups) runs out before its last batches are trained: such a
   pass drains until the loop moves on, and the epoch is closed as of its last backward
   or optimizer step.
@@ -44,6 +45,7 @@ if TYPE_CHECKING:
 # Why a training pass ended (its `train_pass` record's `ended_by`).
 RAN_OUT = "loader ran out"
 DRAINED = "loader ran out before its last batches; ended when the loop moved on"
+COMPLETE = "it had given all its batches; another pass began"
 SAME_LOADER = "a new pass over the same loader began"
 LEFT = "the loop began another pass"
 DROPPED = "the loop dropped the iterator"
@@ -118,6 +120,8 @@ class LoaderPassEpochs(EpochStrategy):
         """Why a new pass p shows that the loop is done with the top pass (None: p is inside it)."""
         if top.exhausted:
             return DRAINED
+        if top.kind is PassKind.TRAINING and top.length is not None and top.items >= top.length:
+            return COMPLETE  # Lightning stops at the known length and keeps the iterator
         if p.loader_id == top.loader_id:
             return SAME_LOADER
         if top.kind is PassKind.UNDECIDED and top.items and p.why != top.why:

@@ -14,14 +14,15 @@ class LoaderPass:
     """One pass over a DataLoader, as the attach classifies it (dcnprobe.attach.states)."""
 
     __slots__ = ("kind", "why", "loader_id", "loader_number", "started", "first_wait_from", "items", "steps",
-                 "exhausted", "ended", "cut", "touched", "eval_forwards", "fetches_ahead", "worked_since_item")
+                 "exhausted", "ended", "cut", "touched", "eval_forwards", "fetches_ahead", "worked_since_item", "length")
 
     def __init__(self, kind: PassKind, started: float, loader_id: int, loader_number: int | None,
-                 why: str | None = None) -> None:
+                 why: str | None = None, length: int | None = None) -> None:
         self.kind = kind
         self.why = why  # the state it began in: inference_mode, no_grad, eval-mode, or None
         self.loader_id, self.loader_number = loader_id, loader_number
         self.started = started
+        self.length = length  # batches in a full pass, when the loader knows
         self.first_wait_from: float | None = started  # the first batch waits from iter() on: worker start-up
         self.items = 0  # loader batches it gave
         self.steps = 0  # optimizer steps while it was the training pass

@@ -71,8 +71,9 @@ class Recorder:
 
     # -- passes over DataLoaders ---------------------------------------------------------------
 
-    def pass_started(self, loader_id: int, loader_number: int | None, why: str | None) -> LoaderPass:
-        p = LoaderPass(PassKind.UNDECIDED, self.clock(), loader_id, loader_number, why)
+    def pass_started(self, loader_id: int, loader_number: int | None, why: str | None,
+                     length: int | None = None) -> LoaderPass:
+        p = LoaderPass(PassKind.UNDECIDED, self.clock(), loader_id, loader_number, why, length)
         self.end_validations()  # a new pass: the loop is done with any validation pass that gave batches
         self.epochs.pass_started(p)
         if p.kind is PassKind.VALIDATION:
