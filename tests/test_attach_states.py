@@ -79,6 +79,10 @@ class Replay:
         elif token == ">":
             self.now += TICK
             rec.step_ended(counts=self.steps.pop())
+        elif token == "(":
+            rec.phases.closure_begin()
+        elif token == ")":
+            rec.phases.closure_end()
         elif token == "M":
             rec.mark()
         else:
@@ -104,18 +108,20 @@ def test_lightning_sanity_check_validation_and_closure_steps(tmp_path):
     # Captured: sanity check (2 batches, never run out), then per epoch a pass over the
     # train loader that is never exhausted (Lightning stops at the known length and keeps
     # the iterator until the next epoch's iter()), the step running the closure.
-    lightning = ("ITER1N:2 n1 FeN n1 FeN "
-                 "ITER2:3 n2 S< Ft B > n2 S< Ft B > n2 S< Ft B > +5 ITER1N:2 DEL1 n1 FeN n1 FeN "
-                 "ITER2:3 DEL2 n2 S< Ft B > n2 S< Ft B > n2 S< Ft B > ITER1N:2 DEL1 n1 FeN n1 FeN DEL2 DEL1")
+    step = "S< ( Ft B ) >"
+    lightning = (f"ITER1N:2 n1 FeN n1 FeN "
+                 f"ITER2:3 n2 {step} n2 {step} n2 {step} +5 ITER1N:2 DEL1 n1 FeN n1 FeN "
+                 f"ITER2:3 DEL2 n2 {step} n2 {step} n2 {step} ITER1N:2 DEL1 n1 FeN n1 FeN DEL2 DEL1")
     replay = Replay(tmp_path).play(lightning)
     assert replay.finish() == shape([(3, 3), (3, 3)], [(0, 0, 2), (1, 3, 2), (2, 3, 2)])
     # Each epoch ends where its last step ended, before validation (5 s later) began.
     run = read_run(tmp_path)
     assert run.epochs["t_end"].tolist() == pytest.approx(run.batches.groupby("epoch")["t"].max().tolist())
     batches = read_run(tmp_path).batches
-    # The closure's forward and backward are timed as such, the optimizer gets the rest.
-    # Each step lasts 6 ticks (a tick per event, one inside each forward, backward and step end).
-    for phase, ticks in (("forward", 1), ("backward", 1), ("optimizer", 4)):
+    # The closure (training_step) is the loop's: its forward and backward are timed as such,
+    # its own code (a tick before, between and after them) is `other`; the optimizer has the
+    # step less the closure (a tick before it, two after: the step's own work).
+    for phase, ticks in (("forward", 1), ("backward", 1), ("optimizer", 3)):
         assert batches[phase].tolist() == pytest.approx([ticks * TICK] * 6), phase
     assert [p["ended_by"] for p in read_notes(tmp_path)["passes"]] == [
         "it had given all its batches; another pass began"] * 2
@@ -123,8 +129,8 @@ def test_lightning_sanity_check_validation_and_closure_steps(tmp_path):
 
 def test_lightning_limit_train_batches_validation_inside_the_epoch_and_accumulation(tmp_path):
     # Captured: limit_train_batches=4 of 6, val_check_interval=0.5, accumulate_grad_batches=2.
-    lightning = ("ITER1N:1 n1 FeN ITER2:6 n2 Ft B n2 S< Ft B > ITER1N:1 DEL1 n1 FeN "
-                 "n2 Ft B n2 S< Ft B > ITER1N:1 DEL1 n1 FeN DEL2 DEL1")
+    lightning = ("ITER1N:1 n1 FeN ITER2:6 n2 Ft B n2 S< ( Ft B ) > ITER1N:1 DEL1 n1 FeN "
+                 "n2 Ft B n2 S< ( Ft B ) > ITER1N:1 DEL1 n1 FeN DEL2 DEL1")
     replay = Replay(tmp_path).play(lightning)
     assert replay.finish() == shape([(4, 2)], [(0, 0, 1), (1, 1, 1), (1, 2, 1)])
     assert read_notes(tmp_path)["passes"][0]["ended_by"] == "the loop dropped the iterator"

@@ -15,8 +15,9 @@ says how they were found:
             epoch-every: every N optimizer steps (AttachConfig.epoch_every), for loops with
             no DataLoader; mark_epoch: where the script calls dcnprobe.mark_epoch().
 Phases: data_wait (blocked in next()), forward (the outermost module's forward, with
-gradients), backward (torch.autograd.backward), optimizer (the step hooks, less any
-forward and backward in a closure), cache_clear (the attach's own clearing), other, total.
+gradients), backward (torch.autograd.backward), optimizer (the step hooks, less the step's
+closure: Lightning's training_step, LBFGS's evaluations), cache_clear (the attach's own
+clearing), other (the loop's own code, a closure's included), total.
 
 Which process records: the first of the launch to start training claims the run
 directory (dcnprobe.attach.claim). Forked DataLoader workers inherit the agent and are
@@ -42,7 +43,7 @@ from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.attach.loader_proxy import LoaderPass, TimedIterator
 from dcnprobe.attach.notes import ATTACH_RECORD
 from dcnprobe.attach.overrides import Overrides
-from dcnprobe.attach.phases import PhaseSpans
+from dcnprobe.attach.phases import PhaseSpans, with_timed_closure
 from dcnprobe.attach.recorder import Recorder
 from dcnprobe.attach.states import AgentState, EpochMode, PassKind
 from dcnprobe.attach.torch_hooks import TorchHooks
@@ -297,15 +298,16 @@ class Agent:
         else:
             self.phases.backward_end()
 
-    def step_starting(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+    def step_starting(self, optimizer: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         if self.state is AgentState.IDLE and not self.phases.step_depth:
             self._claim("optimizer-step")
         if not self.recording:
             self.phases.step_begin()
-            return
+            return None
         if not self._device_known:
             self._learn_device(optimizer)
         self.recorder.step_began()
+        return with_timed_closure(self.phases, args, kwargs)  # torch steps with what this returns
 
     def step_ended(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.recording:

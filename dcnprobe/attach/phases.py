@@ -2,9 +2,11 @@
 
 Only the outermost call of each counts: a module's forward calls its children's, a
 backward may recompute forwards (checkpointing), a wrapper optimizer calls the one it
-wraps. An optimizer step may run the loop's own forward and backward inside it (a
-closure: LBFGS, and every automatically optimized Lightning step): they are timed as
-forward and backward, and the step's `optimizer` time is what is left.
+wraps. An optimizer step may run the loop's own work inside it, through a closure (LBFGS,
+and every automatically optimized Lightning step, whose closure is the whole
+training_step): the closure's forward and backward are timed as such, the rest of it is
+the loop's own code (`other`), and the step's `optimizer` time is the step less its
+closures.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ class PhaseSpans:
         self.forward_depth = 0
         self.backward_depth = 0
         self.step_depth = 0
+        self.closure_depth = 0
+        self._closure_began: float | None = None
         self._forward_began: float | None = None
         self._backward_began: float | None = None
         self._step_began: float | None = None
-        self._inside_step = 0.0  # forward and backward seconds within the open step
+        self._inside_step = 0.0  # the loop's own seconds within the open step: closures, forwards, backwards
 
     @property
     def in_step(self) -> bool:
@@ -83,7 +87,42 @@ class PhaseSpans:
         self._step_began = None
         return now
 
+    def closure_begin(self) -> None:
+        depth = self.closure_depth
+        self.closure_depth = depth + 1
+        if not depth and self.step_depth:
+            self._closure_began = self.clock()
+
+    def closure_end(self) -> None:
+        self.closure_depth -= 1
+        if not self.closure_depth and self._closure_began is not None:
+            self._inside_step += self.clock() - self._closure_began
+            self._closure_began = None
+
     def _spent(self, phase: str, seconds: float) -> None:
         self.add(phase, seconds)
-        if self.step_depth:
+        if self.step_depth and not self.closure_depth:  # a closure's time is taken whole
             self._inside_step += seconds
+
+
+def with_timed_closure(spans: PhaseSpans, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+    """An optimizer step pre-hook's answer: the step's closure wrapped so that its time is
+    known, or None when the step has no closure. (Optimizer.step(closure) takes it as the
+    first argument after the optimizer, or by name.)"""
+    if callable(kwargs.get("closure")):
+        closure, where = kwargs["closure"], "kwargs"
+    elif len(args) > 1 and callable(args[1]):
+        closure, where = args[1], "args"
+    else:
+        return None
+
+    def timed_closure(*a, **k):
+        spans.closure_begin()
+        try:
+            return closure(*a, **k)
+        finally:
+            spans.closure_end()
+
+    if where == "kwargs":
+        return args, {**kwargs, "closure": timed_closure}
+    return (args[0], timed_closure, *args[2:]), kwargs

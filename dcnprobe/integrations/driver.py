@@ -10,10 +10,12 @@ Face callbacks share. The record is the attach's (dcnprobe.attach.agent), unit f
                 any validation that closes the epoch).
     validation  each run of the framework's validation loop, a `validation` record.
 
-Phases come from the framework's hooks where it has them: data_wait from the end of the
-last batch to the framework's batch start (it fetches in between); forward to the
-backward (or from the model's forward hooks); backward between the backward hooks;
-optimizer from the optimizer's own step hooks, less a closure's forward and backward.
+Phases as the attach times them, from the framework's hooks where it has them and from
+the model's and optimizer's own hooks otherwise: data_wait from the end of the last
+batch to the framework's batch start (it fetches in between); forward, the outermost
+forward of the model (and of its direct children); backward between the backward
+events; optimizer from the optimizer's step hooks, less the step's closure (Lightning's
+training_step); other, the rest (the training step's own code, the framework's).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 from typing import Any
 
 from dcnprobe.attach.notes import PASS_RECORD, VALIDATION_RECORD
+from dcnprobe.attach.phases import PhaseSpans, with_timed_closure
 from dcnprobe.hooks import DATA_WAIT
 
 
@@ -28,15 +31,14 @@ class EventDriver:
     def __init__(self, probe: Any, framework: str) -> None:
         self.probe, self.timer, self.clock = probe, probe.timer, probe.clock
         self.framework = framework
+        self.spans = PhaseSpans(self.clock, self.timer.add)
         self.epoch = 0
         self.epoch_open = False
         self.in_pass = False  # the epoch's training batches are under way
         self.items = self.steps = 0  # in the open batch record
         self.worked = False  # a backward or a step in the open record
         self.epoch_items = self.epoch_steps = 0
-        self.edge = 0.0  # the last phase boundary: time since it belongs to the next phase
-        self._step_began: float | None = None
-        self._inside_step = 0.0  # forward and backward time within the open step (a closure)
+        self.edge = 0.0  # the end of the last batch: data wait counts from here
         self._validation: dict[str, Any] | None = None
 
     # -- the run --------------------------------------------------------------------------------
@@ -107,9 +109,7 @@ class EventDriver:
         """The framework has fetched the batch (or step group) and starts on it."""
         if self.in_pass and not self.timer.in_batch:
             self._open()
-        now = self.clock()
-        self.timer.add(DATA_WAIT, now - self.edge)
-        self.edge = now
+        self.timer.add(DATA_WAIT, self.clock() - self.edge)
 
     def loader_batch(self) -> None:
         """One batch from the training loader went into the open record."""
@@ -121,45 +121,33 @@ class EventDriver:
         if self.in_pass and self.timer.in_batch and self.steps:
             self._close()
             self._open()
+        self.edge = self.clock()
 
     # -- phases -----------------------------------------------------------------------------------
 
-    def _spent(self, phase: str) -> None:
-        now = self.clock()
-        seconds = now - self.edge
-        self.timer.add(phase, seconds)
-        if self._step_began is not None:
-            self._inside_step += seconds
-        self.edge = now
-
     def forward_begin(self) -> None:
-        self.edge = self.clock()  # the time before it is the loop's own
+        self.spans.forward_begin(timed=True)
 
     def forward_end(self) -> None:
-        self._spent("forward")
+        self.spans.forward_end()
 
     def backward_begin(self) -> None:
-        """From the last boundary to here was the training step's forward (frameworks
-        with a backward hook but none for the forward: Lightning)."""
-        self._spent("forward")
+        self.spans.backward_begin()
 
     def backward_end(self) -> None:
-        self._spent("backward")
-        self.worked = True
+        if self.spans.backward_depth and self.spans.backward_end() is not None:
+            self.worked = True
 
-    def step_begin(self) -> None:
-        self._step_began = self.edge = self.clock()
-        self._inside_step = 0.0
+    def step_begin(self, args: tuple = (), kwargs: dict | None = None) -> tuple[tuple, dict] | None:
+        """An optimizer step pre-hook: returns the step's arguments with its closure timed."""
+        self.spans.step_begin()
+        return with_timed_closure(self.spans, args, kwargs or {})
 
     def step_end(self) -> None:
-        if self._step_began is None:
-            return
-        now = self.clock()
-        self.timer.add("optimizer", max(0.0, now - self._step_began - self._inside_step))
-        self._step_began, self.edge = None, now
-        self.steps += 1
-        self.epoch_steps += 1
-        self.worked = True
+        if self.spans.step_end() is not None:
+            self.steps += 1
+            self.epoch_steps += 1
+            self.worked = True
 
     # -- validation -------------------------------------------------------------------------------
 

@@ -38,7 +38,8 @@ pl = _lightning()
 BOUNDARIES = {
     "epoch": "lightning: on_train_epoch_start to the epoch's last training batch",
     "validation": "lightning: on_validation_start to on_validation_end (the sanity check is epoch 0)",
-    "forward": "lightning: batch start (or the last backward or step) to on_before_backward",
+    "forward": "the outermost forward of the LightningModule or its children",
+    "backward": "lightning: on_before_backward to on_after_backward",
 }
 
 
@@ -59,11 +60,19 @@ class DcnprobeCallback(pl.Callback):
             self.driver = EventDriver(Probe(self.out_dir, **self.probe_options), "lightning")
 
     def on_fit_start(self, trainer, pl_module) -> None:
-        self.driver.start(BOUNDARIES, {"framework": {"name": pl.__name__, "version": pl.__version__},
-                                       "max_epochs": trainer.max_epochs})
+        driver = self.driver
+        driver.start(BOUNDARIES, {"framework": {"name": pl.__name__, "version": pl.__version__},
+                                  "max_epochs": trainer.max_epochs})
+        # A training_step calls the module itself or one of its children: the outermost of
+        # those forwards is `forward` (the rest of the training_step is the loop's own code).
+        for module in (pl_module, *pl_module.children()):
+            self._handles += [module.register_forward_pre_hook(lambda *_: driver.forward_begin()),
+                              module.register_forward_hook(lambda *_: driver.forward_end(), always_call=True)]
         for optimizer in trainer.optimizers:
-            self._handles += [optimizer.register_step_pre_hook(lambda *_: self.driver.step_begin()),
-                              optimizer.register_step_post_hook(lambda *_: self.driver.step_end())]
+            self._handles += [
+                optimizer.register_step_pre_hook(lambda _, args, kwargs: driver.step_begin(args, kwargs)),
+                optimizer.register_step_post_hook(lambda *_: driver.step_end()),
+            ]
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self._finish("ok")

@@ -54,7 +54,7 @@ class DcnprobeCallback(TrainerCallback):
                               model.register_forward_hook(self._forward_end)]
         inner = _innermost(optimizer)
         if inner is not None:
-            self._handles += [inner.register_step_pre_hook(lambda *_: driver.step_begin()),
+            self._handles += [inner.register_step_pre_hook(lambda _, args, kwargs: driver.step_begin(args, kwargs)),
                               inner.register_step_post_hook(lambda *_: driver.step_end())]
 
     def on_train_end(self, args, state, control, **kwargs):
@@ -73,6 +73,7 @@ class DcnprobeCallback(TrainerCallback):
     def _forward_end(self, module, args, output) -> None:
         if module.training and self.driver is not None and self.driver.in_pass:
             self.driver.forward_end()
+            self.driver.backward_begin()  # the Trainer backpropagates next; no event says when
 
     # -- training ------------------------------------------------------------------------------------
 

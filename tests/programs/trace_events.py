@@ -8,7 +8,7 @@ Lightning or Trainer release) drives its loaders, forwards, backwards and optimi
     nk STOPk     next() on it gave a batch / ran out;   DELk  its iterator was dropped
     Ft Fe        an outermost module forward in train / eval mode (N: without gradients)
     B            torch.autograd.backward
-    S< ... >     an optimizer step (whatever runs inside it: a closure's forward/backward)
+    S< ... >     an optimizer step;  ( ... )  the closure it was given, running
 """
 
 import atexit
@@ -94,12 +94,30 @@ def traced_backward(*args, **kwargs):
     return original_backward(*args, **kwargs)
 
 
+def step_pre(optimizer, args, kwargs):
+    events.append("S<")
+    closure = kwargs.get("closure") or (args[1] if len(args) > 1 and callable(args[1]) else None)
+    if closure is None:
+        return None
+
+    def traced_closure(*a, **k):
+        events.append("(")
+        try:
+            return closure(*a, **k)
+        finally:
+            events.append(")")
+
+    if "closure" in kwargs:
+        return args, {**kwargs, "closure": traced_closure}
+    return (args[0], traced_closure, *args[2:]), kwargs
+
+
 def main() -> None:
     DataLoader.__iter__ = traced_iter
     torch.autograd.backward = traced_backward
     nn_module.register_module_forward_pre_hook(forward_pre)
     nn_module.register_module_forward_hook(forward_post, always_call=True)
-    optim_module.register_optimizer_step_pre_hook(lambda *_: events.append("S<"))
+    optim_module.register_optimizer_step_pre_hook(step_pre)
     optim_module.register_optimizer_step_post_hook(lambda *_: events.append(">"))
     atexit.register(lambda: print("events:", " ".join(events), file=sys.stderr))
     sys.argv = sys.argv[1:]
