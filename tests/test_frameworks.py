@@ -102,3 +102,44 @@ def test_the_framework_callbacks_record_the_programs_own_counts(tmp_path, capsys
     framework = "lightning" if "lightning" in program.script else "transformers"
     assert header["epoch"].startswith(framework + ":")  # the callback recorded, the attach stood down
     assert not (out / "attach-run.jsonl").exists()
+
+
+# Slowdowns planted in framework code (each program's --fault), with the cause and the
+# phase the analysis must name. The program's own clock must see the slowdown too.
+PLANTED = [
+    (Program("lightning_fit.py", ("--fault", "step-outputs", "--batches", "100", "--batch-size", "64"), LIGHTNING),
+     "metric-accumulation", "other"),
+    (Program("hf_trainer.py", ("--fault", "callback-history", "--batches", "100"), TRAINER),
+     "metric-accumulation", "other"),
+    (Program("lightning_fit.py", ("--fault", "worker-history", "--workers", "2", "--persistent-workers",
+                                  "--batches", "100"), LIGHTNING),
+     "worker-memory-growth", "data_wait"),
+    (Program("hf_trainer.py", ("--fault", "worker-history", "--workers", "2", "--persistent-workers",
+                               "--batches", "100"), TRAINER),
+     "worker-memory-growth", "data_wait"),
+]
+
+
+def own_ratio(out: Path, epoch: int) -> float:
+    """The program's own median batch (or step) time, epoch `epoch` over epoch 1."""
+    epochs = json.loads((out / "truth.json").read_text())["epochs"]
+    key = "median_batch_s" if "median_batch_s" in epochs[0] else "median_step_s"
+    return epochs[epoch - 1][key] / epochs[0][key]
+
+
+@pytest.mark.parametrize(("program", "cause", "phase"), PLANTED, ids=lambda x: x.id if isinstance(x, Program) else "")
+def test_slowdowns_planted_in_framework_code_are_found_with_their_cause(tmp_path, capsys, program, cause, phase):
+    from dcnprobe.analysis import advice_for
+
+    out, stdout = run_program(tmp_path, capsys, program)
+    analysis = json.loads((out / "analysis.json").read_text())
+    if analysis["contended"]:
+        pytest.skip(f"the machine was busy (outside load {analysis['outside_load']}): the analysis rightly "
+                    "does not judge these timings")
+    compared = analysis["compared_epoch"]
+    assert own_ratio(out, compared) > analysis["threshold"]  # the plant works, by the program's own clock
+    assert analysis["slowdown"], analysis["verdict"]
+    assert analysis["grew"] == phase, analysis["verdict"]
+    assert analysis["causes"][0]["id"] == cause, analysis["verdict"]
+    assert analysis["causes"][0]["advice"] == advice_for(cause) and advice_for(cause)
+    assert f"Most likely cause: {cause}" in stdout

@@ -11,8 +11,8 @@ ground_truth.py), counted in its own model and TrainerCallback.
                                  through accelerate's AcceleratedOptimizer)
 
 Planted slowdowns (--fault):
-    callback-history   a TrainerCallback keeps every step's loss and, at each step's end,
-                       recomputes a smoothed curve over the whole history
+    callback-history   a TrainerCallback records a weight histogram at every step and
+                       rewrites its whole history to a JSON file each time
     worker-history     each DataLoader worker compares every sample with all it served
                        before; persistent workers (--persistent-workers) keep that history
 """
@@ -20,10 +20,12 @@ Planted slowdowns (--fault):
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
 import time
+from pathlib import Path
 
 # Nothing is downloaded: the model is a plain nn.Module, and the hub is never asked.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -112,20 +114,19 @@ class Counts(TrainerCallback):
         self.truth.validation_end()
 
 
-class SmoothedHistory(TrainerCallback):
-    """--fault callback-history: keeps every step's loss and recomputes an exponentially
-    smoothed curve over all of it at each step's end (to log its last point)."""
+class HistoryFile(TrainerCallback):
+    """--fault callback-history: a monitoring callback that records a histogram of the first
+    layer's weights at every step and rewrites its whole history as JSON each time (so that
+    the file is always complete): the work per step grows with the steps so far."""
 
-    def __init__(self) -> None:
-        self.losses: list[float] = []
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.history: list[dict] = []
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
-        self.losses.append(float(state.global_step % 7))
-        for _ in range(4):
-            smoothed, curve = 0.0, []
-            for loss in self.losses:
-                smoothed = 0.9 * smoothed + 0.1 * loss
-                curve.append(smoothed)
+        weights = next(model.parameters()).detach()
+        self.history.append({"step": state.global_step, "histogram": torch.histc(weights, bins=48).tolist()})
+        self.path.write_text(json.dumps(self.history))
 
 
 def main() -> None:
@@ -151,14 +152,14 @@ def main() -> None:
     model = Classifier(args.hidden, truth)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
     counted_steps(optimizer, truth)
-    callbacks: list[TrainerCallback] = [Counts(truth)]
-    if args.fault == "callback-history":
-        callbacks.append(SmoothedHistory())
-    if args.dcnprobe_callback:
-        from dcnprobe.integrations.transformers import DcnprobeCallback
-
-        callbacks.append(DcnprobeCallback())
     with tempfile.TemporaryDirectory() as out:
+        callbacks: list[TrainerCallback] = [Counts(truth)]
+        if args.fault == "callback-history":
+            callbacks.append(HistoryFile(Path(out) / "weights-history.json"))
+        if args.dcnprobe_callback:
+            from dcnprobe.integrations.transformers import DcnprobeCallback
+
+            callbacks.append(DcnprobeCallback())
         training = TrainingArguments(
             output_dir=out, num_train_epochs=args.epochs, per_device_train_batch_size=args.batch_size,
             per_device_eval_batch_size=args.batch_size, gradient_accumulation_steps=args.accumulate,
