@@ -10,6 +10,8 @@ Record types, in the order they appear (constants below; every field in `COLUMNS
     warning   the live monitor found a later epoch clearly slower than epoch 1
     stall     a hang was detected; stacks were written beside the record
     footer    status (ok, slow, crashed, interrupted, stalled) and totals
+The attach adds record types of its own (validation passes, training passes, its notes:
+dcnprobe.attach.notes.COLUMNS); readers skip types they do not know.
 Every line is written whole and flushed at once, so a run killed at any moment is
 readable up to its last complete line; readers ignore a torn last line. `read_run`
 loads a whole record; `RecordFollower` follows one that is still growing.
@@ -66,6 +68,10 @@ COLUMNS: dict[str, dict[str, str]] = {
         "in_use": "glibc bytes in use at batch end", "py_blocks": "sys.getallocatedblocks()",
         "gc_s": "GC seconds during the batch", "gc_gen2": "generation-2 collections during the batch",
         "minflt": "minor page faults during the batch", "majflt": "major page faults during the batch",
+        # Written by the attach and the framework callbacks, whose batch is the work around an
+        # optimizer step (the header's boundaries.batch): both units a user may mean.
+        "loader_batches": "batches the training DataLoader gave in it (4 with gradient accumulation over 4)",
+        "optimizer_steps": "optimizer steps in it (0: it only accumulated, or a skipped step; 2: two optimizers)",
     },
     MEMORY: {
         "t": "when sampled", "epoch": "epoch then", "step": "steps done then",

@@ -245,3 +245,20 @@ def test_a_warm_up_step_before_the_loader_loop_leaves_marked_mode(tmp_path):
     replay = Replay(tmp_path, mode=EpochMode.MARKED).play(f"Ft B S< > ITER1 {epoch_of('n1 Ft B S< >', 3)} STOP1")
     assert replay.rec.mode is EpochMode.LOADER_PASS
     assert replay.finish()["epochs"][-1] == {"epoch": 2, "batches": 3, "steps": 3}
+
+
+def test_every_field_the_attach_writes_is_documented(tmp_path):
+    import json
+
+    from dcnprobe import records
+    from dcnprobe.attach import notes
+
+    replay = Replay(tmp_path).play("ITER1N n1 FeN ITER2 n2 Ft B S< > n2 Ft B S< > STOP2 ITER3 n3 Ft STOP3")
+    replay.rec.note(final=True, boundaries=replay.rec.boundaries(), guesses=replay.rec.guesses)
+    replay.finish()
+    for line in (tmp_path / "run.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        kind = record.pop("type")
+        table = records.COLUMNS.get(kind) or notes.COLUMNS[kind]
+        if kind in (records.BATCH, notes.VALIDATION_RECORD, notes.PASS_RECORD):
+            assert set(record) <= set(table) | {"t"}, kind

@@ -124,7 +124,11 @@ def _report(out: Path) -> None:
     notes = read_notes(out)
     epochs = run.batches["epoch"].nunique() if len(run.batches) else 0
     epoch_by = notes["boundaries"].get("epoch", "?")
-    click.echo(f"\nrecord: {run.path} ({run.status}; {len(run.batches)} batches in {epochs} epoch(s), "
+    # A batch record is the work around an optimizer step: say both counts when they differ.
+    counts = {c: int(run.batches[c].sum()) for c in ("loader_batches", "optimizer_steps") if c in run.batches}
+    units = (f" ({counts['loader_batches']} loader batches, {counts['optimizer_steps']} optimizer steps)"
+             if counts and set(counts.values()) != {len(run.batches)} else "")
+    click.echo(f"\nrecord: {run.path} ({run.status}; {len(run.batches)} batches{units} in {epochs} epoch(s), "
                f"epochs by {epoch_by}; {len(notes['validation'])} validation pass(es))")
     final = notes["final"] or notes["header"]
     for name, why in (final.get("not_applied") or {}).items():
@@ -133,6 +137,8 @@ def _report(out: Path) -> None:
         click.echo(f"adjusted: {line}")
     if notes["final"].get("problem"):
         click.echo(f"note: {notes['final']['problem']}")
+    for guess in notes["final"].get("guesses") or []:  # where the record rests on an inference
+        click.echo(f"note: {guess}")
     try:
         analysis = analyze_run(run)
     except UsageError as exc:
