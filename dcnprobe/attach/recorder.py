@@ -61,8 +61,10 @@ class Recorder:
         return self.epochs.mode
 
     def boundaries(self) -> dict[str, str]:
-        return {"batch": "optimizer-step", "epoch": self.mode.value, "forward": "outermost-module-hooks",
-                "pass": "decided by the optimizer steps and backward in it"}
+        found = {"batch": "optimizer-step", "epoch": self.mode.value, "forward": "outermost-module-hooks"}
+        if self.mode is EpochMode.LOADER_PASS:
+            found["pass"] = "decided by the optimizer steps and backward in it"
+        return found
 
     def switch_mode(self, mode: EpochMode) -> None:
         """The one place where the epoch mode changes (see dcnprobe.attach.epochs)."""
