@@ -7,6 +7,8 @@ transformers 5.24 (Trainer) and accelerate 1.15 did with tests/programs/ at 2-3 
 an epoch. The real programs run against the record in tests/test_frameworks.py.
 """
 
+import json
+
 import pytest
 
 from dcnprobe.attach.clock import HeldClock
@@ -24,13 +26,13 @@ WHY = {"N": "no_grad", "I": "inference_mode", "E": "eval-mode", "": None}
 class Replay:
     """Plays a sequence of events into a Recorder as the agent's hooks would."""
 
-    def __init__(self, out, mode=EpochMode.LOADER_PASS, **config):
+    def __init__(self, out, mode=EpochMode.LOADER_PASS, start_record=None, **config):
         self.now = 0.0
         self.clock = HeldClock(lambda: self.now)
         self.probe = Probe(out, clock=self.clock, on_slowdown=None, sample_interval=3600, stall_floor_s=3600)
-        self.probe.start({})
-        self.out = out
-        self.rec = Recorder(self.probe, AttachConfig(run_dir=str(out), **config), mode, self.clock)
+        self.out = out  # the recorder starts the probe's record with the first epoch
+        self.rec = Recorder(self.probe, AttachConfig(run_dir=str(out), **config), mode, self.clock,
+                            start_record=start_record)
         self.passes = {}  # loader -> its passes whose iterator is not yet dropped, oldest first
         self.steps = []  # open optimizer steps: whether each counts
         self.cut = []
@@ -125,6 +127,20 @@ def test_lightning_sanity_check_validation_and_closure_steps(tmp_path):
         assert batches[phase].tolist() == pytest.approx([ticks * TICK] * 6), phase
     assert [p["ended_by"] for p in read_notes(tmp_path)["passes"]] == [
         "it had given all its batches; another pass began"] * 2
+
+
+def test_the_record_begins_with_the_first_epoch_and_describes_its_loader(tmp_path):
+    began_with = []
+
+    def start_record(p):
+        began_with.append(p.loader_number)
+        replay.probe.start({"loader": p.loader_number})
+
+    replay = Replay(tmp_path, start_record=start_record)
+    replay.play("ITER1N:2 n1 FeN n1 FeN ITER2:3 n2 S< ( Ft B ) > n2")
+    assert began_with == [2]  # the training loader, not the sanity check's that came first
+    types = [json.loads(line)["type"] for line in (tmp_path / "run.jsonl").read_text().splitlines()]
+    assert types[:2] == ["header", "validation"]  # what was seen before it follows the header
 
 
 def test_lightning_limit_train_batches_validation_inside_the_epoch_and_accumulation(tmp_path):

@@ -130,10 +130,18 @@ class Agent:
             self._building_probe = False
         self.recorder = Recorder(self.probe, self.config, mode, self.clock, phases=self.phases,
                                  clear_cache=self._clear_cache, clear_each_epoch=self.clear_each_epoch,
-                                 clear_every=self.clear_every, end_run=self._end_run)
+                                 clear_every=self.clear_every, end_run=self._end_run,
+                                 start_record=lambda p: self._write_header(trigger, p, loader))
         self.state = AgentState.RECORDING
-        # The loader whose pass started the recording is the training one, as far as is known.
-        number = self._loaders.get(loader) if loader is not None else None
+        if mode is not EpochMode.LOADER_PASS:  # the first epoch begins with this very step
+            self.recorder.ensure_started()
+
+    def _write_header(self, trigger: str, training: LoaderPass | None, claim_loader: Any) -> None:
+        """The run's header, when its first epoch begins: the settings observed are those
+        of the loader that epoch iterates (else of the loader that started the recording)."""
+        number = training.loader_number if training is not None else None
+        if number is None and claim_loader is not None:
+            number = self._loaders.get(claim_loader)
         built = self.overrides.loaders[number - 1] if number else None
         self.probe.start({
             "attached": True,
@@ -197,7 +205,9 @@ class Agent:
         """The script made its own Probe (which records into the same run directory)."""
         if self._building_probe or os.getpid() != self.pid:
             return
-        if self.state is AgentState.RECORDING:  # it measured before making its Probe: keep ours apart
+        if self.state is AgentState.RECORDING and not self.recorder.started:
+            self.state = AgentState.OFF  # nothing written yet: nothing to keep
+        elif self.state is AgentState.RECORDING:  # it measured before making its Probe: keep ours apart
             self._finish("ok")
             os.replace(self.probe.writer.path, self.probe.writer.path.with_name("attach-run.jsonl"))
         if self.state in (AgentState.IDLE, AgentState.OFF):

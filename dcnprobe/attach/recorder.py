@@ -36,8 +36,15 @@ class Recorder:
     def __init__(self, probe: Any, config: AttachConfig, mode: EpochMode, clock: HeldClock, *,
                  phases: PhaseSpans | None = None, clear_cache: Callable[[], float] | None = None,
                  clear_each_epoch: bool = False, clear_every: int | None = None,
-                 end_run: Callable[[str], NoReturn] = _raise_bound) -> None:
+                 end_run: Callable[[str], NoReturn] = _raise_bound,
+                 start_record: Callable[[LoaderPass | None], None] | None = None) -> None:
         self.probe, self.config, self.clock = probe, config, clock
+        # The record (its header) begins with the first epoch, so that the header describes
+        # the training loader, not a validation loader iterated first (Lightning's sanity
+        # check); what the attach saw before is written just after it.
+        self.start_record = start_record or (lambda p: probe.start({}))
+        self.started = False
+        self._pending: list[tuple[str, dict[str, Any]]] = []
         self.ledger = BatchLedger(probe, clock)
         # The agent hands over the spans it kept before the claim: forwards, backwards and
         # steps under way when recording began end in them.
@@ -118,6 +125,9 @@ class Recorder:
     def ledger_pause(self) -> None:
         """The loop leaves the training batch for a validation pass: record the batch as
         it is (if anything happened in it), so that validation is not counted in it."""
+        top = self.epochs.top
+        if top is not None and top.kind is not PassKind.TRAINING:
+            return  # nothing is recorded of a pass not yet known to train
         if self.ledger.open and (self.ledger.worked or self.ledger.items):
             self.ledger.close()
         elif self.ledger.open:
@@ -140,13 +150,30 @@ class Recorder:
             why = NO_WORK
             self.guess(f"a pass over DataLoader #{p.loader_number} ({p.items} batches) with no no_grad, "
                        f"inference_mode or eval mode is counted as validation: {NO_WORK} in it")
-        self.probe.event(VALIDATION_RECORD, epoch=self.probe.epoch, loader=p.loader_number, batches=p.items,
-                         duration_s=p.touched - p.started, why=why, after_steps=self.epoch_steps)
+        self.event(VALIDATION_RECORD, epoch=self.probe.epoch, loader=p.loader_number, batches=p.items,
+                   duration_s=p.touched - p.started, why=why, after_steps=self.epoch_steps)
 
     # -- epochs --------------------------------------------------------------------------------------
 
+    def ensure_started(self, p: LoaderPass | None = None) -> None:
+        """Write the header (for the training pass p, if known), then what waited for it."""
+        if self.started:
+            return
+        self.started = True
+        self.start_record(p)
+        pending, self._pending = self._pending, []
+        for kind, fields in pending:
+            self.probe.event(kind, **fields)
+
+    def event(self, kind: str, **fields: Any) -> None:
+        if self.started:
+            self.probe.event(kind, **fields)
+        else:
+            self._pending.append((kind, fields))
+
     def begin_epoch(self, at: float | None = None) -> None:
         with self.clock.held_at(at):
+            self.ensure_started(self.epochs.top)
             self.probe.begin_pass()
         self.epoch_steps = 0
 
@@ -158,9 +185,9 @@ class Recorder:
             return
         self.epochs_done += 1
         if p is not None:
-            self.probe.event(PASS_RECORD, epoch=self.probe.epoch, loader=p.loader_number, loader_batches=p.items,
-                             optimizer_steps=p.steps, began_as=p.why, ended_by=ended_by, cut=p.cut,
-                             eval_forwards=p.eval_forwards)
+            self.event(PASS_RECORD, epoch=self.probe.epoch, loader=p.loader_number, loader_batches=p.items,
+                       optimizer_steps=p.steps, began_as=p.why, ended_by=ended_by, cut=p.cut,
+                       eval_forwards=p.eval_forwards)
             if p.eval_forwards:
                 self.guess(f"epoch {self.probe.epoch} trained with a module in eval mode ({p.eval_forwards} forward "
                            "passes with gradients): model.train() was not called after validation?")
@@ -184,6 +211,7 @@ class Recorder:
         for p in list(self.validations):
             self._end_validation(p)
         self.epochs.finish()
+        self.ensure_started()  # a run that never trained still gets its record
 
     # -- forward, backward, optimizer ------------------------------------------------------------------
 
@@ -249,7 +277,7 @@ class Recorder:
     # -- notes ------------------------------------------------------------------------------------------
 
     def note(self, **fields: Any) -> None:
-        self.probe.event(ATTACH_RECORD, **fields)
+        self.event(ATTACH_RECORD, **fields)
 
     def note_once(self, text: str) -> None:
         if text not in self._noted:
