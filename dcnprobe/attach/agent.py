@@ -19,6 +19,9 @@ gradients), backward (torch.autograd.backward), optimizer (the step hooks, less 
 closure: Lightning's training_step, LBFGS's evaluations), cache_clear (the attach's own
 clearing), other (the loop's own code, a closure's included), total.
 
+The record's header is written when the first epoch begins (its settings are those of the
+loader that epoch iterates); validation passes before it follow the header.
+
 Which process records: the first of the launch to start training claims the run
 directory (dcnprobe.attach.claim). Forked DataLoader workers inherit the agent and are
 switched off at fork; spawned ones never get it (dcnprobe.attach.bootstrap). A script

@@ -144,10 +144,13 @@ def main() -> None:
     parser.add_argument("--fault", choices=("callback-history", "worker-history"))
     parser.add_argument("--dcnprobe-callback", action="store_true",
                         help="measure with dcnprobe.integrations.transformers instead of leaving it to an attach")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads: one for a model this small on a shared CPU")
     parser.add_argument("--truth", default=None, help="where to write truth.json [$PROGRAM_TRUTH or ./truth.json]")
     args = parser.parse_args()
 
     torch.manual_seed(0)
+    torch.set_num_threads(args.threads)
     truth = Truth(args.truth)
     model = Classifier(args.hidden, truth)
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)

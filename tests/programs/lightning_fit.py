@@ -164,10 +164,13 @@ def main() -> None:
     parser.add_argument("--fault", choices=("step-outputs", "worker-history"))
     parser.add_argument("--dcnprobe-callback", action="store_true",
                         help="measure with dcnprobe.integrations.lightning instead of leaving it to an attach")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads: one for a model this small on a shared CPU")
     parser.add_argument("--truth", default=None, help="where to write truth.json [$PROGRAM_TRUTH or ./truth.json]")
     args = parser.parse_args()
 
     pl.seed_everything(0, verbose=False)
+    torch.set_num_threads(args.threads)
     truth = Truth(args.truth)
     train = Rows(args.batches * args.batch_size, 0, args.fault)
     generator = torch.Generator().manual_seed(1)
