@@ -144,18 +144,3 @@ def test_slowdowns_planted_in_framework_code_are_found_with_their_cause(tmp_path
     assert analysis["causes"][0]["advice"] == advice_for(cause) and advice_for(cause)
     assert f"Most likely cause: {cause}" in stdout
 
-
-@pytest.mark.slow  # a whole bisect of a Lightning program: minutes; `pytest -m slow` with .[frameworks]
-def test_bisect_names_the_setting_behind_a_worker_fault_in_a_lightning_program(tmp_path, capsys):
-    pytest.importorskip("pytorch_lightning")
-    out = tmp_path / "bisect"
-    with pytest.raises(SystemExit) as exit_info:
-        main(["bisect", "--max-batches", "100", "--out", str(out), "--", sys.executable,
-              str(PROGRAMS / "lightning_fit.py"), "--fault", "worker-history", "--batch-size", "64",
-              "--truth", str(tmp_path / "truth.json")])
-    captured = capsys.readouterr()
-    assert exit_info.value.code == 0, captured.err[-3000:]
-    result = json.loads((out / "bisect.json").read_text())
-    if result["verdict"].startswith("Inconclusive") and "busy" in result["verdict"]:
-        pytest.skip("the machine was busy: the bisect rightly named no culprit")
-    assert "persistent_workers" in result["culprit"], result["verdict"]
