@@ -278,24 +278,31 @@ class Agent:
     # -- forward, backward, optimizer ----------------------------------------------------------
 
     def forward_starting(self, module: Any, args: Any) -> None:
-        grad = torch.is_grad_enabled()
-        if self.state is AgentState.IDLE:
-            phases = self.phases
-            outermost = not (phases.forward_depth or phases.backward_depth or phases.step_depth)
-            if outermost and module.training and grad:
-                self._claim("forward")
-        if not self.recording:
-            self.phases.forward_begin(timed=False)
+        phases = self.phases
+        if phases.forward_depth or phases.backward_depth:
+            # A child module (or a recomputation inside backward): only the nesting counts.
+            # The hot path: every module of the model passes here twice a batch.
+            phases.forward_depth += 1
             return
-        if self.phases.forward_depth == 0 and module.training and grad:
+        grad = torch.is_grad_enabled()
+        if self.state is AgentState.IDLE and not phases.step_depth and module.training and grad:
+            self._claim("forward")
+        if not self.recording:
+            phases.forward_begin(timed=False)
+            return
+        if module.training and grad:
             self._models.add(module)
         self.recorder.forward_began(module.training, grad)
 
     def forward_ended(self, module: Any, args: Any, output: Any) -> None:
+        phases = self.phases
+        if phases.forward_depth > 1:  # a child module's end (see forward_starting)
+            phases.forward_depth -= 1
+            return
         if self.recording:
             self.recorder.forward_ended()
         else:
-            self.phases.forward_end()
+            phases.forward_end()
 
     def backward_starting(self) -> None:
         if self.state is AgentState.IDLE and not (self.phases.backward_depth or self.phases.step_depth):
