@@ -17,9 +17,11 @@ uninstrumented and the probe's overhead can be measured from outside.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
+
+from dcnprobe.contract import Exit
 
 T = TypeVar("T")
 
@@ -66,6 +68,32 @@ class ProbeListener:
 
     def on_finish(self, status: str) -> None:
         pass
+
+
+class StopRun(SystemExit):
+    """Raised by a listener to end the run from the training thread as a clean exit:
+    `finally` blocks run, no traceback is printed, and the probe's footer gets `status`
+    and `reason` (the early warning under on_slowdown=stop: status `slow`)."""
+
+    def __init__(self, reason: str, status: str = "slow", code: int = Exit.SLOW) -> None:
+        super().__init__(code)
+        self.reason, self.status = reason, status
+
+
+# Who is told when a Probe is created in this process. A Probe only records; whoever
+# launched the process (the attach, started by `dcnprobe run` or a trial) registers here to
+# add what its launch asks for (the early warning, profilers, where to record) to any
+# Probe the script makes, without the probe importing any of it.
+_when_created: list[Callable[[Any], None]] = []
+
+
+def when_probe_created(callback: Callable[[Any], None]) -> None:
+    _when_created.append(callback)
+
+
+def probe_created(probe: Any) -> None:
+    for callback in tuple(_when_created):
+        callback(probe)
 
 
 _NO_PHASE = contextlib.nullcontext()

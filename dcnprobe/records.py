@@ -11,23 +11,23 @@ Record types, in the order they appear (constants below; every field in `COLUMNS
     stall     a hang was detected; stacks were written beside the record
     footer    status (ok, slow, crashed, interrupted, stalled) and totals
 Every line is written whole and flushed at once, so a run killed at any moment is
-readable up to its last complete line; readers ignore a torn last line. `read_run`
-loads a whole record; `RecordFollower` follows one that is still growing.
+readable up to its last complete line; readers ignore a torn last line. A line that is
+not a record (a disk error, a second writer, garbage bytes) is skipped and counted, never
+the end of the run: `parse_record` says which lines fit.
+
+This module is the contract and its writer, light enough for the probed process (json
+and the standard library only); `dcnprobe.runs.read_run` loads a whole record into
+DataFrames for analysis, and `RecordFollower` follows one that is still growing.
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from dcnprobe.errors import UsageError
+import orjson
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.jsonl"
@@ -106,15 +106,36 @@ COLUMNS: dict[str, dict[str, str]] = {
 }
 
 
-def _clean(value: Any) -> Any:
-    """NaN and infinities become null: the file stays strict JSON for any reader."""
-    if isinstance(value, float) and not math.isfinite(value):
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+# What a record of each known type must hold to be read at all (field -> accepted types).
+# A line that parses but lacks these is damage (a second writer, a half-overwritten line),
+# not a record: readers skip and count it. Types not listed here need only a `type`.
+_NUMBER = (int, float)
+REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
+    HEADER: {"schema": (int,)},
+    BATCH: {"epoch": (int,), "total": _NUMBER},
+    MEMORY: {"t": _NUMBER},
+    LOOP_END: {"epoch": (int,)},
+    EPOCH: {"epoch": (int,)},
+    FOOTER: {"status": (str,)},
+}
+
+
+def parse_record(line: bytes | str) -> dict[str, Any] | None:
+    """One line of a record as a dict, or None when it is not a record that fits the schema:
+    not JSON, not an object, no `type`, or a known type without its required fields."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
         return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+        return None
+    for name, kinds in REQUIRED.get(record["type"], {}).items():
+        value = record.get(name)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return None
+    return record
 
 
 class RunWriter:
@@ -124,7 +145,7 @@ class RunWriter:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / RUN_FILE
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
+        self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the run
         self._lock = threading.Lock()
 
     def write(self, kind: str, record: dict[str, Any]) -> None:
@@ -146,13 +167,15 @@ class RunWriter:
                 self._file.close()
 
     @staticmethod
-    def _line(kind: str, record: dict[str, Any]) -> str:
-        return json.dumps({"type": kind, **_clean(record)}, separators=(",", ":"), default=str)
+    def _line(kind: str, record: dict[str, Any]) -> bytes:
+        # orjson writes NaN and infinities as null, numpy scalars as numbers, and is fast
+        # enough to sit in a training loop; `default=str` keeps anything else readable.
+        return orjson.dumps({"type": kind, **record}, default=str, option=_DUMP_OPTIONS) + b"\n"
 
-    def _append(self, line: str) -> None:
+    def _append(self, line: bytes) -> None:
         if self._file.closed:
             return
-        self._file.write(line + "\n")
+        self._file.write(line)
         self._file.flush()
 
 
@@ -198,112 +221,10 @@ class RecordFollower:
         for line in lines:
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                record = None
-            if isinstance(record, dict):
+            record = parse_record(line)
+            if record is not None:
                 records.append(record)
             else:
                 self.skipped += 1
         self.started = self.started or bool(records)
         return records
-
-
-@dataclass
-class Run:
-    """A run record loaded into DataFrames."""
-
-    path: Path
-    header: dict[str, Any]
-    batches: pd.DataFrame
-    memory: pd.DataFrame
-    workers: pd.DataFrame  # long format: one row per (sample, worker)
-    epochs: pd.DataFrame
-    stalls: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[dict[str, Any]] = field(default_factory=list)
-    footer: dict[str, Any] | None = None
-    truncated: bool = False  # the last line was torn: the run died mid-write
-
-    @property
-    def status(self) -> str:
-        return self.footer["status"] if self.footer else "incomplete"
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.header.get("settings", {})
-
-
-def read_run(path: str | Path) -> Run:
-    """Load DIR/run.jsonl (or the file itself). Bad input is a one-line UsageError."""
-    path = Path(path)
-    file = path / RUN_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise UsageError(f"no run record at {file} (expected a directory written by the probe)")
-    lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
-    records, truncated = [], False
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                truncated = True  # the process died while writing this line
-                break
-            raise UsageError(f"{file}: line {number} is corrupt") from None
-        if not isinstance(record, dict):
-            raise UsageError(f"{file}: line {number} is not a record (a JSON {type(record).__name__}, not an object)")
-        records.append(record)
-    if not records or records[0].get("type") != HEADER:
-        raise UsageError(f"{file}: not a dcnprobe run record (no header line)")
-    header = records[0]
-    version = header.get("schema")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise UsageError(
-            f"{file}: written with run-record schema {version}, this dcnprobe reads up to {SCHEMA_VERSION}; upgrade dcnprobe"
-        )
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for record in records[1:]:
-        by_type.setdefault(record.get("type", "?"), []).append(record)
-    samples = by_type.get(MEMORY, [])
-    footers = by_type.get(FOOTER, [])
-    return Run(
-        path=file,
-        header=header,
-        batches=_frame(by_type.get(BATCH, [])),
-        memory=_memory_frame(samples),
-        workers=_workers_frame(samples),
-        epochs=_frame(by_type.get(EPOCH, [])),
-        stalls=by_type.get(STALL, []),
-        warnings=by_type.get(WARNING, []),
-        footer=footers[-1] if footers else None,
-        truncated=truncated,
-    )
-
-
-def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records)
-    return frame.drop(columns=["type"]) if "type" in frame else frame
-
-
-def _memory_frame(samples: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = []
-    for sample in samples:
-        row = {k: v for k, v in sample.items() if k not in ("type", "workers")}
-        workers = sample.get("workers") or []
-        row["workers"] = len(workers)
-        row["workers_rss"] = sum(w.get("rss") or 0 for w in workers)
-        uss = [w.get("uss") for w in workers]
-        row["workers_uss"] = sum(uss) if workers and all(u is not None for u in uss) else None
-        rows.append(row)
-    return pd.DataFrame.from_records(rows)
-
-
-def _workers_frame(samples: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = [
-        {"t": s.get("t"), "epoch": s.get("epoch"), "step": s.get("step"), **w}
-        for s in samples
-        for w in s.get("workers") or []
-    ]
-    return pd.DataFrame.from_records(rows)

@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from dcnprobe.analysis.stats import ratio_ci, warmup_batches
 from dcnprobe.hooks import BATCH_TIMES
+from dcnprobe.ratios import ratio_ci, warmup_batches
 
 TIME_RULE_FLOOR_S = 30.0  # as long as the stall watchdog's floor: shorter waits are not evidence
 

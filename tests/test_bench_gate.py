@@ -258,7 +258,7 @@ def test_the_committed_baseline_judges_only_on_a_quiet_machine():
 def _simulated_verdicts(batches: int, ramp: float, runs: int = 40) -> list[str]:
     import numpy as np
 
-    from dcnprobe.analysis.stats import ratio_ci, warmup_batches
+    from dcnprobe.ratios import ratio_ci, warmup_batches
 
     rng = np.random.default_rng(7)
     threshold, skip = parse_threshold("<= 1.10"), warmup_batches(batches)

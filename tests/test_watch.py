@@ -142,7 +142,7 @@ def test_a_live_view_redraws_until_the_footer(tmp_path):
 
 
 def test_not_a_run_record_is_one_clear_error(tmp_path):
-    (tmp_path / "run.jsonl").write_text('{"type":"batch"}\n')
+    (tmp_path / "run.jsonl").write_text('{"type":"batch","epoch":1,"total":0.1}\n')
     _register()
     result = CliRunner().invoke(cli, ["watch", str(tmp_path), "--exit-at-end", "--plain"])
     assert result.exit_code != 0 and "no header" in str(result.exception)

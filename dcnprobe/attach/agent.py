@@ -34,12 +34,14 @@ import torch
 
 from dcnprobe.attach import active
 from dcnprobe.attach.claim import claim_run
-from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.attach.loader_proxy import LoaderPass, TimedIterator
 from dcnprobe.attach.notes import ATTACH_RECORD, VALIDATION_RECORD
 from dcnprobe.attach.overrides import Overrides
 from dcnprobe.attach.torch_hooks import TorchHooks
-from dcnprobe.hooks import DATA_WAIT, ProbeListener
+from dcnprobe.contract import AttachConfig
+from dcnprobe.hooks import DATA_WAIT, ProbeListener, when_probe_created
+from dcnprobe.launched import apply_launch
+from dcnprobe.probe import Probe
 
 IDLE, RECORDING, STOOD_DOWN, OFF = "idle", "recording", "stood-down", "off"
 PASS_MODE, EVERY_MODE, MARK_MODE = "dataloader-pass", "epoch-every", "mark_epoch"
@@ -85,10 +87,21 @@ class Agent:
 
     def install(self) -> None:
         active.set_agent(self)
+        when_probe_created(self._probe_created)
         self.hooks.install_settings()
         self.hooks.install_measuring()
         os.register_at_fork(after_in_child=self._forked)
         atexit.register(self._at_exit)
+
+    def _probe_created(self, probe: Any) -> None:
+        """Any Probe made in this process gets the launch's options (where to record, the
+        early warning, profilers). One the script made itself means it measures itself:
+        the agent stands down, so that nothing is counted twice."""
+        if os.getpid() != self.pid:
+            return
+        apply_launch(probe, self.config)
+        if not self._building_probe:
+            self.stand_down(probe)
 
     def _forked(self) -> None:
         # A forked DataLoader worker (or any fork) inherits this object: it must not record.
@@ -119,8 +132,6 @@ class Agent:
         return True
 
     def _start_recording(self, trigger: str, loader: Any) -> None:
-        from dcnprobe.probe import Probe
-
         if self.mode is None:
             # With no loader in flight, only mark_epoch() can end an epoch.
             self.mode = PASS_MODE if trigger == "dataloader" else MARK_MODE

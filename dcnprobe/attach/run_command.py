@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.attach.relay import OutputRelay
+from dcnprobe.contract import AttachConfig
 from dcnprobe.harness import launch
 from dcnprobe.records import RUN_FILE
 

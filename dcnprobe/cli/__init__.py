@@ -12,6 +12,7 @@ import sys
 import click
 
 from dcnprobe import __version__
+from dcnprobe.contract import Exit
 from dcnprobe.errors import UsageError
 
 
@@ -45,7 +46,7 @@ def main(argv: list[str] | None = None) -> None:
         # was kept, not "aborted".
         terminated = isinstance(exc, interruption.Terminated) or isinstance(exc.__cause__, interruption.Terminated)
         click.echo(interruption.message(terminated), err=True)
-        sys.exit(interruption.EXIT_TERMINATED if terminated else interruption.EXIT_INTERRUPTED)
+        sys.exit(Exit.TERMINATED if terminated else Exit.INTERRUPTED)
     except UsageError as exc:
         fail(str(exc), code=exc.exit_code)
     except click.exceptions.Exit as exc:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import click
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.cli.options import check_out_dir, epochs_option, max_batches_option, out_option
+from dcnprobe.ratios import DEFAULT_THRESHOLD
 
 
 @click.command("analyze")
@@ -62,9 +62,9 @@ def _one_dir(target: tuple[str, ...]) -> Path:
 def _run_first(target: tuple[str, ...], out: Path | None, max_batches: int | None, epochs: int | None) -> Path:
     import time
 
-    from dcnprobe.attach.contract import AttachConfig
     from dcnprobe.attach.run_command import run_attached
     from dcnprobe.command import Command
+    from dcnprobe.contract import AttachConfig
     from dcnprobe.errors import UsageError
     from dcnprobe.settings import Settings
 

@@ -14,6 +14,7 @@ from dcnprobe.cli.trials import (
     trial_options,
     trial_template,
 )
+from dcnprobe.contract import Exit
 from dcnprobe.settings import parse_assignments
 
 
@@ -49,7 +50,6 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], fresh: bool, epochs: in
         BISECT_FILE,
         DEFAULT_BAD,
         DEFAULT_GOOD,
-        EXIT_UNMEASURED,
         bisect,
         bisect_json,
         write_json,
@@ -78,4 +78,4 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], fresh: bool, epochs: in
     click.echo(outcome.verdict)
     click.echo(f"\nwritten: {out / BISECT_FILE}, {md}, {html}")
     if outcome.finding == "unmeasured":
-        raise SystemExit(EXIT_UNMEASURED)
+        raise SystemExit(Exit.UNMEASURED)

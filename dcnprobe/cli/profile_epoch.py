@@ -48,7 +48,7 @@ def command(epoch: int, settings: Settings, max_batches: int | None, preset: str
     from dcnprobe.harness import launch
     from dcnprobe.profiling import report
     from dcnprobe.profiling.session import read_profiles
-    from dcnprobe.records import read_run
+    from dcnprobe.runs import read_run
 
     chosen = _tools(tools)
     # A user's script is given only the settings asked for on the command line (compared

@@ -6,7 +6,6 @@ from pathlib import Path
 
 import click
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.cli import interruption
 from dcnprobe.cli.executors import ray_option
 from dcnprobe.cli.options import (
@@ -20,6 +19,7 @@ from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.cli.trials import command_line
 from dcnprobe.errors import UsageError
 from dcnprobe.harness.runner import DEFAULT_STALL_AFTER_S
+from dcnprobe.ratios import DEFAULT_THRESHOLD
 from dcnprobe.study.plan import DEFAULT_PRESETS, Criteria
 from dcnprobe.study.run import DEFAULT_STUDY_BUDGET_S
 

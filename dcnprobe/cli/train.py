@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 
-from dcnprobe.attach.contract import ON_SLOWDOWN
 from dcnprobe.cli import interruption
 from dcnprobe.cli.options import (
     check_out_dir,
@@ -26,10 +25,10 @@ from dcnprobe.cli.options import (
 )
 from dcnprobe.cli.progress import BatchProgress
 from dcnprobe.command import Command
+from dcnprobe.contract import ON_SLOWDOWN, AttachConfig, Exit
 from dcnprobe.errors import UsageError
 from dcnprobe.executables import python_module
 from dcnprobe.hooks import NullProbe
-from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE
 from dcnprobe.sampler import DEFAULT_INTERVAL
 from dcnprobe.settings import Settings
 from dcnprobe.stall import DEFAULT_STALL_FACTOR, DEFAULT_STALL_FLOOR_S
@@ -89,13 +88,14 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
 @stall_after_option(DEFAULT_STALL_FLOOR_S, f"; or {DEFAULT_STALL_FACTOR:g}x the median batch time, if longer")
 @click.option("--on-slowdown", type=click.Choice(ON_SLOWDOWN), default="warn", show_default=True,
               help="once a later epoch is clearly slower than epoch 1: warn on stderr, stop the run "
-                   f"(exit code {SLOWDOWN_EXIT_CODE}), or profile the slow epoch with py-spy into OUT/profile.md")
+                   f"(exit code {Exit.SLOW:d}), or profile the slow epoch with py-spy into OUT/profile.md")
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def command(settings: Settings, preset: str, epochs: int | None, max_batches: int | None, data: str,
             faults: tuple[str, ...], out: Path | None, resume: bool, checkpoints: bool, no_probe: bool, sync: str,
             sample_interval: float, stall_after: float, on_slowdown: str, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
     from dcnprobe.devices import resolve_device
+    from dcnprobe.launched import warn_on_slowdown
     from dcnprobe.model.data.source import load_data
     from dcnprobe.model.faults import resolve_faults
     from dcnprobe.model.plugins import configured
@@ -110,7 +110,9 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
     job = TrainJob(settings=settings, preset=preset, epochs=epochs, max_batches=max_batches, data=data,
                    out=out, resume=resume, checkpoints=checkpoints)
     probe = NullProbe() if no_probe else Probe(out, device=device, sync=sync, sample_interval=sample_interval,
-                                                stall_floor_s=stall_after, on_slowdown=on_slowdown)
+                                                stall_floor_s=stall_after)
+    if not no_probe and AttachConfig.from_env() is None:  # under a launcher, its config says (dcnprobe.launched)
+        warn_on_slowdown(probe, on_slowdown)
     progress = None if quiet else BatchProgress()
     interruption.keep(_kept(out, no_probe, checkpoints))
 

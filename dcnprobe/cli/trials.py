@@ -10,7 +10,6 @@ from pathlib import Path
 
 import click
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.cli import interruption
 from dcnprobe.cli.executors import ray_option, ray_refused
 from dcnprobe.cli.options import (
@@ -24,6 +23,7 @@ from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.harness.runner import DEFAULT_BUDGET_S, DEFAULT_STALL_AFTER_S
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.harness.trials import TrialRunner
+from dcnprobe.ratios import DEFAULT_THRESHOLD
 
 
 def trial_options(default_out: str, ray: bool = False) -> Callable:

@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.errors import UsageError
 from dcnprobe.harness.cache import TrialCache
 from dcnprobe.harness.resume import last_checkpoint_epoch
@@ -37,6 +36,7 @@ from dcnprobe.harness.runner import (
     run_trial,
 )
 from dcnprobe.harness.spec import TrialSpec
+from dcnprobe.ratios import DEFAULT_THRESHOLD
 
 LOCAL_RAY = "local"  # `--ray` without an address: start a private Ray cluster on this machine
 RAY_INSTALL_HINT = "pip install -c constraints.txt -e '.[ray]'"

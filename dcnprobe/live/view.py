@@ -22,6 +22,7 @@ from rich.text import Text
 
 from dcnprobe.live.state import MEMORY_SERIES, RunState
 from dcnprobe.records import EPOCH, FOOTER, LOOP_END, STALL, WARNING, RecordFollower
+from dcnprobe.settings import describe
 from dcnprobe.slowdown import PHASE_NAMES
 
 SPARKS = "▁▂▃▄▅▆▇█"
@@ -108,7 +109,7 @@ def render(state: RunState, source: str = "") -> RenderableType:
 def _title(state: RunState, source: str) -> Text:
     header = state.header or {}
     settings = header.get("settings") or {}
-    described = ", ".join(f"{k}={v}" for k, v in settings.items() if k in ("device", "num_workers", "persistent_workers"))
+    described = describe(settings)
     status = state.footer["status"] if state.footer else "running"
     text = Text(f"dcnprobe watch {source}  ", style="bold")
     text.append(status, style="green" if status == "ok" else "red" if status != "running" else "yellow")

@@ -1,0 +1,52 @@
+"""docs/causes.md, the catalogue users read, generated from the registered causes.
+
+    python -m dcnprobe.analysis.causes.catalogue > docs/causes.md
+
+A test checks that the committed page is what this writes, so the page and the code
+cannot drift apart. The order is the ranking's.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from dcnprobe.analysis.causes import CAUSES, PRECEDENCE
+
+INTRO = """\
+# Causes of epoch-over-epoch slowdown
+
+The ids `dcnprobe analyze` names (in `analysis.json` under `causes[].id`), what the probe
+sees for each, the usual fix, and a public reference to check it against. `dcnprobe analyze`
+prints the fix for its top causes; `analysis.json` carries it as `causes[].advice`.
+This page is generated from the causes themselves (`dcnprobe/analysis/causes/`:
+`python -m dcnprobe.analysis.causes.catalogue > docs/causes.md`), and a test keeps it so.
+
+Outside CPU load is never blamed on your code: when other processes' CPU use explains
+the timing, the analysis names `machine-contention`, sets `"contended": true` and does
+not call the run slow.
+"""
+
+OUTRO = """\
+Not named by a rule yet: CPU fallback of unsupported MPS ops (constant high CPU inside
+forward/backward, not progressive; pytorch/pytorch#77764).
+"""
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    return text if text.endswith((".", ")")) or text == "-" else text + "."
+
+
+def render() -> str:
+    order = [cause for cause, _ in PRECEDENCE] + [c for c in CAUSES if c not in dict(PRECEDENCE)]
+    parts = [INTRO]
+    for cause_id in order:
+        cause = CAUSES[cause_id]
+        parts.append(f"## `{cause.id}`\n- **Sees:** {_sentence(cause.sees)}\n- **Fix:** {_sentence(cause.fix)}\n"
+                     f"- **Reference:** {_sentence(cause.reference)}\n")
+    parts.append(OUTRO)
+    return "\n".join(parts)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(render())
