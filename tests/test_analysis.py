@@ -394,3 +394,23 @@ def test_retained_memory_that_pages_and_slows_is_memory_pressure_not_graph_reten
     assert a.signals.timing.ratio > 1.2
     assert a.top_cause == "memory-pressure"
     assert "graph-retention" not in [c.id for c in a.causes]
+
+
+def test_damaged_lines_in_the_middle_cost_those_lines_and_are_said(tmp_path):
+    """Garbage in two lines of a slow run's record: the same verdict on what is left,
+    and the verdict says what was skipped."""
+    whole = analyze(tmp_path / "whole", slowdown=1.6, slow_phase="backward")
+    damaged_dir = write_run(tmp_path / "damaged", slowdown=1.6, slow_phase="backward")
+    record = damaged_dir / "run.jsonl"
+    lines = record.read_bytes().split(b"\n")
+    lines[40] = b"\x00\x17\xff garbage from a disk error"
+    lines[200] = lines[200][: len(lines[200]) // 2]  # half a line, then the next one
+    record.write_bytes(b"\n".join(lines))
+    damaged = analyze_run(damaged_dir)
+    assert damaged.run.damaged == 2 and damaged.signals.damaged_lines == 2
+    assert (damaged.slowdown, damaged.top_cause, damaged.signals.timing.grew) == (
+        whole.slowdown, whole.top_cause, whole.signals.timing.grew)
+    assert damaged.signals.timing.ratio == pytest.approx(whole.signals.timing.ratio, rel=0.02)
+    assert "2 damaged lines of the record skipped" in damaged.verdict
+    assert "damaged" not in whole.verdict
+    assert json.loads(write_analysis(damaged).read_text())["damaged_lines"] == 2

@@ -62,10 +62,10 @@ def _one_dir(target: tuple[str, ...]) -> Path:
 def _run_first(target: tuple[str, ...], out: Path | None, max_batches: int | None, epochs: int | None) -> Path:
     import time
 
-    from dcnprobe.attach.run_command import run_attached
     from dcnprobe.command import Command
     from dcnprobe.contract import AttachConfig
     from dcnprobe.errors import UsageError
+    from dcnprobe.harness.run_command import run_attached
     from dcnprobe.settings import Settings
 
     if not target:

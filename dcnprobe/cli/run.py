@@ -65,9 +65,9 @@ def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch
             stall_after: float | None, sample_interval: float | None, command: tuple[str, ...],
             **settings: Any) -> None:
     """Run a training command with the probe attached: dcnprobe run [OPTIONS] -- python train.py ..."""
-    from dcnprobe.attach.run_command import run_attached
     from dcnprobe.command import Command
     from dcnprobe.contract import AttachConfig
+    from dcnprobe.harness.run_command import run_attached
     from dcnprobe.records import RUN_FILE
 
     given = {name: value for name, value in settings.items() if value is not None}
