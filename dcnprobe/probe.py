@@ -137,6 +137,8 @@ class Probe:
         header = {
             "schema": SCHEMA_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # Record time t is unix time t0_unix + t: ranks and exported traces share one clock.
+            "t0_unix": time.time(),
             "pid": os.getpid(),
             "argv": sys.argv,
             "device": str(self.device),
