@@ -60,7 +60,8 @@ class RankRuns:
 
     @property
     def world_size(self) -> int:
-        return max([info.world_size for info in self.infos.values()] + [max(self.runs) + 1])
+        return max([info.world_size for info in self.infos.values()] + [max(self.runs) + 1]
+                   + [m + 1 for m in self.missing])
 
     def end(self, rank: int) -> RankEnd:
         run = self.runs[rank]
@@ -117,6 +118,6 @@ def read_ranks(path: str | Path) -> RankRuns:
         runs[rank], infos[rank] = run, RankInfo(rank, info.world_size, info.local_rank, info.host, info.t0_unix)
     if not runs:
         raise UsageError(f"no rank of {path} wrote a run record (rank directories without {RUN_FILE})")
-    world = max([i.world_size for i in infos.values()] + [max(runs) + 1])
+    world = max([i.world_size for i in infos.values()] + [max(dirs) + 1])
     missing = [r for r in range(world) if r not in runs]
     return RankRuns(path, runs, infos, distributed=True, missing=missing)
