@@ -28,11 +28,11 @@ DATA_WAIT = "data_wait"
 # torch.profiler.record_function, so traces and records name phases alike.
 PHASES: tuple[str, ...] = ("to_device", "forward", "backward", "optimizer", "cache_clear")
 # A batch record carries every phase plus `other` (loop time outside any phase) and `total`.
+BATCH_TIMES: tuple[str, ...] = (DATA_WAIT, *PHASES, "other", "total")
 # Time blocked in collectives (DDP's gradient all-reduce, all_reduce, barrier, broadcast,
-# all_gather), apart from backward compute: measured by the attach in ranks of a
-# distributed run, absent elsewhere (records.COLUMNS[BATCH]).
+# all_gather), apart from backward compute: an optional phase, recorded by the ranks of a
+# distributed run and absent elsewhere (records.COLUMNS[BATCH]).
 COLLECTIVE = "collective"
-BATCH_TIMES: tuple[str, ...] = (DATA_WAIT, *PHASES, COLLECTIVE, "other", "total")
 
 
 class ProbeLike(Protocol):

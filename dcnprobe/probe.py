@@ -288,13 +288,16 @@ class Probe:
 
     def end_batch(self, **fields: Any) -> None:
         times = self.timer.end()
+        # The batch's end, read before the bookkeeping below (a /proc read can take ms): a
+        # trace lays the batch out over [t - total, t], on the same clock as a profiler's.
+        now = self._now()
         minflt, majflt = own_faults()
         gc_seconds, gc_gen2 = self.gc.total_seconds(), self.gc.count[2]
         record = {
             "epoch": self.epoch,
             "batch": self.batch,
             "step": self.step,
-            "t": self._now(),
+            "t": now,
             **times,
             "rss": self.reader.rss(self.reader.pid),
             # At batch end the step's activations are freed: what glibc still hands out is
