@@ -207,9 +207,11 @@ class _Builder:
         self.epochs: dict[int, list[float]] = {}  # epoch -> [first batch start, last batch end] (probe s)
         self.epoch_records: dict[int, Mapping[str, Any]] = {}
         self.last_cpu: dict[int, tuple[float, float]] = {}  # trace pid -> (t, cpu seconds)
-        where = f" on {info.host}" if info.host else ""
+        # A single-process record (no rank in its header) is just "main process".
+        self.label = f"rank {self.rank}" + (f" on {info.host}" if info.host else "") + ": " \
+            if header.get("rank") is not None else ""
         real = f" (pid {header['pid']})" if header.get("pid") else ""
-        self._process(self.main, f"rank {self.rank}{where}: main process{real}", self.rank * 1000)
+        self._process(self.main, f"{self.label}main process{real}", self.rank * 1000)
         for tid, name in TRACKS.items():
             self._meta("thread_name", self.main, tid, {"name": name})
             self._meta("thread_sort_index", self.main, tid, {"sort_index": tid})
@@ -279,7 +281,7 @@ class _Builder:
             real = worker.get("pid")
             if real not in self.workers:
                 pid = self.workers[real] = self.pids.get(self.rank, "worker", real)
-                self._process(pid, f"rank {self.rank}: DataLoader worker (pid {real})",
+                self._process(pid, f"{self.label}DataLoader worker (pid {real})",
                               self.rank * 1000 + 1 + len(self.workers))
             self._process_counters(self.workers[real], t, worker.get("rss"), worker.get("uss"),
                                    _cpu(worker.get("cpu_user"), worker.get("cpu_system")))
