@@ -136,11 +136,15 @@ def test_a_single_run_and_an_old_record_without_t0_unix(tmp_path, capsys):
 
 
 def test_bad_input_is_one_line(tmp_path, capsys):
-    for target in (tmp_path / "missing", tmp_path):
+    run = write_run(tmp_path / "run", batches=10)
+    (tmp_path / "not_a_trace.json").write_text("[1, 2]")
+    for args in (["export", str(tmp_path / "missing")], ["export", str(tmp_path)],
+                 ["export", str(run), "--with-trace", str(tmp_path / "not_a_trace.json")]):
         with pytest.raises(SystemExit) as exit_info:
-            main(["export", str(target)])
+            main(args)
         err = capsys.readouterr().err
         assert exit_info.value.code == 2 and len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert "cannot merge it: not a Chrome trace" in err
 
 
 @pytest.mark.slow

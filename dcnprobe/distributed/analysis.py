@@ -118,7 +118,7 @@ class RanksAnalysis:
 
     def _headline(self) -> str:
         j = self.judgement
-        count = f"{len(self.ranks.ranks)} ranks"
+        count = f"{len(self.ranks.ranks)} rank{'s' if len(self.ranks.ranks) != 1 else ''}"
         if j.kind == sg.ONE_EPOCH:
             return (f"{count}: fewer than two epochs with {sg.MIN_STEPS} steps from every rank, so there is no "
                     "epoch-over-epoch comparison." + self._imbalance())
@@ -143,6 +143,8 @@ class RanksAnalysis:
             if shared:
                 text += f" Part of the slowdown is shared: the waiting ranks' own work grew too ({', '.join(shared)})."
             return text + " " + " ".join(self._own_cause(r) for r in j.stragglers)
+        if j.kind == sg.SHARED and len(j.changes) == 1:  # one rank recorded: its own analysis says it all
+            return self._own_cause(next(iter(j.changes)))
         if j.kind == sg.SHARED:
             grew = ", ".join(f"rank {r} +{_ms(c.own.delta)}" for r, c in sorted(j.changes.items()))
             text = (f"Every rank slowed in its own work ({grew} per batch): no straggler, the cause is shared. "

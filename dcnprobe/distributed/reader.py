@@ -19,8 +19,10 @@ from dcnprobe.records import RUN_FILE, Run, read_run
 # A rank that ended in one of these took the run down; the others only followed it
 # (torchrun stops the survivors: interrupted, or stalled in a collective).
 FAILED = ("crashed", "incomplete")
-# The run's status, worst first: the first one any rank has is the run's.
-STATUS_ORDER = ("crashed", "incomplete", "stalled", "interrupted", "slow", "ok")
+# The run's status, worst first: the first one any rank has is the run's. A rank that
+# stalled or stopped itself as slow comes before `interrupted`: the launcher then stops
+# the others, and what they end with says nothing of why.
+STATUS_ORDER = ("crashed", "incomplete", "stalled", "slow", "interrupted", "ok")
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from dcnprobe.records import (
     HEADER,
     MEMORY,
     RUN_FILE,
+    SCHEMA_VERSION,
     STALL,
     WARNING,
     RecordFollower,
@@ -67,14 +68,24 @@ def base_time_ns(t0_unix: float) -> int:
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
-    """Every whole record of a run file (a torn last line is left out)."""
+    """Every whole record of a run file (a torn last line, the writer's death, is left
+    out). Bad input, as read_run judges it, is a UsageError."""
     follower = RecordFollower(path)
     records: list[dict[str, Any]] = []
     while True:
         offset = follower.offset
         records += follower.read()
         if follower.offset == offset:
-            return records
+            break
+    if follower.skipped:
+        raise UsageError(f"{path}: {follower.skipped} line(s) are not records (corrupt, or not JSON objects)")
+    if not records or records[0].get("type") != HEADER:
+        raise UsageError(f"{path}: not a dcnprobe run record (no header line)")
+    version = records[0].get("schema")
+    if not isinstance(version, int) or version > SCHEMA_VERSION:
+        raise UsageError(f"{path}: written with run-record schema {version}, this dcnprobe reads up to "
+                         f"{SCHEMA_VERSION}; upgrade dcnprobe")
+    return records
 
 
 class Pids:
@@ -365,8 +376,6 @@ def export_run(run_dir: str | Path, out: Path | None = None, with_trace: Path | 
     records = {}
     for rank, path in sources.items():
         records[rank] = read_records(path)
-        if not records[rank] or records[rank][0].get("type") != HEADER:
-            raise UsageError(f"{path}: not a dcnprobe run record (no header line)")
     # One base for every rank: the earliest rank's, so that all timestamps compare.
     starts = [rank_info(r[0]).t0_unix for r in records.values() if rank_info(r[0]).t0_unix is not None]
     base_ns = base_time_ns(min(starts)) if starts else 0
