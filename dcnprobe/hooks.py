@@ -31,6 +31,10 @@ DATA_WAIT = "data_wait"
 PHASES: tuple[str, ...] = ("to_device", "forward", "backward", "optimizer", "cache_clear")
 # A batch record carries every phase plus `other` (loop time outside any phase) and `total`.
 BATCH_TIMES: tuple[str, ...] = (DATA_WAIT, *PHASES, "other", "total")
+# Time blocked in collectives (DDP's gradient all-reduce, all_reduce, barrier, broadcast,
+# all_gather), apart from backward compute: an optional phase, recorded by the ranks of a
+# distributed run and absent elsewhere (records.COLUMNS[BATCH]).
+COLLECTIVE = "collective"
 
 
 class ProbeLike(Protocol):

@@ -116,6 +116,8 @@ class Probe:
         header = {
             "schema": SCHEMA_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # Record time t is unix time t0_unix + t: ranks and exported traces share one clock.
+            "t0_unix": time.time(),
             "pid": os.getpid(),
             "argv": sys.argv,
             "device": str(self.device),
@@ -262,13 +264,16 @@ class Probe:
 
     def end_batch(self, **fields: Any) -> None:
         times = self.timer.end()
+        # The batch's end, read before the bookkeeping below (a /proc read can take ms): a
+        # trace lays the batch out over [t - total, t], on the same clock as a profiler's.
+        now = self._now()
         minflt, majflt = own_faults()
         gc_seconds, gc_gen2 = self.gc.total_seconds(), self.gc.count[2]
         record = {
             "epoch": self.epoch,
             "batch": self.batch,
             "step": self.step,
-            "t": self._now(),
+            "t": now,
             **times,
             "rss": self.reader.rss(self.reader.pid),
             # At batch end the step's activations are freed: what glibc still hands out is

@@ -18,6 +18,10 @@ the end of the run: `parse_record` says which lines fit.
 This module is the contract and its writer, light enough for the probed process (json
 and the standard library only); `dcnprobe.runs.read_run` loads a whole record into
 DataFrames for analysis, and `RecordFollower` follows one that is still growing.
+
+A run with several processes (torchrun / DDP) holds one such record per rank,
+`RUN/rank0/run.jsonl`, `RUN/rank1/run.jsonl`, ... (dcnprobe.distributed.layout), each
+header naming its rank; dcnprobe.distributed.reader reads them together.
 """
 
 from __future__ import annotations
@@ -57,11 +61,17 @@ COLUMNS: dict[str, dict[str, str]] = {
         "sample_interval": "seconds between memory samples", "phases": "phase names timed",
         "environment": "machine, versions, CPU count", "settings": "dcnprobe.settings.Settings as a dict",
         "batches_per_epoch": "batches in a pass, when the loop knows (optional)",
+        "t0_unix": "time.time() when the probe started: unix time of record time t is t0_unix + t",
+        # A rank of a distributed run (dcnprobe.distributed.layout; absent: rank 0 of 1).
+        "rank": "this process's rank", "world_size": "ranks in the run", "local_rank": "rank on its host",
+        "host": "hostname",
     },
     BATCH: {
         "epoch": "epoch, from 1", "batch": "batch within the epoch, from 0", "step": "batch over the run, from 0",
         "t": "when it ended", "data_wait": "blocked in next() on the loader", "to_device": "phase time",
         "forward": "phase time", "backward": "phase time", "optimizer": "phase time", "cache_clear": "phase time",
+        "collective": "blocked in collectives (DDP all-reduce, all_reduce, barrier, broadcast, all_gather), "
+                      "counted in no other phase; absent: no collectives",
         "other": "loop time outside any phase", "total": "the whole batch", "rss": "main-process RSS",
         "in_use": "glibc bytes in use at batch end", "py_blocks": "sys.getallocatedblocks()",
         "gc_s": "GC seconds during the batch", "gc_gen2": "generation-2 collections during the batch",
@@ -92,7 +102,7 @@ COLUMNS: dict[str, dict[str, str]] = {
         "ratio_ci": "[low, high] at 99% confidence (null for the time rule)", "threshold": "ratio called slow",
         "grew": "phase that added the most time per batch", "grew_s": "seconds per batch it added",
         "cause": "likely cause id (docs/causes.md), or null", "advice": "what to do", "action": "warn, stop or profile",
-        "message": "the line printed to stderr",
+        "message": "the line printed to stderr", "rank": "the rank that wrote it (distributed runs only)",
     },
     STALL: {
         "t": "when declared", "epoch": "epoch", "batch": "batch being waited for", "step": "steps done",

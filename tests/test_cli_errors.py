@@ -135,6 +135,13 @@ TABLE = [
     # watch
     (["watch", "{others}"], "is not a run directory (no run.jsonl in it)"),
     (["watch", "{empty}", "--interval", "0"], "--interval"),
+    # export
+    (["export", "{empty}"], "no run record at"),
+    (["export", "{record_headless}"], "no header line"),
+    (["export", "{record_mostly_damage}"], "lines are damaged; too little of the record is readable"),
+    (["export", "{record_newer}"], "upgrade dcnprobe"),
+    (["export", "{record_newer}", "--format", "perfetto"], "'perfetto' is not 'chrome'"),
+    (["export", "{record_newer}", "--with-trace", "/no/such/trace.json"], "does not exist"),
     # study: checked before the first trial
     (["study", "--out", "{out}", "--presets", "phase9"], "phase9"),
     (["study", "--out", "{out}", "--seeds", "many"], "many"),

@@ -323,3 +323,25 @@ def test_train_with_a_planted_slowdown_stops_itself(small_data, tmp_path):
     run = read_run(tmp_path)
     assert run.status == "slow" and len(run.warnings) == 1
     assert run.batches["epoch"].max() == 2 and (run.batches["epoch"] == 2).sum() < 64
+
+
+def test_a_rank_names_itself_and_a_rank_that_waits_says_so(tmp_path):
+    # Rank 1 of a distributed run slows in its own forward; rank 0 only waits for it in
+    # the collectives. Both warn, each naming its rank; only rank 1's line puts the time on
+    # its own work, and neither looks for a cause of rank 0's wait in rank 0's record.
+    lines = {}
+    for rank, phase in ((1, "forward"), (0, "collective")):
+        clock = Clock()
+        run_dir = tmp_path / f"rank{rank}"
+        warning, written, lines[rank] = listener("warn", run_dir, clock)
+        warning.on_start({"batches_per_epoch": 200, "rank": rank, "world_size": 2})
+        run_listener(warning, clock, batches(1, 200, 0.10))
+        # Epoch 2: the same forward as epoch 1 and 60 ms more in `phase`.
+        run_listener(warning, clock, ({**b, phase: b.get(phase, 0.0) + 0.06, "total": b["total"] + 0.06}
+                                      for b in batches(2, 200, 0.10)))
+        assert written[0][1]["rank"] == rank and written[0][1]["grew"] == phase
+    assert lines[1][0].startswith("dcnprobe: warning: rank 1: epoch 2 runs 1.6")
+    assert "the extra time is in forward" in lines[1][0]
+    assert lines[0][0].startswith("dcnprobe: warning: rank 0: epoch 2 runs 1.6")
+    assert "waiting in collectives" in lines[0][0] and "likely cause" not in lines[0][0]
+    assert lines[0][0].endswith(f"details: dcnprobe analyze {tmp_path}")  # RUN, not RUN/rank0

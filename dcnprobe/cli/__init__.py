@@ -23,9 +23,20 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from dcnprobe.cli import analyze, bench, bisect, profile_epoch, run, study, sweep, train, watch
+    from dcnprobe.cli import (
+        analyze,
+        bench,
+        bisect,
+        export,
+        profile_epoch,
+        run,
+        study,
+        sweep,
+        train,
+        watch,
+    )
 
-    for module in (train, run, analyze, bisect, sweep, study, profile_epoch, bench, watch):
+    for module in (train, run, analyze, bisect, sweep, study, profile_epoch, bench, watch, export):
         cli.add_command(module.command)
     cli.add_command(train.faults_command)
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from dcnprobe.cli.options import check_out_dir, epochs_option, max_batches_option, out_option
+from dcnprobe.distributed.layout import is_distributed
 from dcnprobe.ratios import DEFAULT_THRESHOLD
 
 
@@ -24,12 +25,17 @@ def command(threshold: float, out: Path | None, max_batches: int | None, epochs:
             target: tuple[str, ...]) -> None:
     """Say whether a recorded run got slower, where the time went, the most likely cause and what to do.
 
-    RUN_DIR is any directory the probe wrote (ours, your own loop, a run killed half-way).
+    RUN_DIR is any directory the probe wrote (ours, your own loop, a run killed half-way),
+    or a distributed run's directory (rank0/, rank1/, ...): then every rank is read, the
+    rank that holds the others back is named with its score, and its own cause is given.
     With `-- CMD` the command is run first, unchanged, with the probe attached.
     """
     from dcnprobe.analysis import advice_lines, analyze_run, write_analysis
 
     run_dir = _run_first(target, out, max_batches, epochs) if _is_command(target) else _one_dir(target)
+    if is_distributed(run_dir):  # RUN/rank0/run.jsonl, RUN/rank1/...: every rank together
+        _analyze_ranks(run_dir, threshold)
+        return
     analysis = analyze_run(run_dir, threshold)
     path = write_analysis(analysis)
     click.echo(analysis.verdict)
@@ -48,6 +54,17 @@ def command(threshold: float, out: Path | None, max_batches: int | None, epochs:
     if analysis.run.truncated or analysis.run.status == "incomplete":
         click.echo(f"\nnote: the run did not finish ({analysis.run.status}); analysed every batch it recorded")
     click.echo(f"\nwritten: {path}")
+
+
+def _analyze_ranks(run_dir: Path, threshold: float) -> None:
+    from dcnprobe.distributed.analysis import analyze_ranks, write_ranks_analysis
+    from dcnprobe.distributed.text import report_lines
+
+    result = analyze_ranks(run_dir, threshold, every_rank=True)
+    path = write_ranks_analysis(result)
+    for line in report_lines(result):
+        click.echo(line)
+    click.echo(f"\nwritten: {path} (and {', '.join(str(p) for p in result.written.values())})")
 
 
 def _is_command(target: tuple[str, ...]) -> bool:

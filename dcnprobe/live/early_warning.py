@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from dcnprobe.contract import ENV, ON_SLOWDOWN, Exit
+from dcnprobe.distributed.layout import rank_dir
 from dcnprobe.executables import python_module
-from dcnprobe.hooks import ProbeListener, StopRun
+from dcnprobe.hooks import COLLECTIVE, ProbeListener, StopRun
 from dcnprobe.processes import run_helper
 from dcnprobe.records import WARNING
 from dcnprobe.slowdown import Evidence, SlowdownMonitor
@@ -60,6 +61,7 @@ class EarlyWarning(ProbeListener):
         self.action, self.run_dir, self.write, self.emit = action, Path(run_dir), write, emit
         self.threshold, self.clock, self.analyze = threshold, clock, analyze
         self.monitor = SlowdownMonitor(threshold, clock=clock)
+        self.rank: int | None = None  # a rank of a distributed run: its warnings name it
         self.warnings: list[dict[str, Any]] = []
         self._pending: list[threading.Thread] = []  # warnings waiting for their cause
         self._profiler = None
@@ -73,6 +75,7 @@ class EarlyWarning(ProbeListener):
 
     def on_start(self, header: Mapping[str, Any]) -> None:
         self.monitor.batches_per_epoch = header.get("batches_per_epoch")
+        self.rank = header.get("rank")
 
     def on_batch(self, record: Mapping[str, Any]) -> None:
         epoch = record["epoch"]
@@ -110,9 +113,13 @@ class EarlyWarning(ProbeListener):
             "threshold": self.threshold, "grew": grew if grew_s > 0 else None, "grew_s": grew_s,
             "cause": None, "advice": None, "action": self.action,
         }
+        if self.rank is not None:
+            warning["rank"] = self.rank
         if self._profiler:
             self._profiler.slow(evidence.epoch)
-        if not self.analyze:
+        # Time waiting in collectives is another rank's doing (or the communication's):
+        # this rank's own record has no cause of it to find.
+        if not self.analyze or warning["grew"] == COLLECTIVE:
             self._publish(warning, evidence)
         else:
             thread = threading.Thread(target=self._explain_and_publish, args=(warning, evidence),
@@ -152,12 +159,18 @@ def explain(run_dir: Path, timeout: float) -> dict[str, Any]:
 
 def message(warning: Mapping[str, Any], evidence: Evidence, run_dir: Path) -> str:
     """The one line a person reads: how much slower, where the time went, why, what to do."""
-    parts = [f"dcnprobe: warning: {evidence.describe()}"]
-    if warning.get("grew"):
+    rank = warning.get("rank")
+    parts = [f"dcnprobe: warning: {'' if rank is None else f'rank {rank}: '}{evidence.describe()}"]
+    if warning.get("grew") == COLLECTIVE:
+        parts.append(f"the extra time is waiting in collectives (+{warning['grew_s'] * 1000:.0f} ms per batch): "
+                     "another rank is slower, or the communication itself")
+    elif warning.get("grew"):
         parts.append(f"the extra time is in {warning['grew']} (+{warning['grew_s'] * 1000:.0f} ms per batch)")
     if warning.get("cause"):
         parts.append(f"likely cause: {warning['cause']}: {warning['advice']}")
-    parts.append(f"details: dcnprobe analyze {run_dir}")
+    # A rank's record lives in RUN/rankN: the analysis reads every rank from RUN.
+    in_ranks = rank is not None and rank_dir(run_dir.parent, rank) == run_dir
+    parts.append(f"details: dcnprobe analyze {run_dir.parent if in_ranks else run_dir}")
     action = warning.get("action")
     if action == "stop":
         parts.append("stopping the run (on_slowdown=stop)")

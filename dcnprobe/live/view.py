@@ -29,7 +29,8 @@ SPARKS = "▁▂▃▄▅▆▇█"
 BAR_WIDTH = 40
 SPARK_WIDTH = 40
 PROGRESS_EVERY_S = 10.0  # plain view: a progress line at most this often
-PHASE_COLOURS = dict(zip(PHASE_NAMES, ("red", "cyan", "blue", "magenta", "green", "yellow", "white")))
+PHASE_COLOURS = dict(zip(PHASE_NAMES, ("red", "cyan", "blue", "magenta", "green", "yellow", "bright_black",
+                                        "white")))
 MB = 1 << 20
 
 
