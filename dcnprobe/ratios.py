@@ -16,6 +16,8 @@ import numpy as np
 DEFAULT_THRESHOLD = 1.2  # later/first epoch batch time; below 1.2x, run-to-run noise and warm-up effects on 2 cores
 CONFIDENCE = 0.95  # of the bootstrap interval a verdict quotes
 BOOTSTRAP_SAMPLES = 2000
+MAX_BOOTSTRAP_BATCHES = 4096  # per epoch resampled: beyond, an even spread of this many
+BOOTSTRAP_BLOCK_VALUES = 1 << 22  # resampled values held at once (32 MB)
 WARMUP_FRACTION = 20  # drop 1/20 of each epoch's batches at its start (allocator, caches, worker start)...
 WARMUP_MIN, WARMUP_MAX = 2, 10  # ... at least 2, at most 10 batches
 WARMUP_NONE_BELOW = 7  # epochs of 6 batches or fewer keep every batch: nothing would be left
@@ -60,16 +62,34 @@ def ratio_ci(baseline: np.ndarray, later: np.ndarray, statistic: str = "median",
     percentile-bootstrap confidence interval. The median ignores rare long batches; the
     mean counts them, which matters when a slowdown arrives in bursts (a loader that
     delivers three batches at once, then makes the loop wait). The two samples are
-    resampled independently; returns (ratio, low, high)."""
+    resampled independently; returns (ratio, low, high).
+
+    The ratio is of every batch. An epoch of more than MAX_BOOTSTRAP_BATCHES is resampled
+    from that many batches spread evenly over it: a somewhat wider interval (never a
+    narrower one) at a bounded cost, where 50,000-batch epochs would need gigabytes."""
     reduce = {"median": np.median, "mean": np.mean}[statistic]
     baseline = np.asarray(baseline, dtype=float)
     later = np.asarray(later, dtype=float)
     ratio = float(reduce(later) / reduce(baseline))
     rng = np.random.default_rng(seed)
-    base_stats = reduce(baseline[rng.integers(0, baseline.size, (samples, baseline.size))], axis=1)
-    later_stats = reduce(later[rng.integers(0, later.size, (samples, later.size))], axis=1)
+    base_stats = _bootstrap(_spread(baseline), reduce, samples, rng)
+    later_stats = _bootstrap(_spread(later), reduce, samples, rng)
     low, high = percentile_interval(later_stats / base_stats, confidence)
     return ratio, low, high
+
+
+def _spread(values: np.ndarray) -> np.ndarray:
+    if values.size <= MAX_BOOTSTRAP_BATCHES:
+        return values
+    return values[np.linspace(0, values.size - 1, MAX_BOOTSTRAP_BATCHES).round().astype(int)]
+
+
+def _bootstrap(values: np.ndarray, reduce, samples: int, rng: np.random.Generator) -> np.ndarray:
+    """`samples` resampled statistics, drawn in blocks so that memory stays bounded. The
+    same draws, in the same order, as one (samples, n) matrix would give."""
+    block = max(1, BOOTSTRAP_BLOCK_VALUES // max(values.size, 1))
+    return np.concatenate([reduce(values[rng.integers(0, values.size, (min(block, samples - start), values.size))],
+                                  axis=1) for start in range(0, samples, block)])
 
 
 def percentile_interval(resampled: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:

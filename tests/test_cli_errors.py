@@ -167,11 +167,10 @@ def test_bad_input_is_one_line_and_exit_2(capsys, places, args, expected):
 
 
 def test_the_table_covers_every_command():
-    from dcnprobe.cli import _register, cli
+    from dcnprobe.cli import cli
 
-    _register()
     covered = {args[0] for args, _ in TABLE}
-    untested = set(cli.commands) - covered
+    untested = set(cli.all_commands) - covered
     assert not untested, f"commands with no bad-input case: {untested}"
     assert len(TABLE) >= 30
 
@@ -210,10 +209,9 @@ def test_analyze_prints_a_verdict_and_writes_json(capsys, tmp_path):
 
 def test_bisect_max_batches_200_still_parses():
     """The contract `dcnprobe bisect --max-batches 200` (DESIGN.md) survives the one option set."""
-    from dcnprobe.cli import _register, cli
+    from dcnprobe.cli import cli
 
-    _register()
-    ctx = cli.commands["bisect"].make_context("bisect", ["--max-batches", "200"])
+    ctx = cli.all_commands["bisect"].make_context("bisect", ["--max-batches", "200"])
     assert ctx.params["max_batches"] == 200 and ctx.params["epochs"] == MIN_TRIAL_EPOCHS
 
 

@@ -63,6 +63,7 @@ def change_point(values: np.ndarray, min_size: int = 5) -> ChangePoint | None:
     Fits a constant, every single level shift ("step") and every flat-then-linear hinge
     ("ramp") by least squares, and keeps the best change if it beats the constant by
     the BIC: n log(SSE/n) must fall by more than k log(n) for the extra parameters.
+    Every candidate's fit comes from prefix sums, so a million batches cost O(n).
     """
     y = np.asarray(values, dtype=float)
     n = y.size
@@ -71,32 +72,54 @@ def change_point(values: np.ndarray, min_size: int = 5) -> ChangePoint | None:
     sse_constant = float(((y - y.mean()) ** 2).sum())
     if sse_constant == 0:
         return None
-    candidates: list[tuple[float, int, str]] = []
-    # Level shifts: prefix sums give every split's SSE in O(n).
-    csum, csq = np.cumsum(y), np.cumsum(y * y)
-    for k in range(min_size, n - min_size + 1):
-        left = csq[k - 1] - csum[k - 1] ** 2 / k
-        right = (csq[-1] - csq[k - 1]) - (csum[-1] - csum[k - 1]) ** 2 / (n - k)
-        candidates.append((left + right, k, "step"))
-    # Hinges y = a + b * max(0, i - k): least squares per k (rises only: a falling ramp is
-    # not a slowdown, and a fall that matters shows as a step).
-    index = np.arange(n, dtype=float)
-    for k in range(0, n - min_size):
-        h = np.maximum(0.0, index - k)
-        hc = h - h.mean()
-        denominator = float(hc @ hc)
-        if denominator == 0:
-            continue
-        b = float(hc @ (y - y.mean())) / denominator
-        residual = y - y.mean() - b * hc
-        if b > 0:
-            candidates.append((float(residual @ residual), k, "ramp"))
+    step_sse, step_k = _step_fits(y, min_size)
+    ramp_sse, ramp_k = _ramp_fits(y, min_size)
+    # The best fit; on a tie the earlier position, and a ramp before a step (as min() of
+    # (sse, k, kind) tuples would choose).
+    candidates = [(float(step_sse.min()), int(step_k[step_sse.argmin()]), "step")] if step_sse.size else []
+    if ramp_sse.size:
+        candidates.append((float(ramp_sse.min()), int(ramp_k[ramp_sse.argmin()]), "ramp"))
+    if not candidates:
+        return None
     sse, k, kind = min(candidates)
     extra_parameters = 2  # the change's position and size
     if sse <= 0 or n * np.log(sse_constant / sse) <= extra_parameters * np.log(n):
         return None
     return ChangePoint(index=int(k), kind=kind, gain=float(1 - sse / sse_constant),
                        before=float(np.median(y[:k])) if k else float(y[0]), after=float(np.median(y[k:])))
+
+
+def _step_fits(y: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """SSE of every single level shift at k in [min_size, n - min_size]: two means."""
+    n = y.size
+    k = np.arange(min_size, n - min_size + 1)
+    csum, csq = np.cumsum(y), np.cumsum(y * y)
+    left = csq[k - 1] - csum[k - 1] ** 2 / k
+    right = (csq[-1] - csq[k - 1]) - (csum[-1] - csum[k - 1]) ** 2 / (n - k)
+    return left + right, k
+
+
+def _ramp_fits(y: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """SSE of every hinge y = a + b * max(0, i - k), k in [0, n - min_size), rising ones
+    only (a falling ramp is not a slowdown, and a fall that matters shows as a step):
+    SSE_k = SST - Sxy^2 / Sxx with h = max(0, i - k), from suffix sums of y and i*y."""
+    n = y.size
+    k = np.arange(0, n - min_size, dtype=float)
+    m = n - 1 - k  # how many i > k: h is 1, 2, ..., m there
+    sum_h = m * (m + 1) / 2
+    sum_h2 = m * (m + 1) * (2 * m + 1) / 6
+    index = np.arange(n, dtype=float)
+    # Suffix sums over i > k of y and of i*y.
+    suffix_y = np.concatenate([np.cumsum(y[::-1])[::-1], [0.0]])
+    suffix_iy = np.concatenate([np.cumsum((index * y)[::-1])[::-1], [0.0]])
+    after = k.astype(int) + 1
+    sum_hy = suffix_iy[after] - k * suffix_y[after]
+    sxx = sum_h2 - sum_h ** 2 / n
+    sxy = sum_hy - sum_h * y.mean()
+    sst = float(((y - y.mean()) ** 2).sum())
+    keep = (sxx > 0) & (sxy > 0)  # a fit at all, and rising
+    sse = sst - sxy[keep] ** 2 / sxx[keep]
+    return np.maximum(sse, 0.0), k[keep].astype(int)
 
 
 def mad_outliers(values: np.ndarray, k: float = 5.0) -> np.ndarray:

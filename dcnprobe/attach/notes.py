@@ -11,6 +11,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dcnprobe.records import RUN_FILE
+
 # Record types the attach adds to a run record (readers that do not know them skip them).
 ATTACH_RECORD = "attach"  # what the attach learnt after the header: device, boundaries, settings
 VALIDATION_RECORD = "validation"  # a pass over a DataLoader that was not training
@@ -23,7 +25,6 @@ def read_notes(run_dir: str | Path) -> dict[str, Any]:
     final: dict[str, Any] = {}
     boundaries: dict[str, Any] = {}
     validation: list[dict[str, Any]] = []
-    from dcnprobe.records import RUN_FILE
 
     for line in (Path(run_dir) / RUN_FILE).read_text(errors="replace").splitlines():
         try:

@@ -4,13 +4,22 @@ RUN_DIR/analysis.json."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
 
+from dcnprobe.analysis import advice_lines, analyze_run, write_analysis
 from dcnprobe.cli.options import check_out_dir, epochs_option, max_batches_option, out_option
+from dcnprobe.command import Command
+from dcnprobe.contract import AttachConfig
+from dcnprobe.distributed.analysis import analyze_ranks, write_ranks_analysis
 from dcnprobe.distributed.layout import is_distributed
+from dcnprobe.distributed.text import report_lines
+from dcnprobe.errors import UsageError
+from dcnprobe.harness.run_command import run_attached
 from dcnprobe.ratios import DEFAULT_THRESHOLD
+from dcnprobe.settings import Settings
 
 
 @click.command("analyze")
@@ -30,7 +39,6 @@ def command(threshold: float, out: Path | None, max_batches: int | None, epochs:
     rank that holds the others back is named with its score, and its own cause is given.
     With `-- CMD` the command is run first, unchanged, with the probe attached.
     """
-    from dcnprobe.analysis import advice_lines, analyze_run, write_analysis
 
     run_dir = _run_first(target, out, max_batches, epochs) if _is_command(target) else _one_dir(target)
     if is_distributed(run_dir):  # RUN/rank0/run.jsonl, RUN/rank1/...: every rank together
@@ -57,9 +65,6 @@ def command(threshold: float, out: Path | None, max_batches: int | None, epochs:
 
 
 def _analyze_ranks(run_dir: Path, threshold: float) -> None:
-    from dcnprobe.distributed.analysis import analyze_ranks, write_ranks_analysis
-    from dcnprobe.distributed.text import report_lines
-
     result = analyze_ranks(run_dir, threshold, every_rank=True)
     path = write_ranks_analysis(result)
     for line in report_lines(result):
@@ -77,14 +82,6 @@ def _one_dir(target: tuple[str, ...]) -> Path:
 
 
 def _run_first(target: tuple[str, ...], out: Path | None, max_batches: int | None, epochs: int | None) -> Path:
-    import time
-
-    from dcnprobe.command import Command
-    from dcnprobe.contract import AttachConfig
-    from dcnprobe.errors import UsageError
-    from dcnprobe.harness.run_command import run_attached
-    from dcnprobe.settings import Settings
-
     if not target:
         raise UsageError("analyze needs a run directory, or -- CMD to run first")
     if len(target) == 1 and not Path(target[0]).exists() and not target[0].endswith(".py") \

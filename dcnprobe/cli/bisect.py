@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dcnprobe.bisect import BISECT_FILE, DEFAULT_BAD, DEFAULT_GOOD, bisect, bisect_json, write_json
+from dcnprobe.bisect.search import resolve_auto
 from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.cli.trials import (
     command_line,
@@ -15,6 +17,7 @@ from dcnprobe.cli.trials import (
     trial_template,
 )
 from dcnprobe.contract import Exit
+from dcnprobe.report.multi_trial import write_bisect_report
 from dcnprobe.settings import parse_assignments
 
 
@@ -46,16 +49,6 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], fresh: bool, epochs: in
     4 the bad settings could not be measured at all (crashed, invalid, timed out);
     2 bad input.
     """
-    from dcnprobe.bisect import (
-        BISECT_FILE,
-        DEFAULT_BAD,
-        DEFAULT_GOOD,
-        bisect,
-        bisect_json,
-        write_json,
-    )
-    from dcnprobe.bisect.search import resolve_auto
-    from dcnprobe.report.multi_trial import write_bisect_report
 
     common = {"batch_size": batch_size} if batch_size else {}
     # An absent device, an impossible combination, a bad command: all fail here, before any trial.

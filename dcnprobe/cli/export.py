@@ -8,6 +8,8 @@ from pathlib import Path
 
 import click
 
+from dcnprobe.export.chrome import export_run
+
 
 @click.command("export")
 @click.argument("run_dir", type=click.Path(path_type=Path))
@@ -21,7 +23,6 @@ def command(run_dir: Path, fmt: str, out: Path | None, with_trace: Path | None) 
     """Write a run's records as a trace: batches with their phases, epochs, validation
     passes, warnings, and memory and CPU counters for the main process and every
     DataLoader worker, one row per rank and per worker, on the unix clock."""
-    from dcnprobe.export.chrome import export_run
 
     result = export_run(run_dir, out, with_trace)
     size = result.merged.stat().st_size

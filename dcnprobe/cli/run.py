@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from dcnprobe.analysis import analyze_run, write_analysis
+from dcnprobe.attach.notes import read_notes
 from dcnprobe.cli import interruption
 from dcnprobe.cli.options import (
     SettingType,
@@ -26,7 +28,12 @@ from dcnprobe.cli.options import (
     sample_interval_option,
     stall_after_option,
 )
+from dcnprobe.command import Command
+from dcnprobe.contract import AttachConfig
 from dcnprobe.errors import UsageError
+from dcnprobe.harness.run_command import run_attached
+from dcnprobe.records import RUN_FILE
+from dcnprobe.runs import read_run
 from dcnprobe.settings import (
     APPLIED_FROM_OUTSIDE,
     NEEDS_WORKERS,
@@ -65,10 +72,6 @@ def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch
             stall_after: float | None, sample_interval: float | None, command: tuple[str, ...],
             **settings: Any) -> None:
     """Run a training command with the probe attached: dcnprobe run [OPTIONS] -- python train.py ..."""
-    from dcnprobe.command import Command
-    from dcnprobe.contract import AttachConfig
-    from dcnprobe.harness.run_command import run_attached
-    from dcnprobe.records import RUN_FILE
 
     given = {name: value for name, value in settings.items() if value is not None}
     parsed = Command.parse(command)
@@ -121,10 +124,6 @@ def _settings_for(given: dict[str, Any], placeholders: set[str]) -> Settings:
 
 
 def _report(out: Path) -> None:
-    from dcnprobe.analysis import analyze_run, write_analysis
-    from dcnprobe.attach.notes import read_notes
-    from dcnprobe.runs import read_run
-
     run = read_run(out)
     notes = read_notes(out)
     epochs = run.batches["epoch"].nunique() if len(run.batches) else 0

@@ -26,11 +26,14 @@ from dcnprobe.cli.options import (
 from dcnprobe.cli.progress import BatchProgress
 from dcnprobe.command import Command
 from dcnprobe.contract import ON_SLOWDOWN, AttachConfig, Exit
+from dcnprobe.devices import resolve_device
 from dcnprobe.errors import UsageError
 from dcnprobe.executables import python_module
 from dcnprobe.hooks import NullProbe
+from dcnprobe.launched import warn_on_slowdown
+from dcnprobe.probe import Probe
 from dcnprobe.sampler import DEFAULT_INTERVAL
-from dcnprobe.settings import Settings
+from dcnprobe.settings import Settings, format_value
 from dcnprobe.stall import DEFAULT_STALL_FACTOR, DEFAULT_STALL_FLOOR_S
 from dcnprobe.timers import SYNC_MODES
 
@@ -94,13 +97,10 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
             faults: tuple[str, ...], out: Path | None, resume: bool, checkpoints: bool, no_probe: bool, sync: str,
             sample_interval: float, stall_after: float, on_slowdown: str, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
-    from dcnprobe.devices import resolve_device
-    from dcnprobe.launched import warn_on_slowdown
     from dcnprobe.model.data.source import load_data
     from dcnprobe.model.faults import resolve_faults
     from dcnprobe.model.plugins import configured
     from dcnprobe.model.trainer import TrainJob, fit
-    from dcnprobe.probe import Probe
 
     plugins = resolve_faults(faults)
     settings = configured(settings, plugins)  # as fit() will see them: the device to probe, the table header
@@ -155,7 +155,6 @@ def _row(cells) -> str:
 def faults_command() -> None:
     """List the slowdown scenarios that --fault plants in the built-in trainer."""
     from dcnprobe.model.faults import FAULTS
-    from dcnprobe.settings import format_value
 
     width = max(len(name) for name in FAULTS)
     for name, fault in FAULTS.items():

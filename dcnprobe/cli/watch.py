@@ -6,6 +6,13 @@ import time
 from pathlib import Path
 
 import click
+from rich.console import Console
+
+from dcnprobe.distributed.layout import is_distributed
+from dcnprobe.errors import UsageError
+from dcnprobe.live.ranks import wait_for_layout, watch_ranks
+from dcnprobe.live.view import watch
+from dcnprobe.records import RUN_FILE
 
 
 @click.command("watch")
@@ -20,13 +27,6 @@ def command(run_dir: Path, exit_at_end: bool, interval: float, plain: bool) -> N
     Reads RUN_DIR/run.jsonl as it grows (never re-reading it whole); a distributed run's
     directory (rank0/, rank1/, ...) shows one line per rank. Ctrl-C ends the view, not the run.
     """
-    from rich.console import Console
-
-    from dcnprobe.distributed.layout import is_distributed
-    from dcnprobe.errors import UsageError
-    from dcnprobe.live.ranks import wait_for_layout, watch_ranks
-    from dcnprobe.live.view import watch
-    from dcnprobe.records import RUN_FILE
 
     if run_dir.exists() and run_dir.is_dir() and not (run_dir / RUN_FILE).exists() and not is_distributed(run_dir) \
             and any(run_dir.iterdir()):

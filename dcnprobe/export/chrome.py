@@ -33,7 +33,6 @@ from typing import Any
 
 from dcnprobe.distributed.layout import RankInfo, rank_dirs, rank_info
 from dcnprobe.errors import UsageError
-from dcnprobe.runs import MOSTLY_DAMAGED
 from dcnprobe.hooks import COLLECTIVE, DATA_WAIT, PHASES
 from dcnprobe.records import (
     BATCH,
@@ -47,6 +46,7 @@ from dcnprobe.records import (
     WARNING,
     RecordFollower,
 )
+from dcnprobe.runs import MOSTLY_DAMAGED
 
 # The order a training step runs its phases in: DDP's last gradient all-reduce ends
 # backward, the optimizer steps after it. `other` has no place of its own: it goes last.

@@ -145,7 +145,9 @@ def _sampled_epochs(run: Run) -> dict[int, SampledEpoch]:
     if samples.empty or "t" not in samples or "main_cpu_user" not in samples:
         return {}
     cores = run.header.get("environment", {}).get("cpu_count") or 1
-    workers_at = {t: rows.to_dict("records") for t, rows in run.workers.groupby("t")} if not run.workers.empty else {}
+    workers_at: dict[float, list[dict[str, Any]]] = {}
+    for worker in run.workers.to_dict("records") if not run.workers.empty else ():
+        workers_at.setdefault(worker["t"], []).append(worker)
     totals: dict[int, dict[str, Any]] = {}
     previous = None
     previous_workers: dict[int, dict[str, Any]] = {}
