@@ -22,9 +22,20 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from dcnprobe.cli import analyze, bench, bisect, profile_epoch, run, study, sweep, train, watch
+    from dcnprobe.cli import (
+        analyze,
+        attach_pid,
+        bench,
+        bisect,
+        profile_epoch,
+        run,
+        study,
+        sweep,
+        train,
+        watch,
+    )
 
-    for module in (train, run, analyze, bisect, sweep, study, profile_epoch, bench, watch):
+    for module in (train, run, analyze, attach_pid, bisect, sweep, study, profile_epoch, bench, watch):
         cli.add_command(module.command)
     cli.add_command(train.faults_command)
 

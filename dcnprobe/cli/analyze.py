@@ -28,8 +28,11 @@ def command(threshold: float, out: Path | None, max_batches: int | None, epochs:
     With `-- CMD` the command is run first, unchanged, with the probe attached.
     """
     from dcnprobe.analysis import advice_lines, analyze_run, write_analysis
+    from dcnprobe.cli.attach_pid import analyze_outside
 
     run_dir = _run_first(target, out, max_batches, epochs) if _is_command(target) else _one_dir(target)
+    if analyze_outside(run_dir):  # written by `attach PID`: no batches, the verdict from outside
+        return
     analysis = analyze_run(run_dir, threshold)
     path = write_analysis(analysis)
     click.echo(analysis.verdict)
