@@ -76,10 +76,12 @@ class Rate:
     span_s: float
     points: int
     kind: str  # "uss" or "rss"
+    late_per_s: float  # fitted over the second half of the span only
 
     @property
     def steady(self) -> bool:
-        return self.t >= th.STEADY_T
+        """A clear trend that is still going at the end: not a rise that has levelled off."""
+        return self.t >= th.STEADY_T and self.late_per_s >= th.STILL_GROWING * self.per_s
 
 
 @dataclass
@@ -96,6 +98,7 @@ class Stall:
 
 @dataclass
 class OutsideSignals:
+    cwd: str | None = None  # the run's working folder: its own files are named relative to it
     window_s: float = 0.0  # first to last sample
     samples: int = 0
     cores: int = 1
@@ -141,7 +144,8 @@ class OutsideSignals:
 def measure(record: OutsideRecord, stall_after_s: float | None = None) -> OutsideSignals:
     samples = sorted((s for s in record.samples if isinstance(s.get("t"), (int, float))), key=lambda s: s["t"])
     signals = OutsideSignals(cores=int((record.header.get("environment") or {}).get("cpu_count") or 1),
-                             main_pid=record.outside.get("main_pid"), samples=len(samples))
+                             main_pid=record.outside.get("main_pid"), samples=len(samples),
+                             cwd=record.outside.get("cwd"))
     if record.profile:
         signals.main_profile = next((p for p in record.profile if p.get("role") == "main"), None)
     if len(samples) < 2:
@@ -247,7 +251,10 @@ def _rate(points: list[tuple[float, dict[str, Any]]]) -> Rate | None:
             t = np.array([x for x, _ in series])
             y = np.array([v for _, v in series])
             slope = linear_slope(t, y)
-            return Rate(slope.per_step, slope.t, slope.growth, float(t[-1] - t[0]), len(series), kind)
+            late = t >= (t[0] + t[-1]) / 2
+            late_slope = linear_slope(t[late], y[late]) if late.sum() >= 3 else slope
+            return Rate(slope.per_step, slope.t, slope.growth, float(t[-1] - t[0]), len(series), kind,
+                        late_slope.per_step)
     return None
 
 
@@ -269,8 +276,10 @@ def _memory(signals: OutsideSignals, samples: list[dict[str, Any]]) -> None:
 def _paging(signals: OutsideSignals, samples: list[dict[str, Any]]) -> None:
     first, last = samples[0], samples[-1]
     wall = max(signals.window_s, 1e-9)
-    faults = sum(_delta(processes(b)[p], processes(a)[p], "majflt")
-                 for a, b in zip(samples, samples[1:]) for p in processes(b) if p in processes(a))
+    faults = 0.0
+    for before, now in zip(samples, samples[1:]):
+        a, b = processes(before), processes(now)
+        faults += sum(_delta(b[pid], a[pid], "majflt") for pid in b if pid in a)
 
     def tree_swap(sample: dict[str, Any]) -> float:
         return sum(_number(p.get("swap")) for p in processes(sample).values())

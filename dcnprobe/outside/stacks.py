@@ -19,7 +19,8 @@ from dcnprobe.outside.frames import Frame
 DUMP_TIMEOUT_S = 20
 PTRACE_FIX = ("run the attach with sudo, or allow tracing with `sudo sysctl kernel.yama.ptrace_scope=0`, "
               "or in Docker add --cap-add SYS_PTRACE")
-_DENIED = ("Permission denied", "Operation not permitted", "os error 1)", "os error 13)")
+# How py-spy says the kernel refused (its own words, then the OS error it passes on), lower case.
+_DENIED = ("permission denied", "operation not permitted", "os error 1)", "os error 13)")
 
 
 class StacksUnavailable(Exception):
@@ -86,7 +87,7 @@ def dump(pid: int) -> Dump | None:
 
 def check_permission(message: str, pid: int) -> None:
     """Raise StacksUnavailable when py-spy's error output says the kernel refused it."""
-    if any(marker in message for marker in _DENIED):
+    if any(marker in message.lower() for marker in _DENIED):
         raise StacksUnavailable(f"py-spy may not read process {pid} (ptrace not permitted): {PTRACE_FIX}; "
                                 "going on without stacks")
 

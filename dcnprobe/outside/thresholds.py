@@ -15,6 +15,7 @@ KB = 1024
 # -- memory -------------------------------------------------------------------------------
 MIN_POINTS = 5  # samples of a process before its memory has a slope
 STEADY_T = 5.0  # t statistic of a memory slope against time: a trend no noise produces
+STILL_GROWING = 0.5  # ... still rising at half its overall rate over the window's second half, not levelled off
 WORKER_WARMUP_S = 3.0  # a worker's first seconds after it started: a fork copies pages as they are first written
 # Per worker, on average. Measured here: healthy forked workers of examples/per_sample_loop.py
 # grew 9-11 KB/s (copy-on-write of pages touched as they run, steady for minutes), the planted
@@ -38,6 +39,9 @@ SWAP_GROWTH_MIN = recorded.SWAP_IN_MIN  # the run's own pages in swap grew this 
 
 # -- the machine -------------------------------------------------------------------------------
 OUTSIDE_BUSY = 0.25  # other programs' share of all cores: the benchmarks' judged_only_when limit
+# ... and the run's threads wait for CPUs (seconds per second, all threads): a run that
+# waits for none (stalled, idle, or on cores nobody else wants) is not held back by that load.
+RUNQUEUE_WAIT_MIN = 0.1
 
 # -- threads ------------------------------------------------------------------------------------
 THREADS_PER_CORE = recorded.THREADS_PER_CORE

@@ -63,8 +63,9 @@ class OutsideVerdict:
         if top is None:
             return (f"No cause {window}: nothing that can be seen without batch timings points to one "
                     "(memory steady, no paging, no stall, no other program competing for the CPUs).")
-        if top.id == "stall":
-            return f"Stalled: {top.evidence[0]}; {top.evidence[1] if len(top.evidence) > 1 else ''}".rstrip("; ") + "."
+        if top.id == "stall":  # what stopped, and who everyone waits on
+            parts = [e for e in top.evidence[:3] if not e.startswith("every process's stack")]
+            return f"Stalled: {'; '.join(parts)}."
         return f"Most likely cause {window}: {top.id} - {top.evidence[0]}."
 
     def to_json(self) -> dict[str, Any]:
@@ -130,6 +131,10 @@ def _contended(s: OutsideSignals) -> bool:
     return s.outside_load is not None and s.outside_load >= th.OUTSIDE_BUSY
 
 
+def _queues_for_cpus(s: OutsideSignals) -> bool:
+    return s.runqueue_wait is None or s.runqueue_wait >= th.RUNQUEUE_WAIT_MIN
+
+
 def _loader_bound(s: OutsideSignals) -> bool:
     busy = [v for v in s.worker_cpu.values()]
     share = s.waiting_share
@@ -158,16 +163,17 @@ def stall(s: OutsideSignals) -> OutsideFinding | None:
     still = (f"and the main process's stack did not change in {st.same_stack_rounds} dumps" if st.same_stack_rounds >= 2
              else "(its stacks could not be compared)" if not st.stacks_read else "")
     evidence = [f"no process of the run used CPU for {st.idle_s:.0f} s ({st.tree_cpu:.1%} of a core together) {still}".strip()]
-    cwd = None  # the run's own files keep their full path here; the printed report makes them relative
-    for pid, role, frames in st.waited_on:
-        if role == "main" and not st.main_waits_for_workers:
-            evidence.append(f"the main process {pid} is blocked {_where(frames, cwd)}")
-        else:
-            evidence.append(f"the main process waits for its DataLoader workers; {role} {pid} is blocked "
-                            f"{_where(worker_part(frames), cwd)}")
-    if st.main_waits_for_workers and not any(role == "worker" for _, role, _ in st.waited_on):
-        evidence.append("the main process waits for a batch that no worker is working on (every worker is idle, "
-                        "waiting for work): a worker died, or a batch was lost")
+    cwd = s.cwd
+    workers = [(pid, frames) for pid, role, frames in st.waited_on if role == "worker"]
+    if st.main_waits_for_workers:
+        waits = next((f for f in st.main_frames if f.in_dataloader_next), None)
+        evidence.append("the main process waits for a batch from its DataLoader workers"
+                        + (f" (in {waits.function})" if waits else "")
+                        + ("" if workers else ", which no worker is working on (every worker is idle, waiting for "
+                                              "work): a worker died, or a batch was lost"))
+        evidence += [f"worker {pid} is blocked {_where(worker_part(frames), cwd)}" for pid, frames in workers]
+    else:
+        evidence += [f"the main process {pid} is blocked {_where(frames, cwd)}" for pid, role, frames in st.waited_on]
     if st.files:
         evidence.append(f"every process's stack: {', '.join('stacks/' + f for f in st.files)}")
     return OutsideFinding("stall", th.SCORE_STALL, tuple(evidence))
@@ -225,7 +231,9 @@ def memory_pressure(s: OutsideSignals) -> OutsideFinding | None:
 
 
 def machine_contention(s: OutsideSignals) -> OutsideFinding | None:
-    if not _contended(s):
+    """Other programs use the CPUs and the run's threads queue for them. A run that waits
+    for no CPU (stalled, or idle) is not held back by anyone's load."""
+    if not _contended(s) or s.stall is not None or not _queues_for_cpus(s):
         return None
     evidence = [f"other programs used {s.outside_load:.0%} of the machine's {s.cores} cores during the window "
                 f"(the attach itself, py-spy included, used {s.attach_load or 0:.0%} and is not counted)"]
@@ -270,6 +278,9 @@ def _seen(s: OutsideSignals, causes: list[OutsideFinding]) -> list[str]:
         cpu += f", its {len(s.worker_cpu)} DataLoader worker(s) {', '.join(_cpu(c) for c in s.worker_cpu.values())}"
     if s.outside_load is not None and "machine-contention" not in named:
         cpu += f"; other programs {s.outside_load:.0%} of the {s.cores} cores"
+        if _contended(s):
+            cpu += (", but the run's threads hardly waited for a CPU "
+                    f"({s.runqueue_wait or 0:.2f} s per second): it was not held back by them")
     seen.append(cpu)
     if "worker-memory-growth" not in named and s.workers_rate is not None:
         seen.append(f"workers' memory {'+' if s.workers_rate >= 0 else ''}{_rate(s.workers_rate)} each on average: "
@@ -280,7 +291,7 @@ def _seen(s: OutsideSignals, causes: list[OutsideFinding]) -> list[str]:
                     "outside it cannot be told whether tensors (graph-retention) or Python objects (metric-accumulation, "
                     "gc-pressure) hold it; --memory names the lines that allocated it")
     share = s.waiting_share
-    if share is not None and share >= th.WAITING_SHARE and "worker-memory-growth" not in named:
+    if share is not None and share >= th.WAITING_SHARE and not named & {"worker-memory-growth", "stall"}:
         seen.append(f"the main thread waited for its workers in {share:.0%} of its samples: loading is the bottleneck "
                     "now; whether it got worse over the epochs needs batch timings")
     return seen
@@ -307,7 +318,7 @@ def report_lines(verdict: OutsideVerdict) -> list[str]:
              + (f" (a DataLoader worker of PID {s.main_pid})" if outside.get("given_role") == "worker" else "")
              + f": `{outside.get('command')}`, {s.window_s:.1f} s, the main process and {workers} DataLoader worker(s)"
              + (" (replaced during the window)" if s.workers_replaced else ""),
-             "", verdict.headline, ""]
+             "", _relative(verdict.headline, cwd), ""]
     if verdict.causes:
         lines.append("causes seen from outside, most likely first:")
         for finding in verdict.causes:
@@ -327,6 +338,8 @@ def report_lines(verdict: OutsideVerdict) -> list[str]:
     lines += ["", f"cannot be judged from outside (needs batch timings): {NOT_JUDGED}; and the causes "
               f"{', '.join(NEEDS_BATCH_TIMES)}",
               "to measure them, run it under the probe:", f"  {outside.get('rerun')}"]
+    if not cwd:
+        lines.append("  (from the folder the run was started in: its working folder could not be read)")
     if record.notes:
         lines += ["", "notes:"] + [f"  - {n}" for n in record.notes]
     return lines
