@@ -248,7 +248,10 @@ class Observer:
 def progress_line(samples: list[dict[str, Any]], elapsed: float, window: float, uss: bool) -> str:
     """'attach 10/30 s: main 95% CPU; 2 workers 45% 44% CPU, 24 MB USS (+0.4 MB/s); ...'"""
     now = samples[-1]
-    before = next((s for s in reversed(samples) if now["t"] - s["t"] >= PROGRESS_EVERY_S - 0.5), samples[0])
+    if uss:  # USS is read every other sample: the latest sample that has it, for a steady figure
+        now = next((s for s in reversed(samples) if all(w.get("uss") is not None for w in s.get("workers") or [])), now)
+    before = next((s for s in reversed(samples) if now["t"] - s["t"] >= PROGRESS_EVERY_S - 0.5
+                   and (not uss or all(w.get("uss") is not None for w in s.get("workers") or []))), samples[0])
     dt = max(now["t"] - before["t"], 1e-9)
 
     def cpu(a: dict[str, Any] | None, b: dict[str, Any]) -> float | None:

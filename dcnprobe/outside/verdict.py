@@ -123,6 +123,10 @@ def _rate(per_s: float) -> str:
     return f"{per_s / th.MB:,.2f} MB/s" if abs(per_s) >= th.MB / 10 else f"{per_s / th.KB:,.0f} KB/s"
 
 
+def _signed_rate(per_s: float) -> str:
+    return f"{'+' if per_s >= 0 else ''}{_rate(per_s)}"
+
+
 def _cpu(cores: float | None) -> str:
     return "?" if cores is None else f"{cores:.0%}"
 
@@ -283,8 +287,14 @@ def _seen(s: OutsideSignals, causes: list[OutsideFinding]) -> list[str]:
                     f"({s.runqueue_wait or 0:.2f} s per second): it was not held back by them")
     seen.append(cpu)
     if "worker-memory-growth" not in named and s.workers_rate is not None:
-        seen.append(f"workers' memory {'+' if s.workers_rate >= 0 else ''}{_rate(s.workers_rate)} each on average: "
-                    f"below what counts as growth here ({_rate(th.WORKER_RATE_MIN)})")
+        late = sum(r.late_per_s for r in s.worker_memory.values()) / len(s.worker_memory)
+        if s.workers_steady:
+            seen.append(f"workers' memory {_signed_rate(s.workers_rate)} each, steadily: below what counts as growth "
+                        f"here ({_rate(th.WORKER_RATE_MIN)})")
+        else:
+            seen.append(f"workers' memory changed {_mb(s.workers_growth / len(s.worker_memory))} each over the window, "
+                        f"not steadily ({_signed_rate(late)} each over its second half): a rise that levelled off "
+                        "or came in one step, not growth that goes on")
     main = s.main_memory
     if main is not None and main.steady and main.per_s >= th.MAIN_RATE_SEEN:
         seen.append(f"the main process's memory grows {_rate(main.per_s)} ({_mb(main.per_s * 60)} per minute): from "
