@@ -348,6 +348,17 @@ def test_analyze_and_watch_say_nothing_about_epochs(tmp_path, capsys):
     assert "attach ended after 30 s" in console.export_text()
 
 
+def test_a_record_of_the_probe_with_no_batch_claims_no_epoch(tmp_path):
+    """Not an attach from outside: a run that ended before its first batch."""
+    from dcnprobe.analysis import analyze_run
+
+    writer = RunWriter(tmp_path)
+    writer.write("header", {"schema": 1, "pid": 1, "argv": ["train.py"], "environment": {"cpu_count": 2}})
+    writer.write_footer("crashed", t=1.0, epochs=0, steps=0)
+    verdict = analyze_run(tmp_path).verdict
+    assert verdict.startswith("No batch was recorded") and "epoch" not in verdict
+
+
 def test_duration_option():
     parse = Duration().convert
     assert [parse(v, None, None) for v in ("30s", "2m", "90", "1.5h", " 3 s")] == [30, 120, 90, 5400, 3]

@@ -26,6 +26,7 @@ WORKER_RATE_MIN = 64 * KB
 # bottleneck (still over twice the healthy rate).
 WORKER_RATE_LOADER_BOUND = 24 * KB
 WORKER_GROWTH_MIN = recorded.WORKER_GROWTH_MIN  # in the window, all workers: large whatever its shape
+FLAT_GROWTH = 1 * MB  # a worker's change over the window below which its memory is called flat
 MAIN_RATE_SEEN = 256 * KB  # main-process growth worth a line (which cause holds it needs a look inside)
 
 # -- the loader -----------------------------------------------------------------------------

@@ -288,7 +288,10 @@ def _seen(s: OutsideSignals, causes: list[OutsideFinding]) -> list[str]:
     seen.append(cpu)
     if "worker-memory-growth" not in named and s.workers_rate is not None:
         late = sum(r.late_per_s for r in s.worker_memory.values()) / len(s.worker_memory)
-        if s.workers_steady:
+        each = s.workers_growth / len(s.worker_memory)
+        if each < th.FLAT_GROWTH and abs(late) < th.WORKER_RATE_MIN / 4:
+            seen.append(f"workers' memory flat: {_mb(each)} each over the window")
+        elif s.workers_steady:
             seen.append(f"workers' memory {_signed_rate(s.workers_rate)} each, steadily: below what counts as growth "
                         f"here ({_rate(th.WORKER_RATE_MIN)})")
         else:
