@@ -85,16 +85,22 @@ def test_the_profile_is_summarised_per_process_from_the_main_thread():
     compute = f"<module> ({PROJECT}/train.py:30);main ({PROJECT}/train.py:21);forward ({SITE}/torch/nn/linear.py:1)"
     feeder = f"Thread._bootstrap ({STDLIB}/threading.py:1002);Condition.wait ({STDLIB}/threading.py:327)"
     fetch = (f"<module> ({PROJECT}/train.py:30);_worker_loop ({SITE}/torch/utils/data/_utils/worker.py:374);"
+             f"_MapDatasetFetcher.fetch ({SITE}/torch/utils/data/_utils/fetch.py:54);"
              f"Rows.__getitem__ ({PROJECT}/data.py:61)")
+    idle = (f"<module> ({PROJECT}/train.py:30);_worker_loop ({SITE}/torch/utils/data/_utils/worker.py:374);"
+            f"Queue.get ({STDLIB}/multiprocessing/queues.py:113)")
     raw = "\n".join([f"{main};{wait} 75", f"{main};{compute} 25", f"{main};{feeder} 100",
-                     f"{main};{worker};{fetch} 40", "garbage line"])
+                     f"{main};{worker};{fetch} 40", f"{main};{worker};{idle} 60", "garbage line"])
     profiles = parse_raw(raw, PROJECT)
     assert set(profiles) == {10, 11}
     summary = profiles[10].to_dict("main", PROJECT)
     assert summary["main_thread_samples"] == 100 and summary["samples"] == 200  # the feeder thread is left out
     assert summary["waiting_for_workers_share"] == 0.75
     assert summary["top_functions"][0] == ["select (selectors.py)", 0.75]
-    assert profiles[11].to_dict("worker", PROJECT)["top_own_code"] == [["Rows.__getitem__ (data.py)", 1.0]]
+    worker_summary = profiles[11].to_dict("worker", PROJECT)
+    assert worker_summary["fetching_share"] == 0.4
+    # Its own code, inside the worker loop only: not the parent's frames it was forked with.
+    assert worker_summary["top_own_code"] == [["Rows.__getitem__ (data.py)", 0.4]]
 
 
 def test_py_spy_refused_by_the_kernel_is_one_line_with_the_fix():

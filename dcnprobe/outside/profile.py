@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from dcnprobe.outside.frames import Frame, dataloader_state, innermost_own, worker_part
+from dcnprobe.outside.frames import FETCH_FILE, Frame, dataloader_state, innermost_own, worker_part
 from dcnprobe.outside.stacks import StacksUnavailable, check_permission, py_spy
 
 RATE = 50  # samples per second per process: half py-spy's default, since the run shares the CPUs with it
@@ -78,6 +78,7 @@ class ProcessProfile:
     leaves: Counter | None = None  # innermost function of the main thread -> samples
     own: Counter | None = None  # innermost frame in the program's own code -> samples
     dataloader: Counter | None = None  # 'waiting' / 'loading' -> main-thread samples
+    fetching: int = 0  # main-thread samples in a DataLoader fetch (the dataset's and collate's code)
 
     def to_dict(self, role: str, cwd: str | None) -> dict[str, Any]:
         n = max(self.main_samples, 1)
@@ -89,7 +90,8 @@ class ProcessProfile:
         return {"pid": self.pid, "role": role, "samples": self.samples, "main_thread_samples": self.main_samples,
                 "top_functions": top(self.leaves), "top_own_code": top(self.own),
                 "dataloader_next_share": round((dl["waiting"] + dl["loading"]) / n, 4),
-                "waiting_for_workers_share": round(dl["waiting"] / n, 4)}
+                "waiting_for_workers_share": round(dl["waiting"] / n, 4),
+                "fetching_share": round(self.fetching / n, 4)}
 
 
 def parse_raw(text: str, cwd: str | None = None) -> dict[int, ProcessProfile]:
@@ -116,7 +118,10 @@ def parse_raw(text: str, cwd: str | None = None) -> dict[int, ProcessProfile]:
         profile.main_samples += n
         innermost = frames[::-1]
         profile.leaves[innermost[0].name(cwd, with_line=False)] += n
-        own = innermost_own(worker_part(innermost))
+        inner = worker_part(innermost)
+        own = innermost_own(inner)
+        if any(f.file.endswith(FETCH_FILE) for f in inner):
+            profile.fetching += n
         if own is not None:
             profile.own[own.name(cwd, with_line=False)] += n
         state = dataloader_state(innermost)

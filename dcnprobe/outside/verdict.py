@@ -330,7 +330,8 @@ def report_lines(verdict: OutsideVerdict) -> list[str]:
     lines = [f"attached from outside to PID {given}"
              + (f" (a DataLoader worker of PID {s.main_pid})" if outside.get("given_role") == "worker" else "")
              + f": `{outside.get('command')}`, {s.window_s:.1f} s, the main process and {workers} DataLoader worker(s)"
-             + (" (replaced during the window)" if s.workers_replaced else ""),
+             + (" (replaced during the window)" if s.workers_replaced else "")
+             + ("; the run ended during the window" if (record.footer or {}).get("ended_by") == "exited" else ""),
              "", _relative(verdict.headline, cwd), ""]
     if verdict.causes:
         lines.append("causes seen from outside, most likely first:")
@@ -387,6 +388,8 @@ def _profile_lines(record: OutsideRecord, cwd: str | None) -> list[str]:
         if p["role"] == "main":
             head += (f": {p['waiting_for_workers_share']:.0%} waiting for a worker's batch in DataLoader.__next__"
                      f" ({p['dataloader_next_share']:.0%} inside it in all)")
+        elif p["role"] == "worker" and "fetching_share" in p:
+            head += f": {p['fetching_share']:.0%} fetching (the dataset's and collate's code), the rest waiting for work"
         lines.append(head)
         if p["top_functions"]:
             lines.append("      top: " + ", ".join(f"{name} {share:.0%}" for name, share in p["top_functions"]))
