@@ -55,7 +55,7 @@ class Duration(click.ParamType):
               show_default=True,
               help="call the run stalled when none of its processes used CPU and the main stack did not change for "
                    "this many seconds, up to the end of the window")
-@sample_interval_option(0.5)
+@sample_interval_option(1.0)
 @click.option("--no-stacks", is_flag=True, help="read /proc only: no py-spy dumps or profile")
 def command(pid: int, window: float, out: Path | None, memory: bool, stall_after: float, sample_interval: float,
             no_stacks: bool) -> None:

@@ -35,8 +35,9 @@ from dcnprobe.profiling.flamegraph import parse_collapsed, to_svg
 from dcnprobe.records import MEMORY, RUN_FILE, STALL, RunWriter
 
 PROGRESS_EVERY_S = 5.0
-DEFAULT_INTERVAL_S = 0.5
+DEFAULT_INTERVAL_S = 1.0  # the probe samples every 0.5 s from inside; from outside every read is a system call
 MIN_DUMP_EVERY_S, MAX_DUMP_EVERY_S = 2.0, 10.0
+MAX_USS_EVERY_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,12 @@ class AttachSettings:
     stacks: bool = True  # py-spy dumps and record; off, only /proc is read
     pyspy_rate: int = RATE
     dump_every_s: float | None = None  # default: a quarter of the window, 2-10 s
+
+    @property
+    def uss_interval(self) -> float:
+        """Every 2 s at most (it costs the kernel a walk of the page tables), but at least
+        MIN_POINTS readings of a short window."""
+        return min(MAX_USS_EVERY_S, max(self.interval_s, self.window_s / (2 * th.MIN_POINTS)))
 
     @property
     def dump_interval(self) -> float:
@@ -90,7 +97,7 @@ class Observer:
         if (s.out / RUN_FILE).exists():
             raise UsageError(f"{s.out} already holds a run record ({s.out / RUN_FILE}); choose another --out or remove it")
         self.target, self.tree = target, Tree(target.main_pid)
-        self.sampler = OutsideSampler(self.tree, clock=self.clock)
+        self.sampler = OutsideSampler(self.tree, clock=self.clock, uss_every_s=s.uss_interval)
         self.writer = RunWriter(s.out)
         header = rec.header(target, s.window_s, s.interval_s, self.sampler.uss_readable)
         header["outside"]["stall_after_s"] = s.stall_after_s

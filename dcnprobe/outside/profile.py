@@ -22,7 +22,7 @@ from typing import Any
 from dcnprobe.outside.frames import FETCH_FILE, Frame, dataloader_state, innermost_own, worker_part
 from dcnprobe.outside.stacks import StacksUnavailable, check_permission, py_spy
 
-RATE = 50  # samples per second per process: half py-spy's default, since the run shares the CPUs with it
+RATE = 20
 START_WAIT_S = 1.0  # py-spy refuses at once when it may not read the process
 STOP_TIMEOUT_S = 30
 TOP = 5

@@ -21,33 +21,38 @@ from typing import Any
 import psutil
 
 from dcnprobe.machine_load import machine_busy_seconds
-from dcnprobe.outside.tree import MAIN, WORKER, Member, Tree
+from dcnprobe.outside.tree import MAIN, WORKER, Member, Tree, descendants
 from dcnprobe.processes import ProcessReader, cpu_frequency_mhz, system_memory
 
 _IS_LINUX = sys.platform.startswith("linux")
 
 
 class OutsideSampler:
-    def __init__(self, tree: Tree, *, clock: Callable[[], float] = time.monotonic, uss_every: int = 2) -> None:
+    def __init__(self, tree: Tree, *, clock: Callable[[], float] = time.monotonic, uss_every_s: float = 2.0) -> None:
         self.tree = tree
         self.clock = clock
         self.t0 = clock()
         self.reader = ProcessReader(tree.main_pid)
-        self.uss_every = max(1, uss_every)
+        # USS makes the kernel walk each process's page tables (measured here: 150 ms for a
+        # training process of 400 MB on a busy machine, with the process's memory map locked),
+        # so it is read at most this often, RSS every sample.
+        self.uss_every_s = uss_every_s
+        self._uss_at: float | None = None
         # USS needs the kernel's page maps, which only the owner (or root) may read; where they
         # are closed the whole ProcessReader.stats read would fail, so it is not asked for.
         self.uss_readable = _can_read_uss(tree.main_pid)
         self.members: list[Member] = []
-        self._ticks = 0
 
     def sample(self) -> dict[str, Any] | None:
         """One `memory` record, or None once the main process is gone."""
         self.members = self.tree.members()
         if not self.members:
             return None
-        with_uss = self.uss_readable and self._ticks % self.uss_every == 0
-        self._ticks += 1
-        record: dict[str, Any] = {"t": self.clock() - self.t0}
+        now = self.clock()
+        with_uss = self.uss_readable and (self._uss_at is None or now - self._uss_at >= self.uss_every_s - 1e-6)
+        if with_uss:
+            self._uss_at = now
+        record: dict[str, Any] = {"t": now - self.t0}
         main = self._stats(self.tree.main_pid, with_uss)
         if main is None:
             return None
@@ -120,11 +125,10 @@ def runqueue_wait_seconds(pid: int) -> float | None:
 
 def own_cpu_seconds() -> float:
     """CPU seconds of the attach itself and everything it started (py-spy, memray)."""
-    me = psutil.Process()
-    times = me.cpu_times()
+    times = psutil.Process().cpu_times()
     total = times.user + times.system + times.children_user + times.children_system
-    for child in _safe(lambda: me.children(recursive=True), default=[]) or []:
-        child_times = _safe(child.cpu_times)
+    for pid in descendants(os.getpid()):
+        child_times = _safe(lambda pid=pid: psutil.Process(pid).cpu_times())
         if child_times is not None:
             total += child_times.user + child_times.system
     return total

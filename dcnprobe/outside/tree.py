@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import sys
 from dataclasses import dataclass
 
 import psutil
@@ -115,6 +116,7 @@ class Tree:
         self.main_pid = main_pid
         self.main = _process(main_pid)
         self._roles: dict[tuple[int, float], Member] = {}
+        self._handles: dict[int, psutil.Process] = {}
 
     def alive(self) -> bool:
         return _safe(self.main.is_running, default=False) and _safe(self.main.status) != psutil.STATUS_ZOMBIE
@@ -124,13 +126,20 @@ class Tree:
         if not self.alive():
             return []
         found = [self._member(self.main, None)]
-        children = _safe(lambda: self.main.children(recursive=True), default=[]) or []
-        by_pid = {self.main.pid: self.main, **{c.pid: c for c in children}}
-        for child in sorted(children, key=lambda c: c.pid):
-            parent = by_pid.get(_safe(child.ppid, default=-1))
-            member = self._member(child, parent)
-            if member is not None:
-                found.append(member)
+        parents = descendants(self.main_pid)
+        handles = {self.main_pid: self.main}
+        for pid in sorted(parents):
+            handle = self._handles.get(pid)
+            if handle is None:
+                try:
+                    handle = self._handles[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    continue
+            handles[pid] = handle
+        for pid in sorted(parents):
+            if pid in handles:
+                found.append(self._member(handles[pid], handles.get(parents[pid])))
+        self._handles = {pid: h for pid, h in self._handles.items() if pid in parents}
         return [m for m in found if m is not None]
 
     def _member(self, proc: psutil.Process, parent: psutil.Process | None) -> Member | None:
@@ -143,6 +152,36 @@ class Tree:
             role = MAIN if parent is None else role_of(proc, parent)
             member = self._roles[key] = Member(proc.pid, role, _safe(proc.name, default="?"), _is_python(proc))
         return member
+
+
+def descendants(pid: int) -> dict[int, int]:
+    """Every descendant of `pid` -> its parent. On Linux from /proc/PID/task/TID/children
+    (tens of microseconds a process), where psutil would read every process on the
+    machine (tens of milliseconds, twice a second); elsewhere from psutil."""
+    if sys.platform.startswith("linux") and os.path.isdir(f"/proc/{pid}/task"):
+        found: dict[int, int] = {}
+        todo = [pid]
+        while todo:
+            parent = todo.pop()
+            try:
+                tids = os.listdir(f"/proc/{parent}/task")
+            except OSError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{parent}/task/{tid}/children") as f:
+                        children = [int(c) for c in f.read().split()]
+                except (OSError, ValueError):
+                    continue
+                for child in children:
+                    if child not in found:
+                        found[child] = parent
+                        todo.append(child)
+        return found
+    try:
+        return {c.pid: _safe(c.ppid, default=pid) for c in psutil.Process(pid).children(recursive=True)}
+    except psutil.Error:
+        return {}
 
 
 def _process(pid: int) -> psutil.Process:
