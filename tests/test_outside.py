@@ -247,7 +247,7 @@ def test_healthy_workers_drift_names_no_cause(tmp_path):
     # Measured on healthy forked workers here: 5-11 KB/s of copy-on-write as they run.
     verdict = judge(_record(tmp_path, _samples(worker_uss=lambda t: 10 * MB + 11 * KB * t)))
     assert verdict.causes == [] and verdict.headline.startswith("No cause")
-    assert any("below what counts as growth" in line for line in verdict.seen)
+    assert any("workers' memory flat: 0.3 MB each" in line for line in verdict.seen)
     assert verdict.to_json()["causes"][0]["id"] == "none" and verdict.to_json()["slowdown"] is None
 
 
@@ -267,7 +267,8 @@ def test_a_smaller_growth_counts_when_the_main_process_waits_for_the_workers(tmp
     assert verdict.causes[0].score == th.SCORE_WORKERS_LOADER_BOUND
     assert any("80% of its samples" in e for e in verdict.causes[0].evidence)
     # The same growth without the waiting is below the bar.
-    assert judge(_record(tmp_path / "alone", samples)).causes == []
+    alone = judge(_record(tmp_path / "alone", samples))
+    assert alone.causes == [] and any("steadily: below what counts as growth" in line for line in alone.seen)
 
 
 def _round(t: float, main: list[Frame], worker: list[Frame]) -> dict:
