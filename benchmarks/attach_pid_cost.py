@@ -49,34 +49,67 @@ def _wait_for_batches(log: Path, n: int, proc: subprocess.Popen, timeout: float 
         time.sleep(0.5)
 
 
-def measure(pairs: int = 4, window_s: float = 20.0, stacks: bool = True, fault: str | None = None,
-            keep: Path | None = None) -> dict[str, Any]:
+def measure(
+    pairs: int = 4,
+    window_s: float = 20.0,
+    stacks: bool = True,
+    fault: str | None = None,
+    keep: Path | None = None,
+) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="attach-pid-cost-"))
     log = work / "batches.txt"
-    command = [sys.executable, str(EXAMPLE), "--workers", "2", "--epochs", "1000", "--log-batches", str(log)]
+    command = [
+        sys.executable,
+        str(EXAMPLE),
+        "--workers",
+        "2",
+        "--epochs",
+        "1000",
+        "--log-batches",
+        str(log),
+    ]
     if fault:
         command += ["--fault", fault]
-    run = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    run = subprocess.Popen(
+        command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     spans: list[tuple[bool, float, float]] = []  # (attached, start, end), wall clock
     attaches: list[dict[str, Any]] = []
     try:
         _wait_for_batches(log, FIRST_BATCHES, run)
         for number in range(pairs):
             out = work / f"attach-{number}"
-            args = [sys.executable, "-m", "dcnprobe", "attach", str(run.pid), "--for", f"{window_s:g}s",
-                    "--out", str(out)] + ([] if stacks else ["--no-stacks"])
+            args = [
+                sys.executable,
+                "-m",
+                "dcnprobe",
+                "attach",
+                str(run.pid),
+                "--for",
+                f"{window_s:g}s",
+                "--out",
+                str(out),
+            ] + ([] if stacks else ["--no-stacks"])
             start = time.time()
             done = subprocess.run(args, capture_output=True, text=True)
             end = time.time()
             if done.returncode != 0:
-                raise RuntimeError(f"attach failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+                raise RuntimeError(
+                    f"attach failed ({done.returncode}): {done.stderr.strip()[-500:]}"
+                )
             spans.append((True, start, end))
             header = json.loads((out / "run.jsonl").read_text().splitlines()[0])
             analysis = json.loads((out / "analysis.json").read_text())
-            attaches.append({"command_s": end - start, "window_start": header["outside"]["started_at"],
-                             "window_s": analysis["window_s"], "attach_load": analysis["attach_load"],
-                             "outside_load": analysis["outside_load"],
-                             "causes": [c["id"] for c in analysis["causes"]]})
+            attaches.append(
+                {
+                    "command_s": end - start,
+                    "window_start": header["outside"]["started_at"],
+                    "window_s": analysis["window_s"],
+                    "attach_load": analysis["attach_load"],
+                    "outside_load": analysis["outside_load"],
+                    "causes": [c["id"] for c in analysis["causes"]],
+                }
+            )
             start = time.time()
             time.sleep(end - spans[-1][1])  # as long without an attach
             spans.append((False, start, time.time()))
@@ -99,14 +132,23 @@ def measure(pairs: int = 4, window_s: float = 20.0, stacks: bool = True, fault: 
     # The window alone (sampling, dumps and py-spy running), without the command's start-up and summaries.
     windows = []
     for attach in attaches:
-        inside = (ends[1:] > attach["window_start"]) & (ends[1:] <= attach["window_start"] + attach["window_s"])
+        inside = (ends[1:] > attach["window_start"]) & (
+            ends[1:] <= attach["window_start"] + attach["window_s"]
+        )
         windows.append(times[inside])
     bare = np.concatenate([np.asarray(t) for on, t in segments if not on])
     result["detail"].update(
-        pairs=pairs, window_s=window_s, stacks=stacks, fault=fault,
-        window_only_median_ratio=float(np.median(np.concatenate(windows)) / np.median(bare)) if windows else None,
+        pairs=pairs,
+        window_s=window_s,
+        stacks=stacks,
+        fault=fault,
+        window_only_median_ratio=float(np.median(np.concatenate(windows)) / np.median(bare))
+        if windows
+        else None,
         attaches=attaches,
-        segment_medians_ms=[[on, round(float(np.median(t)) * 1000, 1) if t else None, len(t)] for on, t in segments],
+        segment_medians_ms=[
+            [on, round(float(np.median(t)) * 1000, 1) if t else None, len(t)] for on, t in segments
+        ],
     )
     return {"attach_pid_cost": result}
 
@@ -119,8 +161,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=4)
     parser.add_argument("--window", type=float, default=20.0, help="seconds each attach watches")
-    parser.add_argument("--no-stacks", action="store_true", help="attach with --no-stacks (no py-spy)")
-    parser.add_argument("--fault", help="plant a fault of examples/per_sample_loop.py in the watched run")
+    parser.add_argument(
+        "--no-stacks", action="store_true", help="attach with --no-stacks (no py-spy)"
+    )
+    parser.add_argument(
+        "--fault", help="plant a fault of examples/per_sample_loop.py in the watched run"
+    )
     parser.add_argument("--keep", type=Path, help="copy the batch log and the attach records here")
     args = parser.parse_args()
     result = measure(args.pairs, args.window, not args.no_stacks, args.fault, args.keep)

@@ -21,18 +21,34 @@ def batches_logged(log: Path) -> int:
 
 
 @contextlib.contextmanager
-def training(tmp_path: Path, *args: str, after_batches: int = 3, timeout: float = 120) -> Iterator[subprocess.Popen]:
+def training(
+    tmp_path: Path, *args: str, after_batches: int = 3, timeout: float = 120
+) -> Iterator[subprocess.Popen]:
     """`python examples/per_sample_loop.py ARGS --log-batches FILE`, yielded once it has
     finished `after_batches` batches; stopped (with its workers) on the way out."""
     log = tmp_path / "batches.txt"
-    command = [sys.executable, str(EXAMPLES / "per_sample_loop.py"), *args, "--log-batches", str(log)]
-    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, cwd=tmp_path)
+    command = [
+        sys.executable,
+        str(EXAMPLES / "per_sample_loop.py"),
+        *args,
+        "--log-batches",
+        str(log),
+    ]
+    proc = subprocess.Popen(
+        command,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        cwd=tmp_path,
+    )
     try:
         deadline = time.monotonic() + timeout
         while batches_logged(log) < after_batches:
             if proc.poll() is not None:
-                raise RuntimeError(f"the training script ended early ({proc.returncode}): {proc.stderr.read()[-2000:]}")
+                raise RuntimeError(
+                    f"the training script ended early ({proc.returncode}): {proc.stderr.read()[-2000:]}"
+                )
             if time.monotonic() > deadline:
                 raise RuntimeError(f"no {after_batches} batches in {timeout} s")
             time.sleep(0.1)

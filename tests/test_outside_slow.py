@@ -21,8 +21,20 @@ from dcnprobe.outside import thresholds as th
 pytestmark = pytest.mark.slow
 
 
-def attach(pid: int, out: Path, *args: str, user: list[str] | None = None) -> subprocess.CompletedProcess:
-    command = [*(user or []), sys.executable, "-m", "dcnprobe", "attach", str(pid), "--out", str(out), *args]
+def attach(
+    pid: int, out: Path, *args: str, user: list[str] | None = None
+) -> subprocess.CompletedProcess:
+    command = [
+        *(user or []),
+        sys.executable,
+        "-m",
+        "dcnprobe",
+        "attach",
+        str(pid),
+        "--out",
+        str(out),
+        *args,
+    ]
     return subprocess.run(command, capture_output=True, text=True, timeout=600)
 
 
@@ -63,7 +75,9 @@ def _wait_until_stuck(log: Path, quiet_s: float = 3.0, timeout: float = 300) -> 
 
 
 def test_a_stalled_run_names_the_worker_everyone_waits_on(tmp_path):
-    with training(tmp_path, "--fault", "hang", "--workers", "2", "--rows", "3200", "--epochs", "3") as run:
+    with training(
+        tmp_path, "--fault", "hang", "--workers", "2", "--rows", "3200", "--epochs", "3"
+    ) as run:
         _wait_until_stuck(tmp_path / "batches.txt")
         done = attach(run.pid, tmp_path / "attach", "--for", "6s", "--stall-after", "4")
     assert done.returncode == 0, done.stderr
@@ -72,8 +86,13 @@ def test_a_stalled_run_names_the_worker_everyone_waits_on(tmp_path):
     stall = analysis(out)["stall"]
     assert stall["main_waits_for_workers"] and stall["idle_s"] >= 4
     blocked = [w for w in stall["waited_on"] if w["role"] == "worker"]
-    assert blocked and any("Rows.__getitem__" in f and "per_sample_loop.py" in f for f in blocked[0]["frames"])
-    assert done.stdout.splitlines()[2].startswith("Stalled: ") and "Rows.__getitem__" in done.stdout.splitlines()[2]
+    assert blocked and any(
+        "Rows.__getitem__" in f and "per_sample_loop.py" in f for f in blocked[0]["frames"]
+    )
+    assert (
+        done.stdout.splitlines()[2].startswith("Stalled: ")
+        and "Rows.__getitem__" in done.stdout.splitlines()[2]
+    )
     records = [json.loads(line) for line in (out / "run.jsonl").read_text().splitlines()]
     assert [r["type"] for r in records].count("stall") == 1 and records[-1]["status"] == "stalled"
     assert all((out / "stacks" / name).is_file() for name in stall["files"])
@@ -82,8 +101,18 @@ def test_a_stalled_run_names_the_worker_everyone_waits_on(tmp_path):
 def _nobody_can_run_here() -> str | None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         return "needs root and setpriv to run the attach as another user"
-    probe = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c",
-                            "import dcnprobe"], capture_output=True)
+    probe = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            "import dcnprobe",
+        ],
+        capture_output=True,
+    )
     return None if probe.returncode == 0 else "user 65534 cannot read this checkout"
 
 
@@ -94,26 +123,63 @@ def test_without_ptrace_permission_one_line_says_so_and_the_diagnosis_goes_on(tm
     out = Path(tempfile.mkdtemp(prefix="dcnprobe-nobody-"))
     out.chmod(0o777)
     try:
-        with training(tmp_path, "--fault", "worker-leak", "--workers", "2", "--persistent-workers", "--hidden", "64",
-                      "--epochs", "1000") as run:
-            done = attach(run.pid, out / "attach", "--for", "4s", "--sample-interval", "0.25",
-                          user=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"])
+        with training(
+            tmp_path,
+            "--fault",
+            "worker-leak",
+            "--workers",
+            "2",
+            "--persistent-workers",
+            "--hidden",
+            "64",
+            "--epochs",
+            "1000",
+        ) as run:
+            done = attach(
+                run.pid,
+                out / "attach",
+                "--for",
+                "4s",
+                "--sample-interval",
+                "0.25",
+                user=["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"],
+            )
         assert done.returncode == 0, done.stderr
         ptrace = [line for line in done.stderr.splitlines() if "ptrace not permitted" in line]
         assert len(ptrace) == 1, done.stderr
-        assert all(fix in ptrace[0] for fix in ("sudo", "kernel.yama.ptrace_scope=0", "--cap-add SYS_PTRACE"))
+        assert all(
+            fix in ptrace[0]
+            for fix in ("sudo", "kernel.yama.ptrace_scope=0", "--cap-add SYS_PTRACE")
+        )
         found = analysis(out / "attach")
-        assert found["profile"] is None and "worker-memory-growth" in ids(out / "attach"), done.stdout
-        assert next(iter(found["memory"]["workers"].values()))["kind"] == "rss"  # USS needs the page maps
+        assert found["profile"] is None and "worker-memory-growth" in ids(out / "attach"), (
+            done.stdout
+        )
+        assert (
+            next(iter(found["memory"]["workers"].values()))["kind"] == "rss"
+        )  # USS needs the page maps
         assert any("ptrace" in note for note in found["notes"])
     finally:
         shutil.rmtree(out, ignore_errors=True)
 
 
-@pytest.mark.skipif(shutil.which("gdb") is None and shutil.which("lldb") is None, reason="memray attach needs gdb or lldb")
+@pytest.mark.skipif(
+    shutil.which("gdb") is None and shutil.which("lldb") is None,
+    reason="memray attach needs gdb or lldb",
+)
 def test_memory_capture_names_the_line_that_keeps_the_workers_memory(tmp_path):
-    with training(tmp_path, "--fault", "worker-leak", "--workers", "2", "--persistent-workers", "--hidden", "64",
-                  "--epochs", "1000") as run:
+    with training(
+        tmp_path,
+        "--fault",
+        "worker-leak",
+        "--workers",
+        "2",
+        "--persistent-workers",
+        "--hidden",
+        "64",
+        "--epochs",
+        "1000",
+    ) as run:
         worker = workers_of(run.pid)[0]
         done = attach(run.pid, tmp_path / "attach", "--for", "5s", "--memory")
     assert done.returncode == 0, done.stderr

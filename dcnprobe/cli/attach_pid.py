@@ -22,7 +22,9 @@ DEFAULT_WINDOW = "60s"
 MIN_WINDOW_S = 1.0
 _DURATION = re.compile(r"^\s*(?P<value>\d+(\.\d*)?|\.\d+)\s*(?P<unit>s|sec|m|min|h)?\s*$")
 _UNITS = {None: 1.0, "s": 1.0, "sec": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
-DEFAULT_STALL_AFTER_S = 10.0  # dcnprobe.outside.thresholds.DEFAULT_STALL_AFTER_S, without importing it at start-up
+DEFAULT_STALL_AFTER_S = (
+    10.0  # dcnprobe.outside.thresholds.DEFAULT_STALL_AFTER_S, without importing it at start-up
+)
 
 
 class Duration(click.ParamType):
@@ -30,7 +32,9 @@ class Duration(click.ParamType):
 
     name = "duration"
 
-    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
         if isinstance(value, (int, float)):
             seconds = float(value)
         else:
@@ -45,20 +49,40 @@ class Duration(click.ParamType):
 
 @click.command("attach")
 @click.argument("pid", type=click.IntRange(min=1))
-@click.option("--for", "window", type=Duration(), default=DEFAULT_WINDOW, show_default=True,
-              help="how long to watch the run (30s, 2m, ...)")
+@click.option(
+    "--for",
+    "window",
+    type=Duration(),
+    default=DEFAULT_WINDOW,
+    show_default=True,
+    help="how long to watch the run (30s, 2m, ...)",
+)
 @out_option(None, "where the record goes [default: runs/attach-PID-TIME]")
-@click.option("--memory", is_flag=True,
-              help="also inject memray into the main process and its workers for the window (needs gdb or lldb, "
-                   "ptrace permission and memray importable in the run's Python)")
-@click.option("--stall-after", type=click.FloatRange(min=MIN_STALL_AFTER_S), default=DEFAULT_STALL_AFTER_S,
-              show_default=True,
-              help="call the run stalled when none of its processes used CPU and the main stack did not change for "
-                   "this many seconds, up to the end of the window")
+@click.option(
+    "--memory",
+    is_flag=True,
+    help="also inject memray into the main process and its workers for the window (needs gdb or lldb, "
+    "ptrace permission and memray importable in the run's Python)",
+)
+@click.option(
+    "--stall-after",
+    type=click.FloatRange(min=MIN_STALL_AFTER_S),
+    default=DEFAULT_STALL_AFTER_S,
+    show_default=True,
+    help="call the run stalled when none of its processes used CPU and the main stack did not change for "
+    "this many seconds, up to the end of the window",
+)
 @sample_interval_option(1.0)
 @click.option("--no-stacks", is_flag=True, help="read /proc only: no py-spy dumps or profile")
-def command(pid: int, window: float, out: Path | None, memory: bool, stall_after: float, sample_interval: float,
-            no_stacks: bool) -> None:
+def command(
+    pid: int,
+    window: float,
+    out: Path | None,
+    memory: bool,
+    stall_after: float,
+    sample_interval: float,
+    no_stacks: bool,
+) -> None:
     """Diagnose a running training process from outside, without restarting it.
 
     PID is the training script's process or any of its DataLoader workers. For the window
@@ -71,20 +95,34 @@ def command(pid: int, window: float, out: Path | None, memory: bool, stall_after
     from dcnprobe.outside.tree import find_target
 
     started = time.monotonic()
-    target = find_target(pid)  # a PID that is gone or not Python: one line, before anything is written
+    target = find_target(
+        pid
+    )  # a PID that is gone or not Python: one line, before anything is written
     out = out or check_out_dir(Path("runs") / time.strftime(f"attach-{pid}-%Y%m%d-%H%M%S"))
-    settings = AttachSettings(pid=pid, out=out, window_s=window, interval_s=sample_interval, stall_after_s=stall_after,
-                              memory=memory, stacks=not no_stacks)
+    settings = AttachSettings(
+        pid=pid,
+        out=out,
+        window_s=window,
+        interval_s=sample_interval,
+        stall_after_s=stall_after,
+        memory=memory,
+        stacks=not no_stacks,
+    )
     observer = Observer(settings, target=target)
     interruption.keep(f"the record so far in {out} (dcnprobe analyze {out} reads it)")
     main = f" (a worker of {target.main_pid})" if target.main_pid != pid else ""
-    click.echo(f"dcnprobe: attaching to PID {pid}{main}, `{target.command}`, for {window:g} s -> {out}", err=True)
+    click.echo(
+        f"dcnprobe: attaching to PID {pid}{main}, `{target.command}`, for {window:g} s -> {out}",
+        err=True,
+    )
     observation = observer.run()
     verdict = judge(out)
     path = write_verdict(verdict)
     show(verdict)
-    click.echo(f"\nwritten: {out / 'run.jsonl'}, {path.name}, stacks/, pyspy/ (the attach took "
-               f"{time.monotonic() - started:.1f} s, {observation.elapsed_s:.1f} s of it watching)")
+    click.echo(
+        f"\nwritten: {out / 'run.jsonl'}, {path.name}, stacks/, pyspy/ (the attach took "
+        f"{time.monotonic() - started:.1f} s, {observation.elapsed_s:.1f} s of it watching)"
+    )
 
 
 def show(verdict: Any) -> None:

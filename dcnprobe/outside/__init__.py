@@ -20,5 +20,13 @@ from dcnprobe.outside.observe import AttachSettings, Observation, Observer
 from dcnprobe.outside.record import is_outside
 from dcnprobe.outside.verdict import OutsideVerdict, judge, report_lines, write_verdict
 
-__all__ = ["AttachSettings", "Observation", "Observer", "OutsideVerdict", "is_outside", "judge", "report_lines",
-           "write_verdict"]
+__all__ = [
+    "AttachSettings",
+    "Observation",
+    "Observer",
+    "OutsideVerdict",
+    "is_outside",
+    "judge",
+    "report_lines",
+    "write_verdict",
+]

@@ -58,14 +58,18 @@ class Frame:
                 return path.split(marker, 1)[1]
         stdlib = _STDLIB.search(path)
         if stdlib:
-            return path[stdlib.end():]
+            return path[stdlib.end() :]
         if cwd and path.startswith(cwd.rstrip("/") + "/"):
             return os.path.relpath(path, cwd)
         return path
 
     def full(self) -> str:
         """'func (/full/path.py:12)': what parse() reads back."""
-        return f"{self.function} ({self.file}:{self.line})" if self.line is not None else f"{self.function} ({self.file})"
+        return (
+            f"{self.function} ({self.file}:{self.line})"
+            if self.line is not None
+            else f"{self.function} ({self.file})"
+        )
 
     def name(self, cwd: str | None = None, with_line: bool = True) -> str:
         where = self.short_file(cwd)
@@ -79,7 +83,10 @@ class Frame:
 
     @property
     def waits_for_workers(self) -> bool:
-        return self.file.endswith(DATALOADER_FILE) and self.function.rsplit(".", 1)[-1] in WAITING_FOR_WORKERS
+        return (
+            self.file.endswith(DATALOADER_FILE)
+            and self.function.rsplit(".", 1)[-1] in WAITING_FOR_WORKERS
+        )
 
     @property
     def is_thread_root(self) -> bool:

@@ -52,21 +52,46 @@ class MemrayWindow:
         except ToolUnavailable as exc:
             return [str(exc).replace("(skipping memray)", "(no memory capture)")]
         self.directory.mkdir(parents=True, exist_ok=True)
-        self.captures = [Capture(pid, role, (self.directory / f"memray-{role}-{pid}.bin").resolve())
-                         for pid, role in processes]
-        threads = [threading.Thread(target=self._inject, args=(c,), daemon=True) for c in self.captures]
+        self.captures = [
+            Capture(pid, role, (self.directory / f"memray-{role}-{pid}.bin").resolve())
+            for pid, role in processes
+        ]
+        threads = [
+            threading.Thread(target=self._inject, args=(c,), daemon=True) for c in self.captures
+        ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join(INJECT_TIMEOUT_S + 5)
-        return [f"memray could not capture {c.role} {c.pid}: {c.problem}" for c in self.captures if c.problem]
+        return [
+            f"memray could not capture {c.role} {c.pid}: {c.problem}"
+            for c in self.captures
+            if c.problem
+        ]
 
     def _inject(self, capture: Capture) -> None:
-        command = [sys.executable, "-m", "memray", "attach", "--aggregate", "--no-compress", "-f",
-                   "--duration", str(max(1, round(self.duration_s))), "-o", str(capture.path), str(capture.pid)]
+        command = [
+            sys.executable,
+            "-m",
+            "memray",
+            "attach",
+            "--aggregate",
+            "--no-compress",
+            "-f",
+            "--duration",
+            str(max(1, round(self.duration_s))),
+            "-o",
+            str(capture.path),
+            str(capture.pid),
+        ]
         try:
-            done = subprocess.run(command, capture_output=True, text=True, timeout=INJECT_TIMEOUT_S,
-                                  stdin=subprocess.DEVNULL)
+            done = subprocess.run(
+                command,
+                capture_output=True,
+                text=True,
+                timeout=INJECT_TIMEOUT_S,
+                stdin=subprocess.DEVNULL,
+            )
         except subprocess.TimeoutExpired:
             capture.problem = f"memray attach did not finish in {INJECT_TIMEOUT_S} s"
             return
@@ -85,17 +110,27 @@ class MemrayWindow:
         summaries, problems = [], []
         for capture in started:
             if not capture.path.exists():
-                problems.append(f"memray wrote no capture for {capture.role} {capture.pid} (it ended during the "
-                                "window, or could not write there)")
+                problems.append(
+                    f"memray wrote no capture for {capture.role} {capture.pid} (it ended during the "
+                    "window, or could not write there)"
+                )
                 continue
             try:
                 sites = allocation_sites(capture.path, leaked=True)
             except Exception as exc:  # a torn or unreadable capture must not lose the diagnosis
-                problems.append(f"memray capture of {capture.role} {capture.pid} is unreadable: {_last_line(str(exc))}")
+                problems.append(
+                    f"memray capture of {capture.role} {capture.pid} is unreadable: {_last_line(str(exc))}"
+                )
                 continue
             top = sorted(sites.items(), key=lambda kv: -kv[1])[:TOP_SITES]
-            summaries.append({"pid": capture.pid, "role": capture.role, "file": capture.path.name,
-                              "held_at_end": [[site, size] for site, size in top]})
+            summaries.append(
+                {
+                    "pid": capture.pid,
+                    "role": capture.role,
+                    "file": capture.path.name,
+                    "held_at_end": [[site, size] for site, size in top],
+                }
+            )
         return summaries, problems
 
 

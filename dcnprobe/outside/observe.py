@@ -35,7 +35,9 @@ from dcnprobe.profiling.flamegraph import parse_collapsed, to_svg
 from dcnprobe.records import MEMORY, RUN_FILE, STALL, RunWriter
 
 PROGRESS_EVERY_S = 5.0
-DEFAULT_INTERVAL_S = 1.0  # the probe samples every 0.5 s from inside; from outside every read is a system call
+DEFAULT_INTERVAL_S = (
+    1.0  # the probe samples every 0.5 s from inside; from outside every read is a system call
+)
 MIN_DUMP_EVERY_S, MAX_DUMP_EVERY_S = 2.0, 10.0
 MAX_USS_EVERY_S = 2.0
 
@@ -76,8 +78,13 @@ class Observation:
 
 
 class Observer:
-    def __init__(self, settings: AttachSettings, say: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic, target: Target | None = None) -> None:
+    def __init__(
+        self,
+        settings: AttachSettings,
+        say: Callable[[str], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        target: Target | None = None,
+    ) -> None:
         self.settings = settings
         self.target = target
         self.say = say or (lambda line: print(line, file=sys.stderr, flush=True))
@@ -95,7 +102,9 @@ class Observer:
         s = self.settings
         target = self.target or find_target(s.pid)
         if (s.out / RUN_FILE).exists():
-            raise UsageError(f"{s.out} already holds a run record ({s.out / RUN_FILE}); choose another --out or remove it")
+            raise UsageError(
+                f"{s.out} already holds a run record ({s.out / RUN_FILE}); choose another --out or remove it"
+            )
         self.target, self.tree = target, Tree(target.main_pid)
         self.sampler = OutsideSampler(self.tree, clock=self.clock, uss_every_s=s.uss_interval)
         self.writer = RunWriter(s.out)
@@ -103,8 +112,10 @@ class Observer:
         header["outside"]["stall_after_s"] = s.stall_after_s
         self.writer.write("header", header)
         if not self.sampler.uss_readable:
-            self._note(f"USS of process {target.main_pid} cannot be read (another user's process): memory is RSS, "
-                       "which counts pages shared with the parent")
+            self._note(
+                f"USS of process {target.main_pid} cannot be read (another user's process): memory is RSS, "
+                "which counts pages shared with the parent"
+            )
         stacks = s.stacks and self._stacks_readable()
         memray = self._start_memray() if s.memory else None
         recorder = WindowRecorder(s.pyspy_rate)
@@ -113,7 +124,11 @@ class Observer:
                 recorder.start(target.main_pid, s.out / "pyspy" / "record.txt")
             except StacksUnavailable as exc:
                 self._note(str(exc))
-        dumper = threading.Thread(target=self._dump_rounds, name="dcnprobe-dumps", daemon=True) if stacks else None
+        dumper = (
+            threading.Thread(target=self._dump_rounds, name="dcnprobe-dumps", daemon=True)
+            if stacks
+            else None
+        )
         started = self.clock()
         ended_by = "window"
         try:
@@ -124,7 +139,9 @@ class Observer:
             self._stop.set()
             with contextlib.suppress(Exception):
                 recorder.stop()
-            self.writer.write_footer("interrupted", t=self.clock() - started, observed_s=self.clock() - started)
+            self.writer.write_footer(
+                "interrupted", t=self.clock() - started, observed_s=self.clock() - started
+            )
             raise
         self._stop.set()
         if dumper is not None:
@@ -139,13 +156,29 @@ class Observer:
             self.writer.write(rec.NOTES, {"t": elapsed, "lines": self.notes})
         stall = find_stall(self.samples, self.rounds, s.stall_after_s)
         if stall is not None:
-            self.writer.write(STALL, {"t": elapsed, "epoch": None, "batch": None, "step": None, "seen_from": "outside",
-                                      "waited_s": stall.idle_s, "median_batch_s": None,
-                                      "workers": [pid for pid, role in self.roles.items() if role == WORKER],
-                                      "waits_on": [{"pid": pid, "role": role} for pid, role, _ in stall.waited_on],
-                                      "stacks": stall.files})
-        self.writer.write_footer("stalled" if stall is not None else "ok", t=elapsed, observed_s=elapsed,
-                                 ended_by=ended_by, epochs=None, steps=None)
+            self.writer.write(
+                STALL,
+                {
+                    "t": elapsed,
+                    "epoch": None,
+                    "batch": None,
+                    "step": None,
+                    "seen_from": "outside",
+                    "waited_s": stall.idle_s,
+                    "median_batch_s": None,
+                    "workers": [pid for pid, role in self.roles.items() if role == WORKER],
+                    "waits_on": [{"pid": pid, "role": role} for pid, role, _ in stall.waited_on],
+                    "stacks": stall.files,
+                },
+            )
+        self.writer.write_footer(
+            "stalled" if stall is not None else "ok",
+            t=elapsed,
+            observed_s=elapsed,
+            ended_by=ended_by,
+            epochs=None,
+            steps=None,
+        )
         return Observation(s.out, target, elapsed, ended_by, stall is not None, self.notes)
 
     def _note(self, line: str) -> None:
@@ -161,14 +194,20 @@ class Observer:
             now = self.clock()
             sample = self.sampler.sample()
             if sample is None:
-                self.say(f"dcnprobe: the run (PID {self.target.main_pid}) ended after {now - started:.1f} s of the window")
+                self.say(
+                    f"dcnprobe: the run (PID {self.target.main_pid}) ended after {now - started:.1f} s of the window"
+                )
                 return "exited"
             with self._lock:
                 self.samples.append(sample)
                 self.roles.update({m.pid: m.role for m in self.sampler.members})
             self.writer.write(MEMORY, sample)
             if now >= progress_at:
-                self.say(progress_line(self.samples, now - started, s.window_s, self.sampler.uss_readable))
+                self.say(
+                    progress_line(
+                        self.samples, now - started, s.window_s, self.sampler.uss_readable
+                    )
+                )
                 progress_at += PROGRESS_EVERY_S
             if now - started >= s.window_s:
                 return "window"
@@ -181,7 +220,9 @@ class Observer:
         try:
             py_spy()
             if dump(self.target.main_pid) is None and dump(self.target.main_pid) is None:
-                self._note(f"py-spy could not read the stacks of process {self.target.main_pid}: going on without stacks")
+                self._note(
+                    f"py-spy could not read the stacks of process {self.target.main_pid}: going on without stacks"
+                )
                 return False
         except StacksUnavailable as exc:
             self._note(str(exc))
@@ -207,13 +248,21 @@ class Observer:
             if result is None:
                 continue
             name = f"{number:02d}-{member.role}-{member.pid}.txt"
-            text = result.text(f"# py-spy dump of {member.role} process {member.pid}, {t:.1f} s into the attach",
-                               self.target.cwd)
+            text = result.text(
+                f"# py-spy dump of {member.role} process {member.pid}, {t:.1f} s into the attach",
+                self.target.cwd,
+            )
             write_dump(self.settings.out / "stacks", name, text)
             main = result.main_thread
-            entries.append({"pid": member.pid, "role": member.role, "file": name,
-                            "active": bool(main and main.active),
-                            "main_thread": [f.full() for f in main.frames] if main else []})
+            entries.append(
+                {
+                    "pid": member.pid,
+                    "role": member.role,
+                    "file": name,
+                    "active": bool(main and main.active),
+                    "main_thread": [f.full() for f in main.frames] if main else [],
+                }
+            )
         round_ = {"t": t, "round": number, "processes": entries}
         with self._lock:
             self.rounds.append(round_)
@@ -227,18 +276,33 @@ class Observer:
             return
         cwd = self.target.cwd
         processes = summarise(raw, self.roles, cwd)
-        self.writer.write(rec.PROFILE, {"t": self.clock() - self.sampler.t0, "file": "pyspy/record.txt",
-                                        "rate": self.settings.pyspy_rate, "processes": processes})
+        self.writer.write(
+            rec.PROFILE,
+            {
+                "t": self.clock() - self.sampler.t0,
+                "file": "pyspy/record.txt",
+                "rate": self.settings.pyspy_rate,
+                "processes": processes,
+            },
+        )
         stacks = parse_collapsed(raw.read_text(errors="replace"))
         if stacks:
             (raw.parent / "flamegraph.svg").write_text(
-                to_svg(shortened(stacks, cwd), f"dcnprobe attach {self.target.main_pid}: every process, "
-                                               f"{self.settings.window_s:.0f} s (py-spy, idle threads included)"))
+                to_svg(
+                    shortened(stacks, cwd),
+                    f"dcnprobe attach {self.target.main_pid}: every process, "
+                    f"{self.settings.window_s:.0f} s (py-spy, idle threads included)",
+                )
+            )
 
     def _start_memray(self) -> MemrayWindow:
-        members = [(m.pid, m.role) for m in self.tree.members() if m.python and m.role in (MAIN, WORKER)]
-        self.say(f"dcnprobe: --memory: injecting memray into {len(members)} process(es) with a debugger "
-                 "(several seconds; the window starts after)")
+        members = [
+            (m.pid, m.role) for m in self.tree.members() if m.python and m.role in (MAIN, WORKER)
+        ]
+        self.say(
+            f"dcnprobe: --memory: injecting memray into {len(members)} process(es) with a debugger "
+            "(several seconds; the window starts after)"
+        )
         window = MemrayWindow(self.settings.out / "memray", self.settings.window_s)
         for problem in window.inject(members):
             self._note(problem)
@@ -249,22 +313,45 @@ class Observer:
         for problem in problems:
             self._note(problem)
         if summaries:
-            self.writer.write(rec.MEMRAY, {"t": self.clock() - self.sampler.t0, "processes": summaries})
+            self.writer.write(
+                rec.MEMRAY, {"t": self.clock() - self.sampler.t0, "processes": summaries}
+            )
 
 
 def progress_line(samples: list[dict[str, Any]], elapsed: float, window: float, uss: bool) -> str:
     """'attach 10/30 s: main 95% CPU; 2 workers 45% 44% CPU, 24 MB USS (+0.4 MB/s); ...'"""
     now = samples[-1]
     if uss:  # USS is read every other sample: the latest sample that has it, for a steady figure
-        now = next((s for s in reversed(samples) if all(w.get("uss") is not None for w in s.get("workers") or [])), now)
-    before = next((s for s in reversed(samples) if now["t"] - s["t"] >= PROGRESS_EVERY_S - 0.5
-                   and (not uss or all(w.get("uss") is not None for w in s.get("workers") or []))), samples[0])
+        now = next(
+            (
+                s
+                for s in reversed(samples)
+                if all(w.get("uss") is not None for w in s.get("workers") or [])
+            ),
+            now,
+        )
+    before = next(
+        (
+            s
+            for s in reversed(samples)
+            if now["t"] - s["t"] >= PROGRESS_EVERY_S - 0.5
+            and (not uss or all(w.get("uss") is not None for w in s.get("workers") or []))
+        ),
+        samples[0],
+    )
     dt = max(now["t"] - before["t"], 1e-9)
 
     def cpu(a: dict[str, Any] | None, b: dict[str, Any]) -> float | None:
         if a is None:
             return None
-        return max(0.0, (b.get("cpu_user", 0) + b.get("cpu_system", 0)) - (a.get("cpu_user", 0) + a.get("cpu_system", 0))) / dt
+        return (
+            max(
+                0.0,
+                (b.get("cpu_user", 0) + b.get("cpu_system", 0))
+                - (a.get("cpu_user", 0) + a.get("cpu_system", 0)),
+            )
+            / dt
+        )
 
     main_now = {k[5:]: v for k, v in now.items() if k.startswith("main_")}
     main_before = {k[5:]: v for k, v in before.items() if k.startswith("main_")}
@@ -274,17 +361,28 @@ def progress_line(samples: list[dict[str, Any]], elapsed: float, window: float, 
     if workers:
         kind = "uss" if uss and all(w.get("uss") is not None for w in workers) else "rss"
         shares = [cpu(workers_before.get(w["pid"]), w) for w in workers]
-        text += f"; {len(workers)} worker(s) " + " ".join("new" if c is None else f"{c:.0%}" for c in shares) + " CPU"
+        text += (
+            f"; {len(workers)} worker(s) "
+            + " ".join("new" if c is None else f"{c:.0%}" for c in shares)
+            + " CPU"
+        )
         size = sum(w.get(kind) or 0 for w in workers)
         # The growth of the workers seen both times: a new worker is not growth.
-        kept = [w for w in workers if w["pid"] in workers_before and workers_before[w["pid"]].get(kind) is not None
-                and w.get(kind) is not None]
+        kept = [
+            w
+            for w in workers
+            if w["pid"] in workers_before
+            and workers_before[w["pid"]].get(kind) is not None
+            and w.get(kind) is not None
+        ]
         if kept:
             grown = sum(w[kind] - workers_before[w["pid"]][kind] for w in kept) / dt
             text += f", {size / th.MB:,.0f} MB {kind.upper()} ({'+' if grown >= 0 else ''}{grown / th.MB:,.2f} MB/s)"
     busy = [(s.get("machine_busy_s"), s) for s in (before, now)]
     if all(isinstance(b, (int, float)) for b, _ in busy) and before is not now:
-        own = interval_cpu(before, now) + max(0.0, (now.get("attach_cpu_s") or 0) - (before.get("attach_cpu_s") or 0))
+        own = interval_cpu(before, now) + max(
+            0.0, (now.get("attach_cpu_s") or 0) - (before.get("attach_cpu_s") or 0)
+        )
         other = max(0.0, busy[1][0] - busy[0][0] - own) / dt
         text += f"; other programs {other:.1f} cores"
     return text

@@ -26,7 +26,7 @@ RATE = 20
 START_WAIT_S = 1.0  # py-spy refuses at once when it may not read the process
 STOP_TIMEOUT_S = 30
 TOP = 5
-_PROCESS = re.compile(r'^process (?P<pid>\d+):')
+_PROCESS = re.compile(r"^process (?P<pid>\d+):")
 
 
 class WindowRecorder:
@@ -41,10 +41,26 @@ class WindowRecorder:
         exe = py_spy()
         output.parent.mkdir(parents=True, exist_ok=True)
         self.output, self.log = output, output.with_suffix(".log")
-        command = [exe, "record", "--pid", str(pid), "--subprocesses", "--idle", "--nonblocking",
-                   "--full-filenames", "--format", "raw", "--rate", str(self.rate), "--output", str(output)]
+        command = [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--idle",
+            "--nonblocking",
+            "--full-filenames",
+            "--format",
+            "raw",
+            "--rate",
+            str(self.rate),
+            "--output",
+            str(output),
+        ]
         with open(self.log, "w") as log:
-            self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self._proc = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         deadline = time.monotonic() + START_WAIT_S
         while time.monotonic() < deadline and self._proc.poll() is None:
             time.sleep(0.05)
@@ -53,7 +69,9 @@ class WindowRecorder:
             self._proc = None
             check_permission(message, pid)
             last = message.strip().splitlines()[-1] if message.strip() else "no output"
-            raise StacksUnavailable(f"py-spy record did not start ({last}): no profile of the window")
+            raise StacksUnavailable(
+                f"py-spy record did not start ({last}): no profile of the window"
+            )
 
     def stop(self) -> Path | None:
         """Stop sampling (SIGINT makes py-spy write its file); the raw file, if written."""
@@ -78,20 +96,31 @@ class ProcessProfile:
     leaves: Counter | None = None  # innermost function of the main thread -> samples
     own: Counter | None = None  # innermost frame in the program's own code -> samples
     dataloader: Counter | None = None  # 'waiting' / 'loading' -> main-thread samples
-    fetching: int = 0  # main-thread samples in a DataLoader fetch (the dataset's and collate's code)
+    fetching: int = (
+        0  # main-thread samples in a DataLoader fetch (the dataset's and collate's code)
+    )
 
     def to_dict(self, role: str, cwd: str | None) -> dict[str, Any]:
         n = max(self.main_samples, 1)
 
         def top(counter: Counter | None) -> list[list[Any]]:
-            return [[name, round(count / n, 4)] for name, count in (counter or Counter()).most_common(TOP)]
+            return [
+                [name, round(count / n, 4)]
+                for name, count in (counter or Counter()).most_common(TOP)
+            ]
 
         dl = self.dataloader or Counter()
-        return {"pid": self.pid, "role": role, "samples": self.samples, "main_thread_samples": self.main_samples,
-                "top_functions": top(self.leaves), "top_own_code": top(self.own),
-                "dataloader_next_share": round((dl["waiting"] + dl["loading"]) / n, 4),
-                "waiting_for_workers_share": round(dl["waiting"] / n, 4),
-                "fetching_share": round(self.fetching / n, 4)}
+        return {
+            "pid": self.pid,
+            "role": role,
+            "samples": self.samples,
+            "main_thread_samples": self.main_samples,
+            "top_functions": top(self.leaves),
+            "top_own_code": top(self.own),
+            "dataloader_next_share": round((dl["waiting"] + dl["loading"]) / n, 4),
+            "waiting_for_workers_share": round(dl["waiting"] / n, 4),
+            "fetching_share": round(self.fetching / n, 4),
+        }
 
 
 def parse_raw(text: str, cwd: str | None = None) -> dict[int, ProcessProfile]:
@@ -110,7 +139,9 @@ def parse_raw(text: str, cwd: str | None = None) -> dict[int, ProcessProfile]:
         if pid is None:
             continue
         n = int(count)
-        profile = profiles.setdefault(pid, ProcessProfile(pid, leaves=Counter(), own=Counter(), dataloader=Counter()))
+        profile = profiles.setdefault(
+            pid, ProcessProfile(pid, leaves=Counter(), own=Counter(), dataloader=Counter())
+        )
         profile.samples += n
         frames = [Frame.parse(p) for p in parts]
         if not frames or frames[0].is_thread_root:
@@ -134,9 +165,12 @@ def summarise(raw: Path, roles: dict[int, str], cwd: str | None) -> list[dict[st
     """Each process's profile, main process first, then workers, then the rest."""
     profiles = parse_raw(raw.read_text(errors="replace"), cwd)
     order = {"main": 0, "worker": 1}
-    return [p.to_dict(roles.get(p.pid, "other"), cwd)
-            for p in sorted(profiles.values(), key=lambda p: (order.get(roles.get(p.pid, "other"), 2), p.pid))]
-
+    return [
+        p.to_dict(roles.get(p.pid, "other"), cwd)
+        for p in sorted(
+            profiles.values(), key=lambda p: (order.get(roles.get(p.pid, "other"), 2), p.pid)
+        )
+    ]
 
 
 def shortened(stacks: dict[tuple[str, ...], int], cwd: str | None) -> dict[tuple[str, ...], int]:

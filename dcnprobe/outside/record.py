@@ -41,9 +41,13 @@ OUTSIDE_HEADER = {
     "given_pid": "the PID the user named (the main process or a worker)",
     "given_role": "what it is in the run: main or worker",
     "main_pid": "the training script's process, whose children are the workers",
-    "command": "its command line, as /proc gives it", "cwd": "its working folder (null if unreadable)",
-    "user": "its owner", "window_s": "seconds asked to observe", "interval_s": "seconds between samples",
-    "started_at": "wall-clock time the window began (time.time())", "uss": "whether USS could be read",
+    "command": "its command line, as /proc gives it",
+    "cwd": "its working folder (null if unreadable)",
+    "user": "its owner",
+    "window_s": "seconds asked to observe",
+    "interval_s": "seconds between samples",
+    "started_at": "wall-clock time the window began (time.time())",
+    "uss": "whether USS could be read",
     "rerun": "the command that would measure batch times",
 }
 
@@ -59,15 +63,29 @@ def header(target: Target, window_s: float, interval_s: float, uss: bool) -> dic
         "sample_interval": interval_s,
         "phases": [],
         # Not environment.describe(): that imports torch, seconds of CPU taken from the run observed.
-        "environment": {"python": platform.python_version(), "platform": platform.platform(),
-                        "machine": platform.machine(), "hostname": socket.gethostname(),
-                        "cpu_count": os.cpu_count()},
+        "environment": {
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "machine": platform.machine(),
+            "hostname": socket.gethostname(),
+            "cpu_count": os.cpu_count(),
+        },
         "settings": {},
         "attached": ATTACHED_PID,
         "boundaries": dict(NO_BOUNDARIES),
-        "outside": {"given_pid": target.given_pid, "given_role": target.given_role, "main_pid": target.main_pid,
-                    "command": target.command, "cwd": target.cwd, "user": target.user, "window_s": window_s,
-                    "interval_s": interval_s, "started_at": time.time(), "uss": uss, "rerun": target.rerun()},
+        "outside": {
+            "given_pid": target.given_pid,
+            "given_role": target.given_role,
+            "main_pid": target.main_pid,
+            "command": target.command,
+            "cwd": target.cwd,
+            "user": target.user,
+            "window_s": window_s,
+            "interval_s": interval_s,
+            "started_at": time.time(),
+            "uss": uss,
+            "rerun": target.rerun(),
+        },
     }
 
 

@@ -28,7 +28,9 @@ _IS_LINUX = sys.platform.startswith("linux")
 
 
 class OutsideSampler:
-    def __init__(self, tree: Tree, *, clock: Callable[[], float] = time.monotonic, uss_every_s: float = 2.0) -> None:
+    def __init__(
+        self, tree: Tree, *, clock: Callable[[], float] = time.monotonic, uss_every_s: float = 2.0
+    ) -> None:
         self.tree = tree
         self.clock = clock
         self.t0 = clock()
@@ -49,7 +51,9 @@ class OutsideSampler:
         if not self.members:
             return None
         now = self.clock()
-        with_uss = self.uss_readable and (self._uss_at is None or now - self._uss_at >= self.uss_every_s - 1e-6)
+        with_uss = self.uss_readable and (
+            self._uss_at is None or now - self._uss_at >= self.uss_every_s - 1e-6
+        )
         if with_uss:
             self._uss_at = now
         record: dict[str, Any] = {"t": now - self.t0}
@@ -90,7 +94,11 @@ def extra_stats(pid: int, proc: psutil.Process | None) -> dict[str, Any]:
     """swap (bytes), ctx_voluntary, runqueue_wait_s (all threads, seconds since start)."""
     if not _IS_LINUX:
         switches = _safe(proc.num_ctx_switches) if proc is not None else None
-        return {"swap": None, "ctx_voluntary": getattr(switches, "voluntary", None), "runqueue_wait_s": None}
+        return {
+            "swap": None,
+            "ctx_voluntary": getattr(switches, "voluntary", None),
+            "runqueue_wait_s": None,
+        }
     swap = voluntary = None
     try:
         with open(f"/proc/{pid}/status") as f:

@@ -92,7 +92,9 @@ class Stall:
     stacks_read: bool
     main_frames: list[Frame]  # innermost first, from the last dump
     main_waits_for_workers: bool
-    waited_on: list[tuple[int, str, list[Frame]]]  # (pid, role, frames): the process(es) the run waits on
+    waited_on: list[
+        tuple[int, str, list[Frame]]
+    ]  # (pid, role, frames): the process(es) the run waits on
     files: list[str]  # the last round's stack files
 
 
@@ -134,7 +136,9 @@ class OutsideSignals:
 
     @property
     def workers_steady(self) -> bool:
-        return bool(self.worker_memory) and sum(r.steady for r in self.worker_memory.values()) * 2 > len(self.worker_memory)
+        return bool(self.worker_memory) and sum(
+            r.steady for r in self.worker_memory.values()
+        ) * 2 > len(self.worker_memory)
 
     @property
     def waiting_share(self) -> float | None:
@@ -142,10 +146,15 @@ class OutsideSignals:
 
 
 def measure(record: OutsideRecord, stall_after_s: float | None = None) -> OutsideSignals:
-    samples = sorted((s for s in record.samples if isinstance(s.get("t"), (int, float))), key=lambda s: s["t"])
-    signals = OutsideSignals(cores=int((record.header.get("environment") or {}).get("cpu_count") or 1),
-                             main_pid=record.outside.get("main_pid"), samples=len(samples),
-                             cwd=record.outside.get("cwd"))
+    samples = sorted(
+        (s for s in record.samples if isinstance(s.get("t"), (int, float))), key=lambda s: s["t"]
+    )
+    signals = OutsideSignals(
+        cores=int((record.header.get("environment") or {}).get("cpu_count") or 1),
+        main_pid=record.outside.get("main_pid"),
+        samples=len(samples),
+        cwd=record.outside.get("cwd"),
+    )
     if record.profile:
         signals.main_profile = next((p for p in record.profile if p.get("role") == "main"), None)
     if len(samples) < 2:
@@ -156,7 +165,11 @@ def measure(record: OutsideRecord, stall_after_s: float | None = None) -> Outsid
     _memory(signals, samples)
     _paging(signals, samples)
     _threads_and_files(signals, samples)
-    after = stall_after_s if stall_after_s is not None else record.outside.get("stall_after_s", th.DEFAULT_STALL_AFTER_S)
+    after = (
+        stall_after_s
+        if stall_after_s is not None
+        else record.outside.get("stall_after_s", th.DEFAULT_STALL_AFTER_S)
+    )
     signals.stall = find_stall(samples, record.rounds, after)
     return signals
 
@@ -193,7 +206,11 @@ def _delta(now: dict[str, Any], before: dict[str, Any], key: str) -> float:
 def interval_cpu(before: dict[str, Any], now: dict[str, Any]) -> float:
     """CPU-seconds the run used between two samples (processes present in both)."""
     a, b = processes(before), processes(now)
-    return sum(_delta(b[pid], a[pid], "cpu_user") + _delta(b[pid], a[pid], "cpu_system") for pid in b if pid in a)
+    return sum(
+        _delta(b[pid], a[pid], "cpu_user") + _delta(b[pid], a[pid], "cpu_system")
+        for pid in b
+        if pid in a
+    )
 
 
 def _workers(signals: OutsideSignals, samples: list[dict[str, Any]]) -> None:
@@ -209,9 +226,13 @@ def _cpu(signals: OutsideSignals, samples: list[dict[str, Any]]) -> None:
     first, last = samples[0], samples[-1]
     signals.main_cpu = (_cpu_of(_main(last)) - _cpu_of(_main(first))) / wall
     for pid in signals.worker_pids:
-        series = [(s["t"], w) for s in samples for w in s.get("workers") or [] if int(w["pid"]) == pid]
+        series = [
+            (s["t"], w) for s in samples for w in s.get("workers") or [] if int(w["pid"]) == pid
+        ]
         if len(series) >= 2 and series[-1][0] > series[0][0]:
-            signals.worker_cpu[pid] = (_cpu_of(series[-1][1]) - _cpu_of(series[0][1])) / (series[-1][0] - series[0][0])
+            signals.worker_cpu[pid] = (_cpu_of(series[-1][1]) - _cpu_of(series[0][1])) / (
+                series[-1][0] - series[0][0]
+            )
     tree = user = system = involuntary = runqueue = busy = attach = 0.0
     busy_wall = 0.0
     runqueue_read = False
@@ -225,7 +246,9 @@ def _cpu(signals: OutsideSignals, samples: list[dict[str, Any]]) -> None:
         if any(isinstance(b[p].get("runqueue_wait_s"), (int, float)) for p in common):
             runqueue_read = True
             runqueue += sum(_delta(b[p], a[p], "runqueue_wait_s") for p in common)
-        if isinstance(now.get("machine_busy_s"), (int, float)) and isinstance(before.get("machine_busy_s"), (int, float)):
+        if isinstance(now.get("machine_busy_s"), (int, float)) and isinstance(
+            before.get("machine_busy_s"), (int, float)
+        ):
             own = _delta(now, before, "attach_cpu_s")
             busy += max(0.0, now["machine_busy_s"] - before["machine_busy_s"]) - (u + s) - own
             attach += own
@@ -253,8 +276,15 @@ def _rate(points: list[tuple[float, dict[str, Any]]]) -> Rate | None:
             slope = linear_slope(t, y)
             late = t >= (t[0] + t[-1]) / 2
             late_slope = linear_slope(t[late], y[late]) if late.sum() >= 3 else slope
-            return Rate(slope.per_step, slope.t, slope.growth, float(t[-1] - t[0]), len(series), kind,
-                        late_slope.per_step)
+            return Rate(
+                slope.per_step,
+                slope.t,
+                slope.growth,
+                float(t[-1] - t[0]),
+                len(series),
+                kind,
+                late_slope.per_step,
+            )
     return None
 
 
@@ -262,7 +292,9 @@ def _memory(signals: OutsideSignals, samples: list[dict[str, Any]]) -> None:
     start = samples[0]["t"]
     present_at_start = {int(w["pid"]) for w in samples[0].get("workers") or []}
     for pid in signals.worker_pids:
-        points = [(s["t"], w) for s in samples for w in s.get("workers") or [] if int(w["pid"]) == pid]
+        points = [
+            (s["t"], w) for s in samples for w in s.get("workers") or [] if int(w["pid"]) == pid
+        ]
         if pid not in present_at_start and points:
             # Born during the window: its first seconds copy the parent's pages as they are written.
             born = points[0][0]
@@ -285,10 +317,13 @@ def _paging(signals: OutsideSignals, samples: list[dict[str, Any]]) -> None:
         return sum(_number(p.get("swap")) for p in processes(sample).values())
 
     signals.paging = {
-        "swap_in": _delta(last, first, "swap_in"), "swap_out": _delta(last, first, "swap_out"),
+        "swap_in": _delta(last, first, "swap_in"),
+        "swap_out": _delta(last, first, "swap_out"),
         "swap_in_per_s": _delta(last, first, "swap_in") / wall,
-        "major_faults": faults, "major_faults_per_s": faults / wall,
-        "run_swap_start": tree_swap(first), "run_swap_end": tree_swap(last),
+        "major_faults": faults,
+        "major_faults_per_s": faults / wall,
+        "run_swap_start": tree_swap(first),
+        "run_swap_end": tree_swap(last),
         "sys_available_min": min(_number(s.get("sys_available")) for s in samples),
     }
 
@@ -299,8 +334,11 @@ def _threads_and_files(signals: OutsideSignals, samples: list[dict[str, Any]]) -
     signals.threads_main = int(np.median([_number(s.get("main_threads")) for s in samples]))
     fds = []
     for sample in samples:
-        values = [p.get("fds") for pid, p in processes(sample).items()
-                  if pid == MAIN_KEY or any(int(w["pid"]) == pid for w in sample.get("workers") or [])]
+        values = [
+            p.get("fds")
+            for pid, p in processes(sample).items()
+            if pid == MAIN_KEY or any(int(w["pid"]) == pid for w in sample.get("workers") or [])
+        ]
         if values and all(isinstance(v, (int, float)) for v in values):
             fds.append(sum(values))
     if len(fds) >= 4:
@@ -314,7 +352,9 @@ def _threads_and_files(signals: OutsideSignals, samples: list[dict[str, Any]]) -
 # -- stalls ----------------------------------------------------------------------------------------
 
 
-def find_stall(samples: list[dict[str, Any]], rounds: list[dict[str, Any]], stall_after_s: float) -> Stall | None:
+def find_stall(
+    samples: list[dict[str, Any]], rounds: list[dict[str, Any]], stall_after_s: float
+) -> Stall | None:
     """The run has been idle up to the end of the window for at least stall_after_s: its
     processes together used under IDLE_CORES, and the main thread's stack did not change
     in the dumps of that stretch (when stacks could be read)."""
@@ -341,10 +381,16 @@ def find_stall(samples: list[dict[str, Any]], rounds: list[dict[str, Any]], stal
     last = rounds[-1] if rounds else None
     main_frames = stacks[-1] if stacks else []
     waiting = dataloader_state(main_frames) == "waiting"
-    return Stall(idle_s=idle_s, tree_cpu=cpu / idle_s if idle_s > 0 else 0.0, same_stack_rounds=len(stacks),
-                 stacks_read=bool(stacks), main_frames=main_frames, main_waits_for_workers=waiting,
-                 waited_on=_waited_on(last, waiting, main_frames) if last else [],
-                 files=[p["file"] for p in (last or {}).get("processes", []) if p.get("file")])
+    return Stall(
+        idle_s=idle_s,
+        tree_cpu=cpu / idle_s if idle_s > 0 else 0.0,
+        same_stack_rounds=len(stacks),
+        stacks_read=bool(stacks),
+        main_frames=main_frames,
+        main_waits_for_workers=waiting,
+        waited_on=_waited_on(last, waiting, main_frames) if last else [],
+        files=[p["file"] for p in (last or {}).get("processes", []) if p.get("file")],
+    )
 
 
 def frames_of(entry: dict[str, Any]) -> list[Frame]:
@@ -356,15 +402,20 @@ def _main_frames(round_: dict[str, Any]) -> list[Frame] | None:
     return frames_of(main) if main and main.get("main_thread") else None
 
 
-def _waited_on(round_: dict[str, Any], waiting: bool, main_frames: list[Frame]) -> list[tuple[int, str, list[Frame]]]:
+def _waited_on(
+    round_: dict[str, Any], waiting: bool, main_frames: list[Frame]
+) -> list[tuple[int, str, list[Frame]]]:
     """Who the run waits on: with the main process waiting for a batch, the workers inside
     the dataset or collate code (the ones not idle waiting for work); otherwise the main
     process itself."""
     entries = round_.get("processes", [])
     main = next((p for p in entries if p.get("role") == "main"), None)
     if waiting:
-        busy = [(p["pid"], p["role"], frames_of(p)) for p in entries
-                if p.get("role") == "worker" and _fetching(frames_of(p))]
+        busy = [
+            (p["pid"], p["role"], frames_of(p))
+            for p in entries
+            if p.get("role") == "worker" and _fetching(frames_of(p))
+        ]
         if busy:
             return busy
     return [(main["pid"], "main", main_frames)] if main else []
@@ -373,5 +424,7 @@ def _waited_on(round_: dict[str, Any], waiting: bool, main_frames: list[Frame]) 
 def _fetching(frames: list[Frame]) -> bool:
     """A worker inside the dataset's or collate's code, not idle waiting for indices."""
     inner = worker_part(frames)
-    return any(f.function.endswith("fetch") and f.file.endswith(FETCH_FILE) for f in inner) \
+    return (
+        any(f.function.endswith("fetch") and f.file.endswith(FETCH_FILE) for f in inner)
         or innermost_own(inner) is not None
+    )

@@ -17,8 +17,10 @@ from dcnprobe.executables import find_tool
 from dcnprobe.outside.frames import Frame
 
 DUMP_TIMEOUT_S = 20
-PTRACE_FIX = ("run the attach with sudo, or allow tracing with `sudo sysctl kernel.yama.ptrace_scope=0`, "
-              "or in Docker add --cap-add SYS_PTRACE")
+PTRACE_FIX = (
+    "run the attach with sudo, or allow tracing with `sudo sysctl kernel.yama.ptrace_scope=0`, "
+    "or in Docker add --cap-add SYS_PTRACE"
+)
 # How py-spy says the kernel refused (its own words, then the OS error it passes on), lower case.
 _DENIED = ("permission denied", "operation not permitted", "os error 1)", "os error 13)")
 
@@ -46,14 +48,16 @@ class Dump:
 
     @property
     def main_thread(self) -> ThreadStack | None:
-        return next((t for t in self.threads if t.is_main), self.threads[0] if self.threads else None)
+        return next(
+            (t for t in self.threads if t.is_main), self.threads[0] if self.threads else None
+        )
 
     def text(self, header: str, cwd: str | None) -> str:
         """The dump as py-spy prints it, with file names shortened for people."""
         lines = [header]
         for thread in self.threads:
             state = "active" if thread.active else "idle"
-            lines.append(f"Thread {thread.tid} ({state}): \"{thread.name}\"")
+            lines.append(f'Thread {thread.tid} ({state}): "{thread.name}"')
             lines += [f"    {frame.name(cwd)}" for frame in thread.frames]
         return "\n".join(lines) + "\n"
 
@@ -61,7 +65,9 @@ class Dump:
 def py_spy() -> str:
     exe = find_tool("py-spy")
     if exe is None:
-        raise StacksUnavailable("py-spy is not installed (pip install py-spy): going on without stacks")
+        raise StacksUnavailable(
+            "py-spy is not installed (pip install py-spy): going on without stacks"
+        )
     return exe
 
 
@@ -88,14 +94,23 @@ def dump(pid: int) -> Dump | None:
 def check_permission(message: str, pid: int) -> None:
     """Raise StacksUnavailable when py-spy's error output says the kernel refused it."""
     if any(marker in message.lower() for marker in _DENIED):
-        raise StacksUnavailable(f"py-spy may not read process {pid} (ptrace not permitted): {PTRACE_FIX}; "
-                                "going on without stacks")
+        raise StacksUnavailable(
+            f"py-spy may not read process {pid} (ptrace not permitted): {PTRACE_FIX}; "
+            "going on without stacks"
+        )
 
 
 def _thread(data: dict) -> ThreadStack:
-    frames = tuple(Frame(f.get("name", "?"), f.get("filename") or "", f.get("line")) for f in data.get("frames") or [])
-    return ThreadStack(name=data.get("thread_name") or "", tid=data.get("os_thread_id"),
-                       active=bool(data.get("active")), frames=frames)
+    frames = tuple(
+        Frame(f.get("name", "?"), f.get("filename") or "", f.get("line"))
+        for f in data.get("frames") or []
+    )
+    return ThreadStack(
+        name=data.get("thread_name") or "",
+        tid=data.get("os_thread_id"),
+        active=bool(data.get("active")),
+        frames=frames,
+    )
 
 
 def write_dump(directory: Path, name: str, text: str) -> str:

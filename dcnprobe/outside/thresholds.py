@@ -15,8 +15,12 @@ KB = 1024
 # -- memory -------------------------------------------------------------------------------
 MIN_POINTS = 5  # samples of a process before its memory has a slope
 STEADY_T = 5.0  # t statistic of a memory slope against time: a trend no noise produces
-STILL_GROWING = 0.5  # ... still rising at half its overall rate over the window's second half, not levelled off
-WORKER_WARMUP_S = 3.0  # a worker's first seconds after it started: a fork copies pages as they are first written
+STILL_GROWING = (
+    0.5  # ... still rising at half its overall rate over the window's second half, not levelled off
+)
+WORKER_WARMUP_S = (
+    3.0  # a worker's first seconds after it started: a fork copies pages as they are first written
+)
 # Per worker, on average. Measured here: healthy forked workers of examples/per_sample_loop.py
 # grew 9-11 KB/s (copy-on-write of pages touched as they run, steady for minutes), the planted
 # 4 KB-per-sample leak 300-700 KB/s, the planted history (12 floats per sample) about 45 KB/s.
@@ -25,9 +29,13 @@ WORKER_RATE_MIN = 64 * KB
 # sample makes each sample slower, so a smaller rate counts when the loader is already the
 # bottleneck (still over twice the healthy rate).
 WORKER_RATE_LOADER_BOUND = 24 * KB
-WORKER_GROWTH_MIN = recorded.WORKER_GROWTH_MIN  # in the window, all workers: large whatever its shape
+WORKER_GROWTH_MIN = (
+    recorded.WORKER_GROWTH_MIN
+)  # in the window, all workers: large whatever its shape
 FLAT_GROWTH = 1 * MB  # a worker's change over the window below which its memory is called flat
-MAIN_RATE_SEEN = 256 * KB  # main-process growth worth a line (which cause holds it needs a look inside)
+MAIN_RATE_SEEN = (
+    256 * KB
+)  # main-process growth worth a line (which cause holds it needs a look inside)
 
 # -- the loader -----------------------------------------------------------------------------
 WAITING_SHARE = 0.5  # the main thread waits for a worker's batch in at least half its samples
@@ -53,7 +61,9 @@ FDS_ROSE = recorded.FDS_ROSE
 
 # -- stalls ---------------------------------------------------------------------------------------
 IDLE_CORES = 0.05  # the whole run uses under 5% of one core: nothing is being computed
-DEFAULT_STALL_AFTER_S = 10.0  # idle this long, the main stack unchanged: stalled (training never rests 10 s)
+DEFAULT_STALL_AFTER_S = (
+    10.0  # idle this long, the main stack unchanged: stalled (training never rests 10 s)
+)
 
 # -- scores ---------------------------------------------------------------------------------------
 SCORE_STALL = recorded.SCORE_STALL
@@ -61,6 +71,8 @@ SCORE_SWAPPING = recorded.SCORE_SWAPPING
 SCORE_WORKERS_MEMORY = recorded.SCORE_WORKERS_MEMORY
 SCORE_WORKERS_BOTH = recorded.SCORE_WORKERS_BOTH  # growing and the loader is the bottleneck
 SCORE_WORKERS_LOADER_BOUND = 0.5  # a smaller growth, read together with the waiting
-SCORE_CONTENTION = 0.6  # below findings read from memory and files, which other programs cannot cause
+SCORE_CONTENTION = (
+    0.6  # below findings read from memory and files, which other programs cannot cause
+)
 SCORE_THREADS = recorded.SCORE_THREADS_STATIC
 SCORE_FD_LEAK = recorded.SCORE_FD_LEAK

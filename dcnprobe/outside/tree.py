@@ -28,8 +28,11 @@ from dcnprobe.errors import UsageError
 MAIN, WORKER, HELPER, OTHER = "main", "worker", "helper", "other"
 WORKER_NAME = "pt_data_worker"  # torch names DataLoader worker processes so (prctl PR_SET_NAME)
 SPAWNED_CHILD = "--multiprocessing-fork"  # argv of a child started by spawn or forkserver
-HELPER_MARKERS = ("multiprocessing.resource_tracker", "multiprocessing.forkserver",
-                  "multiprocessing.semaphore_tracker")
+HELPER_MARKERS = (
+    "multiprocessing.resource_tracker",
+    "multiprocessing.forkserver",
+    "multiprocessing.semaphore_tracker",
+)
 PYTHON_NAME = re.compile(r"^(python|pypy)[\d.]*[a-z]?(\.exe)?$")
 
 
@@ -68,8 +71,10 @@ def find_target(pid: int) -> Target:
     not Python is a UsageError (one line, exit 2)."""
     proc = _process(pid)
     if not _is_python(proc):
-        raise UsageError(f"process {pid} ({_describe(proc)}) is not a Python process: give the PID of the "
-                         "training script, or of one of its DataLoader workers")
+        raise UsageError(
+            f"process {pid} ({_describe(proc)}) is not a Python process: give the PID of the "
+            "training script, or of one of its DataLoader workers"
+        )
     given_role = MAIN
     main = proc
     while True:
@@ -84,9 +89,18 @@ def find_target(pid: int) -> Target:
         main = parent
     argv = tuple(_safe(main.cmdline, default=[]) or [])
     if not argv:
-        raise UsageError(f"process {main.pid} has no command line to read (it is exiting, or it is a kernel thread)")
-    return Target(given_pid=pid, given_role=given_role, main_pid=main.pid, argv=argv, cwd=_safe(main.cwd),
-                  exe=_safe(main.exe), user=_safe(main.username))
+        raise UsageError(
+            f"process {main.pid} has no command line to read (it is exiting, or it is a kernel thread)"
+        )
+    return Target(
+        given_pid=pid,
+        given_role=given_role,
+        main_pid=main.pid,
+        argv=argv,
+        cwd=_safe(main.cwd),
+        exe=_safe(main.exe),
+        user=_safe(main.username),
+    )
 
 
 def role_of(proc: psutil.Process, parent: psutil.Process | None) -> str:
@@ -102,9 +116,15 @@ def role_of(proc: psutil.Process, parent: psutil.Process | None) -> str:
         return HELPER
     if SPAWNED_CHILD in argv:
         return WORKER
-    if parent is not None and argv and argv == (_safe(parent.cmdline, default=[]) or []) \
-            and _safe(proc.exe) == _safe(parent.exe):
-        return WORKER  # forked: the same program, not renamed (multiprocessing.Pool, a fork by hand)
+    if (
+        parent is not None
+        and argv
+        and argv == (_safe(parent.cmdline, default=[]) or [])
+        and _safe(proc.exe) == _safe(parent.exe)
+    ):
+        return (
+            WORKER  # forked: the same program, not renamed (multiprocessing.Pool, a fork by hand)
+        )
     return OTHER
 
 
@@ -119,7 +139,10 @@ class Tree:
         self._handles: dict[int, psutil.Process] = {}
 
     def alive(self) -> bool:
-        return _safe(self.main.is_running, default=False) and _safe(self.main.status) != psutil.STATUS_ZOMBIE
+        return (
+            _safe(self.main.is_running, default=False)
+            and _safe(self.main.status) != psutil.STATUS_ZOMBIE
+        )
 
     def members(self) -> list[Member]:
         """Main first, then descendants by PID. Empty once the main process is gone."""
@@ -150,7 +173,9 @@ class Tree:
         member = self._roles.get(key)
         if member is None:
             role = MAIN if parent is None else role_of(proc, parent)
-            member = self._roles[key] = Member(proc.pid, role, _safe(proc.name, default="?"), _is_python(proc))
+            member = self._roles[key] = Member(
+                proc.pid, role, _safe(proc.name, default="?"), _is_python(proc)
+            )
         return member
 
 
@@ -179,7 +204,9 @@ def descendants(pid: int) -> dict[int, int]:
                         todo.append(child)
         return found
     try:
-        return {c.pid: _safe(c.ppid, default=pid) for c in psutil.Process(pid).children(recursive=True)}
+        return {
+            c.pid: _safe(c.ppid, default=pid) for c in psutil.Process(pid).children(recursive=True)
+        }
     except psutil.Error:
         return {}
 
