@@ -27,6 +27,7 @@ from dcnprobe.outside import record as rec
 from dcnprobe.outside import thresholds as th
 from dcnprobe.outside.frames import Frame, dataloader_state, innermost_own, worker_part
 from dcnprobe.outside.profile import parse_raw
+from dcnprobe.outside.signals import OutsideSignals
 from dcnprobe.outside.stacks import StacksUnavailable, check_permission
 from dcnprobe.outside.tree import HELPER, MAIN, OTHER, WORKER, Target, Tree, find_target
 from dcnprobe.records import MEMORY, RunWriter, read_run
@@ -519,6 +520,17 @@ def test_analyze_and_watch_say_nothing_about_epochs(tmp_path, capsys):
     state = watch(directory, console, exit_at_end=True, live=False, sleep=lambda s: None)
     assert state.epochs == {}
     assert "attach ended after 30 s" in console.export_text()
+
+
+def test_every_cause_is_judged_from_outside_or_said_to_need_batch_times():
+    from dcnprobe.analysis import CAUSE_IDS
+    from dcnprobe.outside.verdict import NEEDS_BATCH_TIMES, RULES
+
+    judged, needs = set(RULES), set(NEEDS_BATCH_TIMES)
+    assert judged | needs | {"none"} == set(CAUSE_IDS) and not judged & needs
+    assert all(
+        RULES[cause](OutsideSignals()) is None for cause in judged
+    )  # nothing measured: nothing named
 
 
 def test_a_record_of_the_probe_with_no_batch_claims_no_epoch(tmp_path):

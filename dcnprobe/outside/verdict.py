@@ -147,7 +147,7 @@ def judge(
 ) -> OutsideVerdict:
     record = directory if isinstance(directory, OutsideRecord) else load(directory)
     signals = measure(record, stall_after_s)
-    causes = [f for rule in RULES if (f := rule(signals)) is not None]
+    causes = [f for rule in RULES.values() if (f := rule(signals)) is not None]
     causes.sort(key=lambda f: f.score, reverse=True)
     return OutsideVerdict(record, signals, causes, _seen(signals, causes))
 
@@ -371,14 +371,16 @@ def fd_leak(s: OutsideSignals) -> OutsideFinding | None:
     )
 
 
-RULES = (
-    stall,
-    memory_pressure,
-    worker_memory_growth,
-    fd_leak,
-    thread_oversubscription,
-    machine_contention,
-)
+# The causes of the catalogue judged from outside, each by its rule; the rest need batch
+# times (NEEDS_BATCH_TIMES), and a test keeps the two lists covering the catalogue.
+RULES = {
+    "stall": stall,
+    "memory-pressure": memory_pressure,
+    "worker-memory-growth": worker_memory_growth,
+    "fd-leak": fd_leak,
+    "thread-oversubscription": thread_oversubscription,
+    "machine-contention": machine_contention,
+}
 
 
 def _seen(s: OutsideSignals, causes: list[OutsideFinding]) -> list[str]:
