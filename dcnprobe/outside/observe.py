@@ -100,22 +100,7 @@ class Observer:
 
     def run(self) -> Observation:
         s = self.settings
-        target = self.target or find_target(s.pid)
-        if (s.out / RUN_FILE).exists():
-            raise UsageError(
-                f"{s.out} already holds a run record ({s.out / RUN_FILE}); choose another --out or remove it"
-            )
-        self.target, self.tree = target, Tree(target.main_pid)
-        self.sampler = OutsideSampler(self.tree, clock=self.clock, uss_every_s=s.uss_interval)
-        self.writer = RunWriter(s.out)
-        header = rec.header(target, s.window_s, s.interval_s, self.sampler.uss_readable)
-        header["outside"]["stall_after_s"] = s.stall_after_s
-        self.writer.write("header", header)
-        if not self.sampler.uss_readable:
-            self._note(
-                f"USS of process {target.main_pid} cannot be read (another user's process): memory is RSS, "
-                "which counts pages shared with the parent"
-            )
+        target = self._open()
         stacks = s.stacks and self._stacks_readable()
         memray = self._start_memray() if s.memory else None
         recorder = WindowRecorder(s.pyspy_rate)
@@ -124,37 +109,78 @@ class Observer:
                 recorder.start(target.main_pid, s.out / "pyspy" / "record.txt")
             except StacksUnavailable as exc:
                 self._note(str(exc))
-        dumper = (
-            threading.Thread(target=self._dump_rounds, name="dcnprobe-dumps", daemon=True)
-            if stacks
-            else None
-        )
         started = self.clock()
-        ended_by = "window"
         try:
-            if dumper is not None:
-                dumper.start()
-            ended_by = self._sample_window(started)
+            ended_by = self._window(started, stacks)
+            elapsed = self.clock() - started
+            stall = self._after_window(recorder, memray, elapsed)
         except BaseException:  # Ctrl-C, SIGTERM: keep what was measured, then leave
             self._stop.set()
             with contextlib.suppress(Exception):
                 recorder.stop()
-            self.writer.write_footer(
-                "interrupted", t=self.clock() - started, observed_s=self.clock() - started
-            )
+            observed = self.clock() - started
+            self.writer.write_footer("interrupted", t=observed, observed_s=observed)
             raise
-        self._stop.set()
-        if dumper is not None:
-            dumper.join()
-            if ended_by == "window":
-                self._dump_round()  # the stacks at the window's end: what a stall is judged on
-        elapsed = self.clock() - started
+        self.writer.write_footer(
+            "stalled" if stall else "ok",
+            t=elapsed,
+            observed_s=elapsed,
+            ended_by=ended_by,
+            epochs=None,
+            steps=None,
+        )
+        return Observation(s.out, target, elapsed, ended_by, stall, self.notes)
+
+    def _open(self) -> Target:
+        """The run found, the record started (its header written)."""
+        s = self.settings
+        target = self.target = self.target or find_target(s.pid)
+        if (s.out / RUN_FILE).exists():
+            raise UsageError(
+                f"{s.out} already holds a run record ({s.out / RUN_FILE}); "
+                "choose another --out or remove it"
+            )
+        self.tree = Tree(target.main_pid)
+        self.sampler = OutsideSampler(self.tree, clock=self.clock, uss_every_s=s.uss_interval)
+        self.writer = RunWriter(s.out)
+        header = rec.header(target, s.window_s, s.interval_s, self.sampler.uss_readable)
+        header["outside"]["stall_after_s"] = s.stall_after_s
+        self.writer.write("header", header)
+        if not self.sampler.uss_readable:
+            self._note(
+                f"USS of process {target.main_pid} cannot be read (another user's process): "
+                "memory is RSS, which counts pages shared with the parent"
+            )
+        return target
+
+    def _window(self, started: float, stacks: bool) -> str:
+        """Samples (and, with stacks, rounds of dumps in a thread) until the window ends or
+        the run does; returns which."""
+        dumper = None
+        if stacks:
+            dumper = threading.Thread(target=self._dump_rounds, name="dcnprobe-dumps", daemon=True)
+            dumper.start()
+        try:
+            ended_by = self._sample_window(started)
+        finally:
+            self._stop.set()
+            if dumper is not None:
+                dumper.join()
+        if dumper is not None and ended_by == "window":
+            self._dump_round()  # the stacks at the window's end: what a stall is judged on
+        return ended_by
+
+    def _after_window(
+        self, recorder: WindowRecorder, memray: MemrayWindow | None, elapsed: float
+    ) -> bool:
+        """The profile's summary, memray's captures, the notes and the stall check; whether
+        the run was found stalled."""
         self._finish_profile(recorder)
         if memray is not None:
             self._finish_memray(memray)
         if self.notes:
             self.writer.write(rec.NOTES, {"t": elapsed, "lines": self.notes})
-        stall = find_stall(self.samples, self.rounds, s.stall_after_s)
+        stall = find_stall(self.samples, self.rounds, self.settings.stall_after_s)
         if stall is not None:
             self.writer.write(
                 STALL,
@@ -171,15 +197,7 @@ class Observer:
                     "stacks": stall.files,
                 },
             )
-        self.writer.write_footer(
-            "stalled" if stall is not None else "ok",
-            t=elapsed,
-            observed_s=elapsed,
-            ended_by=ended_by,
-            epochs=None,
-            steps=None,
-        )
-        return Observation(s.out, target, elapsed, ended_by, stall is not None, self.notes)
+        return stall is not None
 
     def _note(self, line: str) -> None:
         self.notes.append(line)

@@ -23,7 +23,7 @@ from dcnprobe.outside.frames import FETCH_FILE, Frame, dataloader_state, innermo
 from dcnprobe.outside.stacks import StacksUnavailable, check_permission, py_spy
 
 RATE = 20
-START_WAIT_S = 1.0  # py-spy refuses at once when it may not read the process
+START_WAIT_S = 0.5  # py-spy refuses at once (well within this) when it may not read the process
 STOP_TIMEOUT_S = 30
 TOP = 5
 _PROCESS = re.compile(r"^process (?P<pid>\d+):")
