@@ -546,6 +546,19 @@ def test_a_record_of_the_probe_with_no_batch_claims_no_epoch(tmp_path):
     assert verdict.startswith("No batch was recorded") and "epoch" not in verdict
 
 
+def test_the_progress_line_says_what_each_process_does_now():
+    from dcnprobe.outside.observe import progress_line
+
+    samples = _samples(seconds=10, worker_uss=lambda t: 10 * MB + 300 * KB * t, outside=0.5)
+    line = progress_line(samples, 10.0, 30.0, uss=True)
+    assert line.startswith(
+        "attach 10/30 s: main 90% CPU; 2 worker(s) 50% 50% CPU, 26 MB USS (+0.59 MB/s)"
+    )
+    assert line.endswith("other programs 1.0 cores")
+    replaced = _samples(seconds=10, workers=(201, 202))
+    assert "2 new worker(s)" in progress_line(samples[:-1] + replaced[-1:], 10.0, 30.0, uss=True)
+
+
 def test_duration_option():
     parse = Duration().convert
     assert [parse(v, None, None) for v in ("30s", "2m", "90", "1.5h", " 3 s")] == [

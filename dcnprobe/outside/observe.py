@@ -380,7 +380,9 @@ def progress_line(samples: list[dict[str, Any]], elapsed: float, window: float, 
         kind = "uss" if uss and all(w.get("uss") is not None for w in workers) else "rss"
         shares = [cpu(workers_before.get(w["pid"]), w) for w in workers]
         text += (
-            f"; {len(workers)} worker(s) "
+            f"; {len(workers)} new worker(s)"
+            if all(c is None for c in shares)
+            else f"; {len(workers)} worker(s) "
             + " ".join("new" if c is None else f"{c:.0%}" for c in shares)
             + " CPU"
         )
