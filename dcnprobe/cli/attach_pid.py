@@ -119,8 +119,9 @@ def command(
     verdict = judge(out)
     path = write_verdict(verdict)
     show(verdict)
+    kept = [name for name in ("stacks/", "pyspy/", "memray/") if (out / name).is_dir()]
     click.echo(
-        f"\nwritten: {out / 'run.jsonl'}, {path.name}, stacks/, pyspy/ (the attach took "
+        f"\nwritten: {out / 'run.jsonl'}, {', '.join([path.name, *kept])} (the attach took "
         f"{time.monotonic() - started:.1f} s, {observation.elapsed_s:.1f} s of it watching)"
     )
 
