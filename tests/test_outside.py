@@ -388,6 +388,22 @@ def test_a_smaller_growth_counts_when_the_main_process_waits_for_the_workers(tmp
     )
 
 
+def test_a_main_process_starved_by_its_busy_workers(tmp_path):
+    # Its threads queue 0.5 s a second for CPUs its two workers keep busy; nobody else competes.
+    starved = _samples(worker_cpu=0.9, runqueue=0.5, worker_uss=lambda t: 10 * MB + 40 * KB * t)
+    verdict = judge(_record(tmp_path / "starved", starved))
+    assert _ids(verdict) == ["worker-memory-growth"]
+    assert any("the workers take the cores it needs" in e for e in verdict.causes[0].evidence)
+    # Flat workers: no cause, but it is said.
+    flat = judge(_record(tmp_path / "flat", _samples(worker_cpu=0.9, runqueue=0.5)))
+    assert flat.causes == [] and any("the workers take the cores it needs" in x for x in flat.seen)
+    # The same queueing with other programs on the cores is theirs, not the workers'.
+    busy = _samples(
+        worker_cpu=0.9, runqueue=0.5, outside=0.4, worker_uss=lambda t: 10 * MB + 40 * KB * t
+    )
+    assert _ids(judge(_record(tmp_path / "busy", busy))) == ["machine-contention"]
+
+
 def _round(t: float, main: list[Frame], worker: list[Frame]) -> dict:
     return {
         "t": t,

@@ -113,6 +113,7 @@ class OutsideSignals:
     kernel_share: float | None = None
     involuntary_per_s: float | None = None
     runqueue_wait: float | None = None  # seconds per second the run's threads waited for a CPU
+    main_runqueue_wait: float | None = None  # the same, the main process's threads only
     outside_load: float | None = None  # other programs' share of all cores
     attach_load: float | None = None  # the attach's own (py-spy included), share of all cores
     threads: int | None = None  # main + workers + others, median sample
@@ -225,6 +226,8 @@ def _cpu(signals: OutsideSignals, samples: list[dict[str, Any]]) -> None:
         return
     first, last = samples[0], samples[-1]
     signals.main_cpu = (_cpu_of(_main(last)) - _cpu_of(_main(first))) / wall
+    if all(isinstance(_main(x).get("runqueue_wait_s"), (int, float)) for x in (first, last)):
+        signals.main_runqueue_wait = _delta(_main(last), _main(first), "runqueue_wait_s") / wall
     for pid in signals.worker_pids:
         series = [
             (s["t"], w) for s in samples for w in s.get("workers") or [] if int(w["pid"]) == pid

@@ -40,6 +40,9 @@ MAIN_RATE_SEEN = (
 # -- the loader -----------------------------------------------------------------------------
 WAITING_SHARE = 0.5  # the main thread waits for a worker's batch in at least half its samples
 WORKERS_BUSY = 0.5  # workers use at least half a core each on average: they work, they do not idle
+# The main process's threads wait for a CPU this long per second while its workers are busy
+# and no other program competes: the workers take the cores it needs (starved, not waiting).
+MAIN_STARVED_WAIT = 0.2
 
 # -- paging ----------------------------------------------------------------------------------
 SWAP_IN_RATE = 1 * MB  # bytes per second read back from swap, machine-wide

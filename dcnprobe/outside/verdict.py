@@ -200,6 +200,26 @@ def _loader_bound(s: OutsideSignals) -> bool:
     )
 
 
+def _starved(s: OutsideSignals) -> bool:
+    """The main process queues for CPUs its own busy workers hold, other programs aside."""
+    busy = list(s.worker_cpu.values())
+    return (
+        not _contended(s)
+        and s.main_runqueue_wait is not None
+        and s.main_runqueue_wait >= th.MAIN_STARVED_WAIT
+        and bool(busy)
+        and sum(busy) / len(busy) >= th.WORKERS_BUSY
+    )
+
+
+def _starved_text(s: OutsideSignals) -> str:
+    return (
+        f"the main process waited for a CPU {s.main_runqueue_wait:.2f} s per second while its workers used "
+        f"{sum(s.worker_cpu.values()):.1f} cores (other programs {s.outside_load or 0:.0%} of them): "
+        "the workers take the cores it needs"
+    )
+
+
 def _where(frames: list[Frame], cwd: str | None) -> str:
     """'in Rows.__getitem__ (examples/x.py:68), waiting in Event.wait (threading.py:327)'."""
     if not frames:
@@ -260,9 +280,13 @@ def worker_memory_growth(s: OutsideSignals) -> OutsideFinding | None:
     if rate is None:
         return None
     loader_bound = _loader_bound(s) and not _contended(s)
+    starved = _starved(s)
+    paced = (
+        loader_bound or starved
+    )  # the workers hold the run's pace: waited on, or taking its cores
     big = s.workers_growth >= th.WORKER_GROWTH_MIN
     fast = rate >= th.WORKER_RATE_MIN and s.workers_steady
-    moderate = rate >= th.WORKER_RATE_LOADER_BOUND and s.workers_steady and loader_bound
+    moderate = rate >= th.WORKER_RATE_LOADER_BOUND and s.workers_steady and paced
     if not (big or fast or moderate):
         return None
     kind = next(iter(s.worker_memory.values())).kind.upper()
@@ -285,6 +309,8 @@ def worker_memory_growth(s: OutsideSignals) -> OutsideFinding | None:
             f"samples while the workers used {', '.join(_cpu(c) for c in s.worker_cpu.values())} of a core: "
             "the loader sets the pace, and state that grows with every sample makes each one slower"
         )
+    if starved:
+        evidence.append(_starved_text(s))
     if s.workers_replaced:
         evidence.append(
             "workers were replaced during the window (new ones each epoch): growth is measured per worker, "
@@ -294,7 +320,7 @@ def worker_memory_growth(s: OutsideSignals) -> OutsideFinding | None:
         evidence.append("the same worker processes lived through the whole window")
     score = th.SCORE_WORKERS_LOADER_BOUND
     if big or fast:
-        score = th.SCORE_WORKERS_BOTH if loader_bound else th.SCORE_WORKERS_MEMORY
+        score = th.SCORE_WORKERS_BOTH if paced else th.SCORE_WORKERS_MEMORY
     return OutsideFinding("worker-memory-growth", score, tuple(evidence))
 
 
@@ -421,6 +447,8 @@ def _seen(s: OutsideSignals, causes: list[OutsideFinding]) -> list[str]:
             "outside it cannot be told whether tensors (graph-retention) or Python objects (metric-accumulation, "
             "gc-pressure) hold it; --memory names the lines that allocated it"
         )
+    if _starved(s) and not named & {"worker-memory-growth", "stall"}:
+        seen.append(_starved_text(s))
     share = s.waiting_share
     if (
         share is not None
