@@ -178,7 +178,7 @@ def _progress_line(state: RunState) -> str | None:
         text = f"seen from outside for {state.last_t:.0f} s (no batch timings)"
         if memory["main"]:
             text += f": main RSS {_bytes(memory['main'][-1])}"
-        if memory["workers"]:
+        if memory["workers"] and memory["workers"][-1] > 0:
             text += f", workers RSS {_bytes(memory['workers'][-1])}"
         return text
     if current is None or state.finished:
