@@ -518,7 +518,7 @@ def report_lines(verdict: OutsideVerdict) -> list[str]:
         lines += ["", "stacks at the end (main thread of each process, innermost first):"]
         lines += _stack_lines(record, cwd)
     lines += _profile_lines(record, cwd)
-    lines += _memray_lines(record)
+    lines += [_relative(line, cwd) for line in _memray_lines(record)]
     lines += [
         "",
         f"cannot be judged from outside (needs batch timings): {NOT_JUDGED}; and the causes "
