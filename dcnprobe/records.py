@@ -65,6 +65,10 @@ COLUMNS: dict[str, dict[str, str]] = {
         # A rank of a distributed run (dcnprobe.distributed.layout; absent: rank 0 of 1).
         "rank": "this process's rank", "world_size": "ranks in the run", "local_rank": "rank on its host",
         "host": "hostname",
+        "attached": "true: the probe attached to a command dcnprobe ran; \"pid\": `dcnprobe attach PID` from outside "
+                    "(no batches; see dcnprobe.outside.record)",
+        "boundaries": "how batches and epochs were found (\"none\": not seen, attached from outside)",
+        "outside": "attach from outside: the run found (main pid, command, cwd, window; outside.record.OUTSIDE_HEADER)",
     },
     BATCH: {
         "epoch": "epoch, from 1", "batch": "batch within the epoch, from 0", "step": "batch over the run, from 0",
@@ -82,6 +86,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "in_loop": "sampled while batches were iterated (not validation)",
         "main_*": "main process: rss, uss, threads, cpu_user, cpu_system, ctx_involuntary, fds, minflt, majflt",
         "workers": "list: one main_*-like dict per DataLoader worker, with its pid",
+        "others": "attach from outside: the run's other child processes (role helper or other), main_*-like",
+        "attach_cpu_s": "attach from outside: CPU seconds of the attach and its py-spy (not other programs' load)",
+        "main_swap": "attach from outside, also per worker: bytes in swap (VmSwap)",
+        "main_ctx_voluntary": "attach from outside, also per worker: voluntary context switches",
+        "main_runqueue_wait_s": "attach from outside, also per worker: seconds its threads waited for a CPU",
         "sys_available": "system memory available", "swap_used": "swap in use",
         "swap_in": "bytes swapped in since boot", "swap_out": "bytes swapped out since boot",
         "machine_busy_s": "machine-wide busy CPU seconds", "cpu_freq_mhz": "mean clock frequency",
@@ -108,10 +117,13 @@ COLUMNS: dict[str, dict[str, str]] = {
         "t": "when declared", "epoch": "epoch", "batch": "batch being waited for", "step": "steps done",
         "waited_s": "seconds without a finished batch", "median_batch_s": "recent median batch time",
         "workers": "worker pids", "stacks": "stack files written under DIR/stacks",
+        "seen_from": "\"outside\": found by `attach PID` (no CPU used, main stack unchanged; epoch and batch null)",
+        "waits_on": "attach from outside: [{pid, role}] of the process(es) the run waits on",
     },
     FOOTER: {
         "status": "one of FOOTER_STATUSES", "t": "when the run ended", "epochs": "epochs begun",
         "steps": "batches done", "reason": "why the probe ended the run (status slow or stalled)",
+        "observed_s": "attach from outside: seconds watched", "ended_by": "attach from outside: window or exited",
     },
 }
 

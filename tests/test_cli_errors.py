@@ -154,6 +154,13 @@ TABLE = [
     (["bench", "--compare", "/no/such/results.json"], "does not exist"),
     (["bench", "--baseline", "{empty}"], "is a directory"),
     (["bench", "--speed", "fast"], "--speed"),
+    # attach PID: checked before anything is written (a PID above any pid_max never exists)
+    (["attach", "4206607"], "no process with PID 4206607"),
+    (["attach", "0"], "0 is not in the range x>=1"),
+    (["attach", "12", "--for", "soon"], "'soon' is not a duration"),
+    (["attach", "12", "--for", "0.5s"], "shorter than 1 s"),
+    (["attach", "12", "--out", "{sub}"], "cannot be created"),
+    (["attach", "12", "--stall-after", "0.5"], "--stall-after"),
     # the group itself, and faults
     (["no-such-command"], "No such command 'no-such-command'"),
     (["faults", "--verbose"], "--verbose"),

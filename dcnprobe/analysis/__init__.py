@@ -113,7 +113,9 @@ def verdict_text(analysis: Analysis) -> str:
     top = analysis.causes[0]
     # Something to explain: a slowdown, a hang, or a rise the interval cannot yet confirm.
     suspect = s.slowdown or t.slow_by_interval or s.status == "stalled"
-    if t.ratio is None:
+    if not s.epochs:  # a run that ended (or was watched) before its first batch
+        headline = "No batch was recorded, so there are no batch times to compare."
+    elif t.ratio is None:
         headline = "Only one epoch was recorded, so there is no epoch-over-epoch comparison."
     else:
         low, high = t.ratio_ci

@@ -32,6 +32,7 @@ COMMANDS = {
     "bench": "dcnprobe.cli.bench:command",
     "watch": "dcnprobe.cli.watch:command",
     "export": "dcnprobe.cli.export:command",
+    "attach": "dcnprobe.cli.attach_pid:command",
 }
 
 

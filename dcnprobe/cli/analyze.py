@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from dcnprobe.analysis import advice_lines, analyze_run, write_analysis
+from dcnprobe.cli.attach_pid import analyze_outside
 from dcnprobe.cli.options import check_out_dir, epochs_option, max_batches_option, out_option
 from dcnprobe.command import Command
 from dcnprobe.contract import AttachConfig
@@ -41,6 +42,8 @@ def command(threshold: float, out: Path | None, max_batches: int | None, epochs:
     """
 
     run_dir = _run_first(target, out, max_batches, epochs) if _is_command(target) else _one_dir(target)
+    if analyze_outside(run_dir):  # written by `attach PID`: no batches, the verdict from outside
+        return
     if is_distributed(run_dir):  # RUN/rank0/run.jsonl, RUN/rank1/...: every rank together
         _analyze_ranks(run_dir, threshold)
         return

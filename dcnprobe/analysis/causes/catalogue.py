@@ -27,6 +27,17 @@ not call the run slow.
 """
 
 OUTRO = """\
+Seen from outside (`dcnprobe attach PID`, a run that was started without dcnprobe) there
+are no batch times, so only the causes whose signals are per-process figures or stacks
+are judged: `worker-memory-growth` (a worker's memory rising steadily, on average at least
+64 KB/s per worker, or 48 MB in all within the window; 24 KB/s when the main process waits
+for its workers in at least half its samples), `memory-pressure` (pages read back from
+swap, the run's own pages in swap), `stall` (the run's processes use no CPU and the main
+stack does not change for `--stall-after` seconds; the process everyone waits on is
+named), `machine-contention` (other programs on at least a quarter of the cores while the
+run's threads queue for CPUs), `thread-oversubscription` and `fd-leak`. For the others the
+attach prints the `dcnprobe run -- ...` command that measures batch times.
+
 Not named by a rule yet: CPU fallback of unsupported MPS ops (constant high CPU inside
 forward/backward, not progressive; pytorch/pytorch#77764).
 """
