@@ -9,6 +9,8 @@ without loading the analysis. Everything is deterministic (bootstrap with a fixe
 
 from __future__ import annotations
 
+import copy
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,8 +73,8 @@ def ratio_ci(baseline: np.ndarray, later: np.ndarray, statistic: str = "median",
     baseline = np.asarray(baseline, dtype=float)
     later = np.asarray(later, dtype=float)
     ratio = float(reduce(later) / reduce(baseline))
-    rng = np.random.default_rng(seed)
-    base_stats = _bootstrap(_spread(baseline), reduce, samples, rng)
+    base_stats, after_baseline = _baseline_draws(_spread(baseline).tobytes(), statistic, samples, seed)
+    rng = copy.deepcopy(after_baseline)  # the cached generator stays where the baseline left it
     later_stats = _bootstrap(_spread(later), reduce, samples, rng)
     low, high = percentile_interval(later_stats / base_stats, confidence)
     return ratio, low, high
@@ -82,6 +84,16 @@ def _spread(values: np.ndarray) -> np.ndarray:
     if values.size <= MAX_BOOTSTRAP_BATCHES:
         return values
     return values[np.linspace(0, values.size - 1, MAX_BOOTSTRAP_BATCHES).round().astype(int)]
+
+
+@functools.lru_cache(maxsize=8)
+def _baseline_draws(baseline: bytes, statistic: str, samples: int, seed: int) -> tuple[np.ndarray, np.random.Generator]:
+    """The baseline's resampled statistics, and the generator after them: the same epoch 1
+    is compared with every later epoch, and its draws (fixed by the seed) are made once."""
+    rng = np.random.default_rng(seed)
+    stats = _bootstrap(np.frombuffer(baseline, dtype=float), {"median": np.median, "mean": np.mean}[statistic],
+                       samples, rng)
+    return stats, copy.deepcopy(rng)
 
 
 def _bootstrap(values: np.ndarray, reduce, samples: int, rng: np.random.Generator) -> np.ndarray:

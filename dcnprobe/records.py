@@ -15,6 +15,12 @@ readable up to its last complete line; readers ignore a torn last line. A line t
 not a record (a disk error, a second writer, garbage bytes) is skipped and counted, never
 the end of the run: `parse_record` says which lines fit.
 
+Beside the record, the writer keeps `batches.f64`: every batch record's standard fields
+(BATCH_COLUMNS) as one row of little-endian float64, appended with its line. It is an
+index for readers of long runs (a million batches load in a fraction of a second instead
+of being parsed line by line); run.jsonl stays the record, and a reader uses the table
+only where it agrees with it (as many rows as batch lines).
+
 This module is the contract and its writer, light enough for the probed process (json
 and the standard library only); `dcnprobe.runs.read_run` loads a whole record into
 DataFrames for analysis, and `RecordFollower` follows one that is still growing.
@@ -26,7 +32,9 @@ header naming its rank; dcnprobe.distributed.reader reads them together.
 
 from __future__ import annotations
 
+import math
 import os
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -35,6 +43,7 @@ import orjson
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.jsonl"
+BATCH_TABLE = "batches.f64"
 
 HEADER = "header"
 BATCH = "batch"
@@ -130,6 +139,24 @@ COLUMNS: dict[str, dict[str, str]] = {
 
 _DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
 
+# The batch fields every reader needs, in the order of a row of BATCH_TABLE. A field a
+# loop adds of its own (`probe.end_batch(loss=...)`) is in run.jsonl only.
+BATCH_COLUMNS: tuple[str, ...] = (
+    "epoch", "batch", "step", "t", "data_wait", "to_device", "forward", "backward", "optimizer", "cache_clear",
+    "collective", "other", "total", "rss", "in_use", "py_blocks", "gc_s", "gc_gen2", "minflt", "majflt", "rows",
+)
+BATCH_ROW = struct.Struct(f"<{len(BATCH_COLUMNS)}d")
+
+
+def batch_row(record: dict[str, Any]) -> bytes:
+    """A batch record's row of BATCH_TABLE: NaN where a field is absent or not a number."""
+    values = []
+    for name in BATCH_COLUMNS:
+        value = record.get(name)
+        values.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and math.isfinite(value) else math.nan)
+    return BATCH_ROW.pack(*values)
+
 # What a record of each known type must hold to be read at all (field -> accepted types).
 # A line that parses but lacks these is damage (a second writer, a half-overwritten line),
 # not a record: readers skip and count it. Types not listed here need only a `type`.
@@ -168,12 +195,19 @@ class RunWriter:
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / RUN_FILE
         self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the run
+        self._table = None  # BATCH_TABLE, opened with the first batch
         self._lock = threading.Lock()
 
     def write(self, kind: str, record: dict[str, Any]) -> None:
         line = self._line(kind, record)
+        row = batch_row(record) if kind == BATCH else None
         with self._lock:
             self._append(line)
+            if row is not None and not self._file.closed:
+                if self._table is None:
+                    self._table = open(self.directory / BATCH_TABLE, "ab")  # noqa: SIM115 - lives as long as the run
+                self._table.write(row)
+                self._table.flush()
 
     def write_footer(self, status: str, **fields: Any) -> None:
         """The last line of a run, then the file is closed. Written once: a second call
@@ -181,12 +215,17 @@ class RunWriter:
         line = self._line(FOOTER, {"status": status, **fields})
         with self._lock:
             self._append(line)
-            self._file.close()
+            self._close_files()
 
     def close(self) -> None:
         with self._lock:
-            if not self._file.closed:
-                self._file.close()
+            self._close_files()
+
+    def _close_files(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self._table is not None and not self._table.closed:
+            self._table.close()
 
     @staticmethod
     def _line(kind: str, record: dict[str, Any]) -> bytes:

@@ -24,7 +24,8 @@ def test_round_trip(tmp_path):
     run = read_run(tmp_path)
     assert run.status == "ok" and run.settings == {"num_workers": 2}
     assert run.batches["total"].tolist() == pytest.approx([0.1, 0.2, 0.3])
-    assert run.batches["auc"].isna().all()  # NaN was written as null
+    assert "auc" not in run.batches  # a loop's own field: in the record, read with extra_fields
+    assert read_run(tmp_path, extra_fields=True).batches["auc"].isna().all()  # NaN was written as null
     assert run.samples.loc[0, "workers_rss"] == 30 and run.samples.loc[0, "workers_uss"] == 11
     assert sorted(run.workers["pid"]) == [7, 8]
 
@@ -82,7 +83,8 @@ def test_background_samples_beyond_the_limit_are_thinned_evenly(tmp_path, monkey
     writer.close()
     run = read_run(tmp_path)
     assert run.samples_read == 35
-    assert run.samples["t"].tolist() == [0.0, 4.0, 8.0, 12.0, 16.0, 20.0, 24.0, 28.0, 32.0]
+    # 20 held at sample 19: every other one dropped, then every second sample read.
+    assert run.samples["t"].tolist() == [float(t) for t in range(0, 35, 2)]
     assert run.workers["rss"].tolist() == run.samples["main_rss"].tolist()
 
 
@@ -209,3 +211,34 @@ def test_follower_skips_lines_that_are_not_records_and_restarts_on_a_new_file(tm
     assert [r["type"] for r in follower.read()] == ["header", "batch"] and follower.skipped == 2
     path.write_text('{"type":"header","schema":1,"new":true}\n')  # a new run in the same place
     assert follower.read() == [{"type": "header", "schema": 1, "new": True}]
+
+
+def test_batches_come_from_the_writer_s_table_only_where_it_agrees_with_the_record(tmp_path):
+    from dcnprobe.records import BATCH_TABLE
+
+    write_run(tmp_path, batches=5, footer=False)
+    assert (tmp_path / BATCH_TABLE).stat().st_size > 0
+    from_table = read_run(tmp_path).batches
+    from_lines = read_run(tmp_path, extra_fields=True).batches
+    assert from_table["total"].tolist() == pytest.approx(from_lines["total"].tolist())
+    assert from_table["epoch"].dtype.kind == "i" and from_table["total"].dtype.name == "float32"
+    # A table that disagrees with the record (one row short, as if the writer died between
+    # the line and the row) is not used: the batches come from the lines.
+    table = (tmp_path / BATCH_TABLE).read_bytes()
+    (tmp_path / BATCH_TABLE).write_bytes(table[: len(table) * 4 // 5])
+    assert len(read_run(tmp_path).batches) == 5
+    # ... nor is one whose rows are not what the writer wrote.
+    (tmp_path / BATCH_TABLE).write_bytes(b"\xff" * len(table))
+    assert read_run(tmp_path).batches["total"].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_a_batch_line_torn_by_a_crash_is_not_counted_against_the_table(tmp_path, monkeypatch):
+    from dcnprobe import runs
+
+    path = write_run(tmp_path, batches=4, footer=False)
+    with open(path, "a") as f:
+        f.write('{"type":"batch","epoch":1,"batch":4,"to')  # killed mid-write: no row either
+    used = []
+    monkeypatch.setattr(runs, "batch_frame", lambda columns, real=runs.batch_frame: used.append(1) or real(columns))
+    run = read_run(tmp_path)
+    assert run.truncated and len(run.batches) == 4 and used == [1]  # one frame: the table's

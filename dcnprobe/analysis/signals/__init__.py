@@ -73,7 +73,9 @@ class Signals:
 
 
 def measure(run: Run, threshold: float = th.DEFAULT_THRESHOLD) -> Signals:
-    batches = run.batches.sort_values("step") if "step" in run.batches else run.batches
+    batches = run.batches
+    if "step" in batches and not batches["step"].is_monotonic_increasing:
+        batches = batches.sort_values("step")
     steady = steady_batches(batches)
     epochs = epoch_signals(run, batches, steady)
     timing = compare_epochs(steady, threshold)

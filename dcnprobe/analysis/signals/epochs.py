@@ -82,8 +82,14 @@ def steady_batches(batches: pd.DataFrame) -> pd.DataFrame:
     """Batches after each epoch's warm-up."""
     if batches.empty:
         return batches
-    parts = [group.iloc[warmup_batches(len(group)):] for _, group in batches.groupby("epoch", sort=True)]
-    return pd.concat(parts) if parts else batches.iloc[0:0]
+    epochs = batches["epoch"].to_numpy()
+    keep = np.ones(len(batches), dtype=bool)
+    for epoch in np.unique(epochs):
+        rows = np.flatnonzero(epochs == epoch)
+        keep[rows[:warmup_batches(len(rows))]] = False
+    # One boolean selection (a single copy), in epoch order as before.
+    steady = batches[keep]
+    return steady if steady["epoch"].is_monotonic_increasing else steady.sort_values("epoch", kind="stable")
 
 
 def epoch_signals(run: Run, batches: pd.DataFrame, steady: pd.DataFrame) -> tuple[EpochSignal, ...]:
