@@ -36,6 +36,10 @@ class ModelConfig:
     # Small initial weights keep the exponential cross network's products near 1 at the
     # start: with unit-variance weights its activations grow by a power per layer.
     init_std: float = 0.05
+    # False: the published DCNv3 alone (the two cross networks' logits averaged, no deep
+    # branch, no gate), the architecture of FuxiCTR's DCNv3 that the reference benchmark
+    # compares the trainer's step with. Its output reports a gate of 1 (all DCNv3).
+    gated: bool = True
 
 
 class ModelOutput(NamedTuple):
@@ -54,13 +58,17 @@ class GatedDCNv3(nn.Module):
         width = self.embedding.num_fields * config.embedding_dim
         self.ecn = CrossNetwork(width, config.cross_layers, config.dropout, kind="exponential")
         self.lcn = CrossNetwork(width, config.cross_layers, config.dropout, kind="linear")
-        self.deep = MLP(width, config.deep_layers, config.dropout)
-        self.gate = MLP(width, (config.gate_hidden,), dropout=0.0)
+        # Built last, so that the layers both architectures share draw the same initial
+        # numbers from the same seed.
+        self.deep = MLP(width, config.deep_layers, config.dropout) if config.gated else None
+        self.gate = MLP(width, (config.gate_hidden,), dropout=0.0) if config.gated else None
 
     def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> ModelOutput:
         e = self.embedding(categorical, numeric).flatten(1)
         z_ecn, z_lcn = self.ecn(e), self.lcn(e)
         z_dcnv3 = 0.5 * (z_ecn + z_lcn)
+        if self.deep is None:
+            return ModelOutput(z_dcnv3, torch.ones_like(z_dcnv3), z_ecn, z_lcn, torch.zeros_like(z_dcnv3))
         z_deep = self.deep(e).squeeze(-1)
         g = torch.sigmoid(self.gate(e).squeeze(-1))
         return ModelOutput(g * z_dcnv3 + (1 - g) * z_deep, g, z_ecn, z_lcn, z_deep)
