@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from dcnprobe.model.layers import MLP, CrossNetwork, FusedEmbedding
+from dcnprobe.model.layers import MLP, CrossNetwork, FusedEmbedding, paired_cross
 from torch import nn
 
 
@@ -65,7 +65,7 @@ class GatedDCNv3(nn.Module):
 
     def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> ModelOutput:
         e = self.embedding(categorical, numeric).flatten(1)
-        z_ecn, z_lcn = self.ecn(e), self.lcn(e)
+        z_ecn, z_lcn = paired_cross(self.ecn, self.lcn, e)
         z_dcnv3 = 0.5 * (z_ecn + z_lcn)
         if self.deep is None:
             return ModelOutput(z_dcnv3, torch.ones_like(z_dcnv3), z_ecn, z_lcn, torch.zeros_like(z_dcnv3))
@@ -81,10 +81,15 @@ def smooth_labels(labels: torch.Tensor, smoothing: float) -> torch.Tensor:
 
 def training_loss(out: ModelOutput, labels: torch.Tensor, smoothing: float, tri_bce: bool) -> torch.Tensor:
     target = smooth_labels(labels, smoothing)
-    loss = F.binary_cross_entropy_with_logits(out.logit, target)
-    if tri_bce:
-        for aux_logit in (out.ecn, out.lcn):
-            aux = F.binary_cross_entropy_with_logits(aux_logit, target)
-            # Weight = how much worse the branch is than the whole: zero once it catches up.
-            loss = loss + aux * torch.clamp(aux - loss, min=0.0)
+    if not tri_bce:
+        return F.binary_cross_entropy_with_logits(out.logit, target)
+    # The three BCE terms (mixed, ECN, LCN) in one pass over a [3, B] stack.
+    logits = torch.stack([out.logit, out.ecn, out.lcn])
+    terms = F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none").mean(dim=1)
+    loss = terms[0]
+    for aux in (terms[1], terms[2]):
+        # Weight = how much worse the branch is than the whole: zero once it catches up.
+        # As from the start, the LCN's weight is measured against the loss that already
+        # includes the ECN's term (FuxiCTR weighs both against the mixed loss alone).
+        loss = loss + aux * torch.clamp(aux - loss, min=0.0)
     return loss
