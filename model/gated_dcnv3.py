@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from dcnprobe.model.layers import MLP, CrossNetwork, FusedEmbedding, paired_cross
+from dcnprobe.model.layers import MLP, CrossNetwork, FusedEmbedding, mlps_on_one_input, paired_cross
 from torch import nn
 
 
@@ -69,8 +69,8 @@ class GatedDCNv3(nn.Module):
         z_dcnv3 = 0.5 * (z_ecn + z_lcn)
         if self.deep is None:
             return ModelOutput(z_dcnv3, torch.ones_like(z_dcnv3), z_ecn, z_lcn, torch.zeros_like(z_dcnv3))
-        z_deep = self.deep(e).squeeze(-1)
-        g = torch.sigmoid(self.gate(e).squeeze(-1))
+        z_deep, z_gate = (z.squeeze(-1) for z in mlps_on_one_input(e, self.deep, self.gate))
+        g = torch.sigmoid(z_gate)
         return ModelOutput(g * z_dcnv3 + (1 - g) * z_deep, g, z_ecn, z_lcn, z_deep)
 
 

@@ -116,13 +116,20 @@ def _dropout_masks(first: nn.Dropout, second: nn.Dropout, layers: int, like: tor
     if not first.training or (first.p == 0 and second.p == 0):
         return None
     masks = like.new_empty(layers, 2, *like.shape)
-    for net, dropout in enumerate((first, second)):
-        keep = 1.0 - dropout.p
+    keeps = [1.0 - first.p, 1.0 - second.p]
+    for net, keep in enumerate(keeps):
         for layer in range(layers):
             if keep == 1.0:
                 masks[layer, net].fill_(1.0)  # F.dropout(p=0) draws nothing
             else:
-                masks[layer, net].bernoulli_(keep).div_(keep)
+                masks[layer, net].bernoulli_(keep)
+    # 0/1 into 0 and 1/keep, as F.dropout scales; one division for all masks when both
+    # networks keep the same share (the model's case), which is the same per element.
+    if keeps[0] == keeps[1]:
+        masks.div_(keeps[0])
+    else:
+        for net, keep in enumerate(keeps):
+            masks[:, net].div_(keep)
     return masks
 
 
@@ -140,3 +147,18 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def mlps_on_one_input(x: torch.Tensor, *mlps: MLP) -> list[torch.Tensor]:
+    """[mlp(x) for mlp in mlps], with their first Linear layers as one matmul (their
+    weights concatenated) and one ReLU; each MLP's remaining blocks then run on its slice.
+    The same maths (sums may run in another order), and the same dropout draws in the
+    same order, as calling the MLPs one after the other."""
+    firsts = [mlp.net[0] for mlp in mlps]
+    if any(len(mlp.net) < 2 or not isinstance(mlp.net[1], nn.ReLU) for mlp in mlps):
+        raise ValueError("mlps_on_one_input needs MLPs with a hidden layer (Linear, ReLU, ...)")
+    weight = torch.cat([first.weight for first in firsts])
+    bias = torch.cat([first.bias for first in firsts])
+    hidden = torch.relu(F.linear(x, weight, bias))
+    slices = hidden.split([first.out_features for first in firsts], dim=-1)
+    return [mlp.net[2:](part) for mlp, part in zip(mlps, slices)]

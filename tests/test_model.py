@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from dcnprobe.model.gated_dcnv3 import GatedDCNv3, ModelConfig, training_loss
-from dcnprobe.model.layers import CrossNetwork, paired_cross
+from dcnprobe.model.layers import MLP, CrossNetwork, mlps_on_one_input, paired_cross
 
 VOCAB = (5, 7, 11)
 
@@ -144,3 +144,17 @@ def test_ungated_model_is_the_published_dcnv3_with_the_same_initial_cross_layers
     out = plain.eval()(*batch()[:2])
     torch.testing.assert_close(out.logit, 0.5 * (out.ecn + out.lcn))
     assert torch.all(out.gate == 1)
+
+
+def test_mlps_on_one_input_is_each_mlp_in_turn():
+    torch.manual_seed(0)
+    deep, gate = MLP(10, (16, 8), dropout=0.4), MLP(10, (4,), dropout=0.0)
+    x = torch.randn(32, 10)
+    torch.manual_seed(5)
+    separate = [deep(x), gate(x)]
+    torch.manual_seed(5)
+    together = mlps_on_one_input(x, deep, gate)
+    for got, want in zip(together, separate):
+        torch.testing.assert_close(got, want)
+    with pytest.raises(ValueError, match="hidden layer"):
+        mlps_on_one_input(x, MLP(10, (), dropout=0.0))
