@@ -8,9 +8,9 @@ it is copied here: the model class is loaded from a FuxiCTR checkout named by
 DCNPROBE_FUXICTR_DCNV3 (the `model_zoo/DCNv3` folder), and without the package or that
 folder every measure here is skipped with one line.
 
-Both sides train the same architecture on the same rows: 16 categorical and 8 numeric
-fields of the default synthetic data, embedding dim 8, 3 + 3 cross layers (exponential
-and linear, layer norm, no batch norm, one head), the preset's dropout and learning rate,
+Both sides train the same architecture on the same rows: the default synthetic data's 16
+categorical and 8 numeric fields, embedding dim 8, 3 + 3 cross layers (exponential and
+linear, layer norm, no batch norm, one head), the preset's dropout and learning rate,
 AdamW, Tri-BCE, clip norm, batch 4096, 2 intra-op threads.
 
 - Ours is the real trainer: `fit()` with the default loader (batched, num_workers=0),
@@ -44,7 +44,7 @@ import numpy as np
 import torch
 from dcnprobe.benchmarks.timing import WARMUP_BATCHES, batch_times, paired_ratio
 from dcnprobe.model.data.loader import EpochBatchSampler
-from dcnprobe.model.data.source import DEFAULT_DATA, load_data
+from dcnprobe.model.data.source import load_data
 from dcnprobe.model.data.table import CTRData
 from dcnprobe.model.gated_dcnv3 import ModelConfig
 from dcnprobe.model.presets import PRESETS, Hyperparams
@@ -53,6 +53,10 @@ from dcnprobe.model.trainer import TrainJob
 from dcnprobe.settings import Settings
 
 SOURCE_ENV = "DCNPROBE_FUXICTR_DCNV3"
+# The default data's fields and vocabularies (16 categorical, 8 numeric), with 64 batches
+# of training rows and one of validation: each round's fit() validates, and validating
+# the default 131k rows would cost as much as the batches it times.
+DATA = "synthetic:train_rows=262144,val_rows=4096"
 INSTALL_HINT = "pip install -c constraints.txt -e '.[reference]'"
 THREADS = 2
 SETTINGS = Settings(device="cpu", num_workers=0, batch_size=4096, threads=THREADS)
@@ -204,9 +208,9 @@ def compare(contender: Contender, profile: str, reference: Reference | None = No
     reference = reference or load_reference()
     rounds, batches = ROUNDS[profile]
     hp = PRESETS[contender.preset]
-    data = load_data(DEFAULT_DATA)
+    data = load_data(DATA)
     job = TrainJob(settings=SETTINGS, preset=contender.preset, epochs=1, max_batches=batches,
-                   model=contender.model, checkpoints=False)
+                   model=contender.model, data=DATA, checkpoints=False)
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as workdir:
         theirs = build_fuxictr(reference, data, hp, SETTINGS.seed, Path(workdir))
