@@ -606,6 +606,7 @@ def test_a_process_that_is_not_python_is_one_line_and_exit_2(capsys):
 # -- one real attach -------------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a real 2.5 s window on a real run: 9 s; the default suite judges the rules on records
 def test_attach_to_a_real_run_with_a_worker_leak(tmp_path):
     """A training script started without dcnprobe, with persistent DataLoader workers that
     keep every sample they serve; attached through one of its workers for 2.5 s."""

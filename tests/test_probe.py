@@ -91,6 +91,7 @@ def test_watchdog_fires_once_after_the_limit_and_only_when_armed():
     assert fired == [(pytest.approx(5.1), 0.5)]
 
 
+@pytest.mark.slow  # a real run killed: 8 s; test_interrupts kills at random points, and test_records covers torn lines
 def test_sigkill_mid_epoch_keeps_every_record_up_to_the_kill(tmp_path, tiny_data):
     out = tmp_path / "run"
     proc = subprocess.Popen(
