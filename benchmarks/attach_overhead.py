@@ -32,7 +32,7 @@ BATCH_SIZE = 1024
 def run(profile: str) -> dict[str, Any]:
     # Short epochs: the sides alternate often, so that the machine's drift hits both alike.
     epochs, batches = (16, 10) if profile == "quick" else (64, 10)
-    from dcnprobe.attach.contract import AttachConfig, launch_env
+    from dcnprobe.contract import AttachConfig, launch_env
 
     with tempfile.TemporaryDirectory() as out:
         # One intra-op thread, applied from outside like any setting: on a shared 2-core

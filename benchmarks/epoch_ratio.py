@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 from dcnprobe.analysis.signals import measure, steady_batches
-from dcnprobe.analysis.stats import ratio_ci
 from dcnprobe.cli.train import builtin_command
 from dcnprobe.harness import TrialSpec, run_trial
-from dcnprobe.records import read_run
+from dcnprobe.ratios import ratio_ci
+from dcnprobe.runs import read_run
 from dcnprobe.settings import Settings
 
 MB = 1 << 20
@@ -34,8 +34,8 @@ def epoch_ratio(faults: tuple[str, ...] = (), max_batches: int = 100, data: str 
     # The median ratio itself, whichever statistic the analysis chose to report.
     first, second = (steady.loc[steady["epoch"] == e, "total"].to_numpy() for e in (1, 2))
     ratio, low, high = ratio_ci(first, second, "median")
-    outside = {int(e): round(v, 3) for e, v in signals.outside_load.items()}
-    return {"value": ratio, "unit": "ratio", "interval": [low, high], "contended": bool(signals.contended),
+    outside = {int(e): round(v, 3) for e, v in signals.contention.outside_load.items()}
+    return {"value": ratio, "unit": "ratio", "interval": [low, high], "contended": bool(signals.contention.contended),
             "detail": {"outside_load_by_epoch": outside, "status": result.status, "faults": list(faults),
                        "cause": result.cause, "stopped": result.stopped, "batches": [len(first), len(second)]}}
 
@@ -49,7 +49,7 @@ def memory_growth(max_batches: int = 100, epochs: int = 4) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as out:
         run_trial(spec, Path(out))
         run = read_run(out)
-    memory = run.memory[run.memory["in_loop"].astype(bool)].dropna(subset=["workers_uss"])
+    memory = run.samples[run.samples["in_loop"].astype(bool)].dropna(subset=["workers_uss"])
     main = run.batches.groupby("epoch")["in_use"].median()
     workers = memory.groupby("epoch")["workers_uss"].median()
     steady = [e for e in main.index if e >= 2]

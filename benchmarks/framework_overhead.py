@@ -30,7 +30,7 @@ FEATURES, HIDDEN, BATCH_SIZE = 64, 512, 256  # about 10 ms a batch on one core: 
 
 
 def measure(framework: str, epochs: int, batches: int) -> dict[str, Any]:
-    from dcnprobe.attach.contract import AttachConfig, launch_env
+    from dcnprobe.contract import AttachConfig, launch_env
 
     with tempfile.TemporaryDirectory() as out:
         config = AttachConfig(run_dir=out, settings={"threads": "1"})

@@ -17,7 +17,7 @@ from dcnprobe.analysis.signals import steady_batches
 from dcnprobe.probe import Probe
 from dcnprobe.profiling.session import EpochProfiler
 from dcnprobe.profiling.torch_capture import TorchCapture
-from dcnprobe.records import read_run
+from dcnprobe.runs import read_run
 from dcnprobe.settings import Settings
 
 PLAN = {2: ("pyspy",), 4: ("memray",), 6: ("torch",)}

@@ -47,6 +47,7 @@ def _groups() -> dict[str, Group]:
         epoch_ratio,
         overhead,
         profiler_overhead,
+        reference,
         throughput,
     )
 
@@ -54,6 +55,8 @@ def _groups() -> dict[str, Group]:
         "epoch": Group(epoch_ratio.run, ("quick", "full"), {"epoch_ratio": epoch_ratio.measure_ratio}),
         "overhead": Group(overhead.run, ("quick", "full"), {"probe_overhead": overhead.measure_overhead}),
         "throughput": Group(throughput.run, ("quick", "full"), {"step_vs_compute": throughput.step_vs_compute}),
+        "reference": Group(reference.run, ("quick", "full"),
+                           {"trainer_vs_fuxictr": reference.measure_same_architecture}),
         "profilers": Group(profiler_overhead.run, ("full",)),
         "confusion": Group(confusion.run, ("full",)),
         "attach": Group(attach_overhead.run, ("full",), {"attach_overhead": attach_overhead.measure_attach}),
@@ -155,6 +158,9 @@ def summary(results: dict[str, Any], rows: list[Row], baseline: dict[str, Any], 
         if table:
             lines += ["", table]
     for measure, entry in results.items():
+        if entry.get("skipped"):
+            lines += ["", f"Note: {measure} skipped: {entry['skipped']}"]
+    for measure, entry in results.items():
         first = entry.get("detail", {}).get("first_try")
         if first:
             lines += ["", f"Note: {measure} was measured twice; the first run was unsure ({first})."]
@@ -164,7 +170,8 @@ def summary(results: dict[str, Any], rows: list[Row], baseline: dict[str, Any], 
             shares = " / ".join(f"{load:.0%}" for load in by_epoch.values())
             lines += ["", f"Note: {measure}: other work used {shares} of the CPUs in the epochs compared"
                           + (" (it changed between them)." if entry.get("contended") else ".")]
-    shared = sorted({(e["other_load"], e["seconds"]) for e in results.values() if (e.get("other_load") or 0) > SHARED})
+    shared = sorted({(e["other_load"], e["seconds"]) for e in results.values()
+                     if e["value"] is not None and (e.get("other_load") or 0) > SHARED})
     for load, seconds in shared:
         lines += ["", f"Note: other work used {load:.0%} of the CPUs during a {seconds:.0f} s group; "
                       "its ratios may reflect that, not the code."]

@@ -27,7 +27,7 @@ from torch import nn
 
 from dcnprobe.devices import resolve_device
 from dcnprobe.probe import Probe
-from dcnprobe.records import read_run
+from dcnprobe.runs import read_run
 from dcnprobe.settings import Settings
 
 

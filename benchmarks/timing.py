@@ -15,9 +15,8 @@ import numpy as np
 from dcnprobe.model.plugins import TrainerPlugin
 from dcnprobe.model.trainer import TrainJob, fit
 
-from dcnprobe.analysis.stats import BOOTSTRAP_SAMPLES, percentile_interval
-from dcnprobe.analysis.thresholds import CONFIDENCE
 from dcnprobe.hooks import ProbeLike
+from dcnprobe.ratios import BOOTSTRAP_SAMPLES, CONFIDENCE, percentile_interval
 
 WARMUP_BATCHES = 3  # allocator and cache warm-up at the start of every run
 

@@ -19,10 +19,11 @@ _EXPORTS = {
     "ProbeLike": "dcnprobe.hooks",
     "ProbeListener": "dcnprobe.hooks",
     "Probe": "dcnprobe.probe",
+    "warn_on_slowdown": "dcnprobe.launched",
     "DeviceBackend": "dcnprobe.devices",
     "backend_for": "dcnprobe.devices",
     "resolve_device": "dcnprobe.devices",
-    "read_run": "dcnprobe.records",
+    "read_run": "dcnprobe.runs",
     "analyze_run": "dcnprobe.analysis",
     # Loops with no DataLoader, probed from outside: "an epoch ends here". A no-op otherwise.
     "mark_epoch": "dcnprobe.attach.active",

@@ -22,14 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from dcnprobe.errors import UsageError
-from dcnprobe.settings import SETTING_NAMES, Settings, format_value
+from dcnprobe.settings import APPLIED_FROM_OUTSIDE, SETTING_NAMES, Settings, format_value
 
 PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_-]*)\}")
 OUT = "out"
-# Settings the attach applies to an unmodified script from outside. Any other setting
-# reaches a command only through a placeholder.
-APPLIED_FROM_OUTSIDE = ("num_workers", "persistent_workers", "pin_memory", "prefetch_factor", "start_method",
-                        "threads", "cache_clear")
 # Files hashed into a trial's cache key: a script's own directory, not a whole home folder.
 MAX_HASHED_FILES = 2000
 

@@ -5,8 +5,10 @@ with a message that says what is wrong and what to do. The CLI prints it on one 
 and exits with code 2; library callers can catch it.
 """
 
+from dcnprobe.contract import Exit
+
 
 class UsageError(Exception):
     """Bad input: printed as one line, exit code 2, never a traceback."""
 
-    exit_code = 2
+    exit_code = Exit.USAGE

@@ -17,9 +17,11 @@ uninstrumented and the probe's overhead can be measured from outside.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, TypeVar
+
+from dcnprobe.contract import Exit
 
 T = TypeVar("T")
 
@@ -29,6 +31,10 @@ DATA_WAIT = "data_wait"
 PHASES: tuple[str, ...] = ("to_device", "forward", "backward", "optimizer", "cache_clear")
 # A batch record carries every phase plus `other` (loop time outside any phase) and `total`.
 BATCH_TIMES: tuple[str, ...] = (DATA_WAIT, *PHASES, "other", "total")
+# Time blocked in collectives (DDP's gradient all-reduce, all_reduce, barrier, broadcast,
+# all_gather), apart from backward compute: an optional phase, recorded by the ranks of a
+# distributed run and absent elsewhere (records.COLUMNS[BATCH]).
+COLLECTIVE = "collective"
 
 
 class ProbeLike(Protocol):
@@ -66,6 +72,32 @@ class ProbeListener:
 
     def on_finish(self, status: str) -> None:
         pass
+
+
+class StopRun(SystemExit):
+    """Raised by a listener to end the run from the training thread as a clean exit:
+    `finally` blocks run, no traceback is printed, and the probe's footer gets `status`
+    and `reason` (the early warning under on_slowdown=stop: status `slow`)."""
+
+    def __init__(self, reason: str, status: str = "slow", code: int = Exit.SLOW) -> None:
+        super().__init__(code)
+        self.reason, self.status = reason, status
+
+
+# Who is told when a Probe is created in this process. A Probe only records; whoever
+# launched the process (the attach, started by `dcnprobe run` or a trial) registers here to
+# add what its launch asks for (the early warning, profilers, where to record) to any
+# Probe the script makes, without the probe importing any of it.
+_when_created: list[Callable[[Any], None]] = []
+
+
+def when_probe_created(callback: Callable[[Any], None]) -> None:
+    _when_created.append(callback)
+
+
+def probe_created(probe: Any) -> None:
+    for callback in tuple(_when_created):
+        callback(probe)
 
 
 _NO_PHASE = contextlib.nullcontext()

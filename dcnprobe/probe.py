@@ -12,6 +12,12 @@ run record, behind the five calls of dcnprobe.hooks. Works with any PyTorch loop
                 with probe.phase("optimizer"):
                     opt.step(); opt.zero_grad()
                 probe.end_batch()
+
+It records, and calls the listeners it is given; nothing else. It runs inside the user's
+process, so it imports only what recording needs (no pandas, matplotlib or analysis). The
+live early warning and the epoch profilers are listeners that whoever starts the run adds
+(dcnprobe.launched): `dcnprobe train`, the attach under `dcnprobe run` and the harness, or a
+script itself (`warn_on_slowdown(probe)`).
 """
 
 from __future__ import annotations
@@ -26,20 +32,17 @@ from typing import Any, TypeVar
 import torch
 
 from dcnprobe import environment, glibc
-from dcnprobe.analysis import DEFAULT_THRESHOLD
-from dcnprobe.analysis.stats import percentile
-from dcnprobe.attach.contract import ON_SLOWDOWN, AttachConfig
+from dcnprobe.contract import Exit
 from dcnprobe.devices import backend_for
 from dcnprobe.gcwatch import GcWatch
-from dcnprobe.hooks import PHASES, ProbeListener
-from dcnprobe.live.early_warning import EarlyWarning, SlowdownStop
+from dcnprobe.hooks import PHASES, ProbeListener, StopRun, probe_created
 from dcnprobe.processes import ProcessReader, own_faults
+from dcnprobe.ratios import percentile
 from dcnprobe.records import SCHEMA_VERSION, RunWriter
 from dcnprobe.sampler import DEFAULT_INTERVAL, DEFAULT_USS_EVERY, MemorySampler
 from dcnprobe.stall import (
     DEFAULT_STALL_FACTOR,
     DEFAULT_STALL_FLOOR_S,
-    STALL_EXIT_CODE,
     StallWatchdog,
     capture_stacks,
     kill_processes,
@@ -65,13 +68,10 @@ class Probe:
         clock: Callable[[], float] = time.perf_counter,
         sync_fn: Callable[[], None] | None = None,
         listeners: Iterable[ProbeListener] = (),
-        on_slowdown: str | None = "warn",
-        slowdown_threshold: float = DEFAULT_THRESHOLD,
+        max_batches: int | None = None,
     ) -> None:
         if on_stall not in ("exit", "record"):
             raise ValueError("on_stall must be 'exit' or 'record'")
-        if on_slowdown not in (*ON_SLOWDOWN, None):
-            raise ValueError(f"on_slowdown must be one of {', '.join(ON_SLOWDOWN)} or None")
         self.out_dir = Path(out_dir)
         self.device = torch.device(device)
         backend = backend_for(self.device)
@@ -100,34 +100,13 @@ class Probe:
         self._faults = (0, 0)
         self._finished = False
         self.listeners: list[ProbeListener] = list(listeners)
-        # Live early warning (dcnprobe.live.early_warning): None switches it off.
-        self.on_slowdown, self.slowdown_threshold = on_slowdown, slowdown_threshold
-        self._stopped_slow: str | None = None  # why the early warning ended the run
-        # Started by a launcher (dcnprobe run, a trial, profile-epoch): its config wins, so
-        # that a script using this API records where the launcher looks, with its options.
-        self.config = AttachConfig.from_env()
-        if self.config is not None:
-            self._configure(self.config)
+        self.max_batches = max_batches  # per pass over the loader, then the pass ends early
+        self._stopped: StopRun | None = None  # a listener ended the run
+        # A launcher in this process (the attach) may say where to record and add listeners.
+        probe_created(self)
 
     def add_listener(self, listener: ProbeListener) -> None:
         self.listeners.append(listener)
-
-    def _configure(self, config: AttachConfig) -> None:
-        self.out_dir = Path(config.run_dir)
-        if config.stall_after is not None:
-            self.watchdog.floor_s = config.stall_after
-        self.on_slowdown = config.on_slowdown
-        if config.sample_interval is not None:
-            self.sampler.interval = config.sample_interval
-        # A script using this API is left to it: the attach agent in this process (if
-        # any) stops measuring, so that nothing is counted twice.
-        from dcnprobe.attach.active import api_probe_created
-
-        api_probe_created(self)
-        if config.profile:
-            from dcnprobe.profiling.session import EpochProfiler
-
-            self.add_listener(EpochProfiler.from_config(config.profile))
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -137,6 +116,8 @@ class Probe:
         header = {
             "schema": SCHEMA_VERSION,
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            # Record time t is unix time t0_unix + t: ranks and exported traces share one clock.
+            "t0_unix": time.time(),
             "pid": os.getpid(),
             "argv": sys.argv,
             "device": str(self.device),
@@ -149,9 +130,6 @@ class Probe:
             **(info or {}),
         }
         self.writer.write("header", header)
-        if self.on_slowdown is not None:
-            self.add_listener(EarlyWarning(self.on_slowdown, self.out_dir, self._write_event,
-                                           threshold=self.slowdown_threshold, clock=self.clock))
         for listener in self.listeners:
             listener.on_start(header)
         self.gc.start()
@@ -169,8 +147,8 @@ class Probe:
         for listener in self.listeners:
             listener.on_finish(status)
         self._emit_sample(self.sampler.sample(with_uss=True))
-        if self._stopped_slow is not None:  # whatever the loop made of the SlowdownStop it saw
-            self._write_footer("slow", reason=self._stopped_slow)
+        if self._stopped is not None:  # whatever the loop made of the StopRun it saw
+            self._write_footer(self._stopped.status, reason=self._stopped.reason)
         else:
             self._write_footer(status)
 
@@ -217,10 +195,10 @@ class Probe:
         """Yield from the loader, timing how long each next() blocks (data_wait).
 
         The first batch's wait includes creating the iterator, which is where
-        non-persistent workers are started each epoch. A launcher's max_batches ends
-        the pass early, as it does for a script with the probe attached.
+        non-persistent workers are started each epoch. `max_batches` (a launcher's
+        bound) ends the pass early, as it does for a script with the probe attached.
         """
-        limit = self.config.max_batches if self.config is not None else None
+        limit = self.max_batches
         self.begin_pass()
         timer = self.timer
         timer.begin()
@@ -279,20 +257,23 @@ class Probe:
 
     def event(self, kind: str, **fields: Any) -> None:
         """A record of another kind than the probe's own (the attach's notes), stamped with t."""
-        self._write_event(kind, fields)
+        self.write_event(kind, fields)
 
     def phase(self, name: str) -> _Phase:
         return _Phase(self.timer, name)
 
     def end_batch(self, **fields: Any) -> None:
         times = self.timer.end()
+        # The batch's end, read before the bookkeeping below (a /proc read can take ms): a
+        # trace lays the batch out over [t - total, t], on the same clock as a profiler's.
+        now = self._now()
         minflt, majflt = own_faults()
         gc_seconds, gc_gen2 = self.gc.total_seconds(), self.gc.count[2]
         record = {
             "epoch": self.epoch,
             "batch": self.batch,
             "step": self.step,
-            "t": self._now(),
+            "t": now,
             **times,
             "rss": self.reader.rss(self.reader.pid),
             # At batch end the step's activations are freed: what glibc still hands out is
@@ -315,8 +296,8 @@ class Probe:
         try:
             for listener in self.listeners:
                 listener.on_batch(record)
-        except SlowdownStop as stop:
-            self._stopped_slow = stop.reason
+        except StopRun as stop:
+            self._stopped = stop
             raise
 
     # -- internals ---------------------------------------------------------------
@@ -334,7 +315,7 @@ class Probe:
         # checkpointing between epochs, whose memory use is of another kind).
         return {"epoch": self.epoch, "step": self.step, "in_loop": self._in_loop}
 
-    def _write_event(self, kind: str, record: dict[str, Any]) -> None:
+    def write_event(self, kind: str, record: dict[str, Any]) -> None:
         if self.writer is not None:
             self.writer.write(kind, {"t": self._now(), **record})
 
@@ -362,7 +343,7 @@ class Probe:
         if self.on_stall == "exit":
             self._write_footer("stalled", reason=f"no batch for {waited:.0f} s")
             kill_processes(workers)
-            os._exit(STALL_EXIT_CODE)
+            os._exit(Exit.STALLED)
 
 
 class _Phase:

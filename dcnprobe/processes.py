@@ -1,7 +1,8 @@
 """Memory and CPU figures for the training process and its DataLoader workers.
 
 Workers are the child processes running the same Python executable (forked or
-spawned); helpers such as a py-spy started by the probe itself are not. RSS is cheap
+spawned); helpers the probe starts itself are not: a py-spy (another executable), or a
+Python child started with `run_helper` (the early warning's analysis). RSS is cheap
 (one small /proc read); USS needs the kernel to walk page tables (milliseconds for a
 large process), so the sampler reads it less often.
 """
@@ -10,12 +11,33 @@ from __future__ import annotations
 
 import os
 import resource
+import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psutil
 
 _IS_LINUX = sys.platform.startswith("linux")
+_HELPERS: set[int] = set()  # this process's own helper children: never counted as workers
+
+
+def run_helper(argv: Sequence[str], *, timeout: float, env: Mapping[str, str] | None = None
+               ) -> subprocess.CompletedProcess:
+    """Run a helper process of the probe's own to its end, its output captured. While it
+    runs it is a child of the training process, but not one of its DataLoader workers."""
+    child = subprocess.Popen(list(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             env=None if env is None else dict(env))
+    _HELPERS.add(child.pid)
+    try:
+        out, err = child.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        child.kill()
+        out, err = child.communicate()
+        raise
+    finally:
+        _HELPERS.discard(child.pid)
+    return subprocess.CompletedProcess(child.args, child.returncode, out, err)
 
 
 class ProcessReader:
@@ -30,6 +52,8 @@ class ProcessReader:
     def worker_pids(self) -> list[int]:
         pids = []
         for pid in self._child_pids():
+            if pid in _HELPERS:
+                continue
             proc = self.handle(pid)
             if proc is not None and (self._exe is None or _safe(proc.exe) == self._exe):
                 pids.append(pid)

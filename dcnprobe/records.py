@@ -13,26 +13,39 @@ Record types, in the order they appear (constants below; every field in `COLUMNS
 The attach adds record types of its own (validation passes, training passes, its notes:
 dcnprobe.attach.notes.COLUMNS); readers skip types they do not know.
 Every line is written whole and flushed at once, so a run killed at any moment is
-readable up to its last complete line; readers ignore a torn last line. `read_run`
-loads a whole record; `RecordFollower` follows one that is still growing.
+readable up to its last complete line; readers ignore a torn last line. A line that is
+not a record (a disk error, a second writer, garbage bytes) is skipped and counted, never
+the end of the run: `parse_record` says which lines fit.
+
+Beside the record, the writer keeps `batches.f64`: every batch record's standard fields
+(BATCH_COLUMNS) as one row of little-endian float64, appended with its line. It is an
+index for readers of long runs (a million batches load in a fraction of a second instead
+of being parsed line by line); run.jsonl stays the record, and a reader uses the table
+only where it agrees with it (as many rows as batch lines).
+
+This module is the contract and its writer, light enough for the probed process (json
+and the standard library only); `dcnprobe.runs.read_run` loads a whole record into
+DataFrames for analysis, and `RecordFollower` follows one that is still growing.
+
+A run with several processes (torchrun / DDP) holds one such record per rank,
+`RUN/rank0/run.jsonl`, `RUN/rank1/run.jsonl`, ... (dcnprobe.distributed.layout), each
+header naming its rank; dcnprobe.distributed.reader reads them together.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
+import struct
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from dcnprobe.errors import UsageError
+import orjson
 
 SCHEMA_VERSION = 1
 RUN_FILE = "run.jsonl"
+BATCH_TABLE = "batches.f64"
 
 HEADER = "header"
 BATCH = "batch"
@@ -59,11 +72,21 @@ COLUMNS: dict[str, dict[str, str]] = {
         "sample_interval": "seconds between memory samples", "phases": "phase names timed",
         "environment": "machine, versions, CPU count", "settings": "dcnprobe.settings.Settings as a dict",
         "batches_per_epoch": "batches in a pass, when the loop knows (optional)",
+        "t0_unix": "time.time() when the probe started: unix time of record time t is t0_unix + t",
+        # A rank of a distributed run (dcnprobe.distributed.layout; absent: rank 0 of 1).
+        "rank": "this process's rank", "world_size": "ranks in the run", "local_rank": "rank on its host",
+        "host": "hostname",
+        "attached": "true: the probe attached to a command dcnprobe ran; \"pid\": `dcnprobe attach PID` from outside "
+                    "(no batches; see dcnprobe.outside.record)",
+        "boundaries": "how batches and epochs were found (\"none\": not seen, attached from outside)",
+        "outside": "attach from outside: the run found (main pid, command, cwd, window; outside.record.OUTSIDE_HEADER)",
     },
     BATCH: {
         "epoch": "epoch, from 1", "batch": "batch within the epoch, from 0", "step": "batch over the run, from 0",
         "t": "when it ended", "data_wait": "blocked in next() on the loader", "to_device": "phase time",
         "forward": "phase time", "backward": "phase time", "optimizer": "phase time", "cache_clear": "phase time",
+        "collective": "blocked in collectives (DDP all-reduce, all_reduce, barrier, broadcast, all_gather), "
+                      "counted in no other phase; absent: no collectives",
         "other": "loop time outside any phase", "total": "the whole batch", "rss": "main-process RSS",
         "in_use": "glibc bytes in use at batch end", "py_blocks": "sys.getallocatedblocks()",
         "gc_s": "GC seconds during the batch", "gc_gen2": "generation-2 collections during the batch",
@@ -78,6 +101,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "in_loop": "sampled while batches were iterated (not validation)",
         "main_*": "main process: rss, uss, threads, cpu_user, cpu_system, ctx_involuntary, fds, minflt, majflt",
         "workers": "list: one main_*-like dict per DataLoader worker, with its pid",
+        "others": "attach from outside: the run's other child processes (role helper or other), main_*-like",
+        "attach_cpu_s": "attach from outside: CPU seconds of the attach and its py-spy (not other programs' load)",
+        "main_swap": "attach from outside, also per worker: bytes in swap (VmSwap)",
+        "main_ctx_voluntary": "attach from outside, also per worker: voluntary context switches",
+        "main_runqueue_wait_s": "attach from outside, also per worker: seconds its threads waited for a CPU",
         "sys_available": "system memory available", "swap_used": "swap in use",
         "swap_in": "bytes swapped in since boot", "swap_out": "bytes swapped out since boot",
         "machine_busy_s": "machine-wide busy CPU seconds", "cpu_freq_mhz": "mean clock frequency",
@@ -98,29 +126,71 @@ COLUMNS: dict[str, dict[str, str]] = {
         "ratio_ci": "[low, high] at 99% confidence (null for the time rule)", "threshold": "ratio called slow",
         "grew": "phase that added the most time per batch", "grew_s": "seconds per batch it added",
         "cause": "likely cause id (docs/causes.md), or null", "advice": "what to do", "action": "warn, stop or profile",
-        "message": "the line printed to stderr",
+        "message": "the line printed to stderr", "rank": "the rank that wrote it (distributed runs only)",
     },
     STALL: {
         "t": "when declared", "epoch": "epoch", "batch": "batch being waited for", "step": "steps done",
         "waited_s": "seconds without a finished batch", "median_batch_s": "recent median batch time",
         "workers": "worker pids", "stacks": "stack files written under DIR/stacks",
+        "seen_from": "\"outside\": found by `attach PID` (no CPU used, main stack unchanged; epoch and batch null)",
+        "waits_on": "attach from outside: [{pid, role}] of the process(es) the run waits on",
     },
     FOOTER: {
         "status": "one of FOOTER_STATUSES", "t": "when the run ended", "epochs": "epochs begun",
         "steps": "batches done", "reason": "why the probe ended the run (status slow or stalled)",
+        "observed_s": "attach from outside: seconds watched", "ended_by": "attach from outside: window or exited",
     },
 }
 
 
-def _clean(value: Any) -> Any:
-    """NaN and infinities become null: the file stays strict JSON for any reader."""
-    if isinstance(value, float) and not math.isfinite(value):
+_DUMP_OPTIONS = orjson.OPT_SERIALIZE_NUMPY | orjson.OPT_NON_STR_KEYS
+
+# The batch fields every reader needs, in the order of a row of BATCH_TABLE. A field a
+# loop adds of its own (`probe.end_batch(loss=...)`) is in run.jsonl only.
+BATCH_COLUMNS: tuple[str, ...] = (
+    "epoch", "batch", "step", "t", "data_wait", "to_device", "forward", "backward", "optimizer", "cache_clear",
+    "collective", "other", "total", "rss", "in_use", "py_blocks", "gc_s", "gc_gen2", "minflt", "majflt", "rows",
+)
+BATCH_ROW = struct.Struct(f"<{len(BATCH_COLUMNS)}d")
+
+
+def batch_row(record: dict[str, Any]) -> bytes:
+    """A batch record's row of BATCH_TABLE: NaN where a field is absent or not a number."""
+    values = []
+    for name in BATCH_COLUMNS:
+        value = record.get(name)
+        values.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+                      and math.isfinite(value) else math.nan)
+    return BATCH_ROW.pack(*values)
+
+# What a record of each known type must hold to be read at all (field -> accepted types).
+# A line that parses but lacks these is damage (a second writer, a half-overwritten line),
+# not a record: readers skip and count it. Types not listed here need only a `type`.
+_NUMBER = (int, float)
+REQUIRED: dict[str, dict[str, tuple[type, ...]]] = {
+    HEADER: {"schema": (int,)},
+    BATCH: {"epoch": (int,), "total": _NUMBER},
+    MEMORY: {"t": _NUMBER},
+    LOOP_END: {"epoch": (int,)},
+    EPOCH: {"epoch": (int,)},
+    FOOTER: {"status": (str,)},
+}
+
+
+def parse_record(line: bytes | str) -> dict[str, Any] | None:
+    """One line of a record as a dict, or None when it is not a record that fits the schema:
+    not JSON, not an object, no `type`, or a known type without its required fields."""
+    try:
+        record = orjson.loads(line)
+    except orjson.JSONDecodeError:
         return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    return value
+    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+        return None
+    for name, kinds in REQUIRED.get(record["type"], {}).items():
+        value = record.get(name)
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return None
+    return record
 
 
 class RunWriter:
@@ -130,13 +200,20 @@ class RunWriter:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / RUN_FILE
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - lives as long as the run
+        self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the run
+        self._table = None  # BATCH_TABLE, opened with the first batch
         self._lock = threading.Lock()
 
     def write(self, kind: str, record: dict[str, Any]) -> None:
         line = self._line(kind, record)
+        row = batch_row(record) if kind == BATCH else None
         with self._lock:
             self._append(line)
+            if row is not None and not self._file.closed:
+                if self._table is None:
+                    self._table = open(self.directory / BATCH_TABLE, "ab")  # noqa: SIM115 - lives as long as the run
+                self._table.write(row)
+                self._table.flush()
 
     def write_footer(self, status: str, **fields: Any) -> None:
         """The last line of a run, then the file is closed. Written once: a second call
@@ -144,21 +221,28 @@ class RunWriter:
         line = self._line(FOOTER, {"status": status, **fields})
         with self._lock:
             self._append(line)
-            self._file.close()
+            self._close_files()
 
     def close(self) -> None:
         with self._lock:
-            if not self._file.closed:
-                self._file.close()
+            self._close_files()
+
+    def _close_files(self) -> None:
+        if not self._file.closed:
+            self._file.close()
+        if self._table is not None and not self._table.closed:
+            self._table.close()
 
     @staticmethod
-    def _line(kind: str, record: dict[str, Any]) -> str:
-        return json.dumps({"type": kind, **_clean(record)}, separators=(",", ":"), default=str)
+    def _line(kind: str, record: dict[str, Any]) -> bytes:
+        # orjson writes NaN and infinities as null, numpy scalars as numbers, and is fast
+        # enough to sit in a training loop; `default=str` keeps anything else readable.
+        return orjson.dumps({"type": kind, **record}, default=str, option=_DUMP_OPTIONS) + b"\n"
 
-    def _append(self, line: str) -> None:
+    def _append(self, line: bytes) -> None:
         if self._file.closed:
             return
-        self._file.write(line + "\n")
+        self._file.write(line)
         self._file.flush()
 
 
@@ -204,112 +288,10 @@ class RecordFollower:
         for line in lines:
             if not line.strip():
                 continue
-            try:
-                record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                record = None
-            if isinstance(record, dict):
+            record = parse_record(line)
+            if record is not None:
                 records.append(record)
             else:
                 self.skipped += 1
         self.started = self.started or bool(records)
         return records
-
-
-@dataclass
-class Run:
-    """A run record loaded into DataFrames."""
-
-    path: Path
-    header: dict[str, Any]
-    batches: pd.DataFrame
-    memory: pd.DataFrame
-    workers: pd.DataFrame  # long format: one row per (sample, worker)
-    epochs: pd.DataFrame
-    stalls: list[dict[str, Any]] = field(default_factory=list)
-    warnings: list[dict[str, Any]] = field(default_factory=list)
-    footer: dict[str, Any] | None = None
-    truncated: bool = False  # the last line was torn: the run died mid-write
-
-    @property
-    def status(self) -> str:
-        return self.footer["status"] if self.footer else "incomplete"
-
-    @property
-    def settings(self) -> dict[str, Any]:
-        return self.header.get("settings", {})
-
-
-def read_run(path: str | Path) -> Run:
-    """Load DIR/run.jsonl (or the file itself). Bad input is a one-line UsageError."""
-    path = Path(path)
-    file = path / RUN_FILE if path.is_dir() else path
-    if not file.is_file():
-        raise UsageError(f"no run record at {file} (expected a directory written by the probe)")
-    lines = file.read_text(encoding="utf-8", errors="replace").splitlines()
-    records, truncated = [], False
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            if number == len(lines):
-                truncated = True  # the process died while writing this line
-                break
-            raise UsageError(f"{file}: line {number} is corrupt") from None
-        if not isinstance(record, dict):
-            raise UsageError(f"{file}: line {number} is not a record (a JSON {type(record).__name__}, not an object)")
-        records.append(record)
-    if not records or records[0].get("type") != HEADER:
-        raise UsageError(f"{file}: not a dcnprobe run record (no header line)")
-    header = records[0]
-    version = header.get("schema")
-    if not isinstance(version, int) or version > SCHEMA_VERSION:
-        raise UsageError(
-            f"{file}: written with run-record schema {version}, this dcnprobe reads up to {SCHEMA_VERSION}; upgrade dcnprobe"
-        )
-    by_type: dict[str, list[dict[str, Any]]] = {}
-    for record in records[1:]:
-        by_type.setdefault(record.get("type", "?"), []).append(record)
-    samples = by_type.get(MEMORY, [])
-    footers = by_type.get(FOOTER, [])
-    return Run(
-        path=file,
-        header=header,
-        batches=_frame(by_type.get(BATCH, [])),
-        memory=_memory_frame(samples),
-        workers=_workers_frame(samples),
-        epochs=_frame(by_type.get(EPOCH, [])),
-        stalls=by_type.get(STALL, []),
-        warnings=by_type.get(WARNING, []),
-        footer=footers[-1] if footers else None,
-        truncated=truncated,
-    )
-
-
-def _frame(records: list[dict[str, Any]]) -> pd.DataFrame:
-    frame = pd.DataFrame.from_records(records)
-    return frame.drop(columns=["type"]) if "type" in frame else frame
-
-
-def _memory_frame(samples: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = []
-    for sample in samples:
-        row = {k: v for k, v in sample.items() if k not in ("type", "workers")}
-        workers = sample.get("workers") or []
-        row["workers"] = len(workers)
-        row["workers_rss"] = sum(w.get("rss") or 0 for w in workers)
-        uss = [w.get("uss") for w in workers]
-        row["workers_uss"] = sum(uss) if workers and all(u is not None for u in uss) else None
-        rows.append(row)
-    return pd.DataFrame.from_records(rows)
-
-
-def _workers_frame(samples: list[dict[str, Any]]) -> pd.DataFrame:
-    rows = [
-        {"t": s.get("t"), "epoch": s.get("epoch"), "step": s.get("step"), **w}
-        for s in samples
-        for w in s.get("workers") or []
-    ]
-    return pd.DataFrame.from_records(rows)

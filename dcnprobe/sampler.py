@@ -52,6 +52,10 @@ class MemorySampler:
 
     def sample(self, with_uss: bool = True) -> dict[str, Any]:
         reader = self.reader
+        # The workers first, then the loop's position: a worker started for the next epoch
+        # then always carries that epoch. The other way round, the slow reads in between
+        # (USS walks page tables) let a new epoch's workers be filed under the last epoch.
+        pids = reader.worker_pids()
         record: dict[str, Any] = {"t": self.clock(), **self.context()}
         main = reader.stats(reader.pid, with_uss) or {}
         record.update({f"main_{k}": v for k, v in main.items()})
@@ -69,7 +73,6 @@ class MemorySampler:
             record.update(self.gc_watch.snapshot())
         if self.live_tensors:
             record["live_tensors"] = _count_tensors()
-        pids = reader.worker_pids()
         reader.forget_others(pids)
         self.worker_pids = pids
         workers = []

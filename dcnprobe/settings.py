@@ -4,6 +4,12 @@ One frozen dataclass, spelled the same everywhere: CLI options (`--num-workers`)
 assignments (`num_workers=4`), run records, reports and bisect.json. Each field carries
 its own parser and help text, so the CLI, the bisect's `--bad/--good` and the record
 reader all accept exactly the same values and the defaults are written once, here.
+
+Each field also says how it reaches an unmodified script under `dcnprobe run -- CMD`
+(`Reach`): the attach rewrites DataLoader arguments, sets torch's threads, or clears
+caches at epoch ends; anything else only through a `{placeholder}` in the command. Every
+list of such settings (APPLIED_FROM_OUTSIDE, LOADER_ARGUMENTS, NEEDS_WORKERS) is derived
+from the fields.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
+from enum import Enum
 from typing import Any
 
 from dcnprobe.errors import UsageError
@@ -68,8 +75,20 @@ def _optional(parse: Callable[[str], Any]) -> Callable[[str], Any]:
     return parse_or_none
 
 
-def _setting(default: Any, parse: Callable[[str], Any], help: str) -> Any:
-    return field(default=default, metadata={"parse": parse, "help": help})
+class Reach(Enum):
+    """How a setting reaches an unmodified script (`dcnprobe run -- CMD`)."""
+
+    LOADER = "as a DataLoader argument, rewritten in every DataLoader the script builds"
+    THREADS = "as torch.set_num_threads in the training process"
+    CACHE_HOOK = "by the attach, clearing caches at epoch ends or every N optimizer steps"
+    PLACEHOLDER = "only through a {placeholder} in the command line"
+
+
+def _setting(default: Any, parse: Callable[[str], Any], help: str, *, reach: Reach = Reach.PLACEHOLDER,
+             loader_argument: str | None = None, needs_workers: tuple[Any, str] | None = None) -> Any:
+    """`needs_workers`: (its value that is fine with no workers, why others are not)."""
+    return field(default=default, metadata={"parse": parse, "help": help, "reach": reach,
+                                            "loader_argument": loader_argument, "needs_workers": needs_workers})
 
 
 @dataclass(frozen=True)
@@ -81,27 +100,36 @@ class Settings:
         _choice_parser(_DEVICE_RE, "auto, cpu, mps, cuda or cuda:N"),
         "auto (mps, else cuda, else cpu), cpu, mps, cuda or cuda:N",
     )
-    num_workers: int = _setting(0, _int_parser(0), "DataLoader worker processes (0: load in the main process)")
+    num_workers: int = _setting(0, _int_parser(0), "DataLoader worker processes (0: load in the main process)",
+                                reach=Reach.LOADER, loader_argument="num_workers")
     persistent_workers: bool = _setting(
-        False, _parse_bool, "keep DataLoader workers alive across epochs (needs num_workers > 0)"
+        False, _parse_bool, "keep DataLoader workers alive across epochs (needs num_workers > 0)",
+        reach=Reach.LOADER, loader_argument="persistent_workers",
+        needs_workers=(False, "there are no workers to keep alive"),
     )
     cache_clear: str = _setting(
         "never",
         _choice_parser(_CACHE_CLEAR_RE, "never, epoch or every:N"),
         "release cached memory: never, epoch, or every:N batches (CPU: gc.collect + malloc_trim)",
+        reach=Reach.CACHE_HOOK,
     )
-    pin_memory: bool = _setting(False, _parse_bool, "DataLoader pin_memory")
+    pin_memory: bool = _setting(False, _parse_bool, "DataLoader pin_memory", reach=Reach.LOADER,
+                                loader_argument="pin_memory")
     start_method: str | None = _setting(
         None,
         _optional(_choice_parser(re.compile(r"^(fork|spawn|forkserver)$"), "fork, spawn, forkserver or none")),
         "how DataLoader workers start: fork, spawn or forkserver (none: the platform's default, "
         "spawn on macOS, fork on Linux); several worker faults exist under only one of them",
+        reach=Reach.LOADER, loader_argument="multiprocessing_context",
+        needs_workers=(None, "there are no workers to start"),
     )
     prefetch_factor: int | None = _setting(
-        None, _int_parser(1, optional=True), "batches each worker loads ahead (needs num_workers > 0)"
+        None, _int_parser(1, optional=True), "batches each worker loads ahead (needs num_workers > 0)",
+        reach=Reach.LOADER, loader_argument="prefetch_factor", needs_workers=(None, "only workers prefetch"),
     )
     threads: int | None = _setting(
-        None, _int_parser(1, optional=True), "torch intra-op threads in the main process (none: torch's default)"
+        None, _int_parser(1, optional=True), "torch intra-op threads in the main process (none: torch's default)",
+        reach=Reach.THREADS,
     )
     loader: str = _setting(
         "batched",
@@ -116,14 +144,12 @@ class Settings:
         # Python is checked (and typed) by exactly the rules the command line uses.
         for f in fields(self):
             object.__setattr__(self, f.name, parse_value(f.name, format_value(getattr(self, f.name))))
-        if self.persistent_workers and self.num_workers == 0:
-            raise SettingsError(
-                "persistent_workers=true needs num_workers > 0 (there are no workers to keep alive)"
-            )
-        if self.prefetch_factor is not None and self.num_workers == 0:
-            raise SettingsError("prefetch_factor needs num_workers > 0 (only workers prefetch)")
-        if self.start_method is not None and self.num_workers == 0:
-            raise SettingsError("start_method needs num_workers > 0 (there are no workers to start)")
+        if self.num_workers == 0:
+            for name, (off, why) in _NEEDS_WORKERS_WHY.items():
+                value = getattr(self, name)
+                if value != off:
+                    described = f"{name}={format_value(value)}" if isinstance(value, bool) else name
+                    raise SettingsError(f"{described} needs num_workers > 0 ({why})")
 
     # -- conversions -------------------------------------------------------------------
 
@@ -164,6 +190,16 @@ class Settings:
 
 
 SETTING_NAMES: tuple[str, ...] = tuple(f.name for f in fields(Settings))
+REACH: dict[str, Reach] = {f.name: f.metadata["reach"] for f in fields(Settings)}
+# Settings the attach applies to an unmodified script from outside; the others reach a
+# command only through a placeholder.
+APPLIED_FROM_OUTSIDE: tuple[str, ...] = tuple(n for n in SETTING_NAMES if REACH[n] is not Reach.PLACEHOLDER)
+# Setting -> the DataLoader constructor argument it replaces.
+LOADER_ARGUMENTS: dict[str, str] = {f.name: f.metadata["loader_argument"] for f in fields(Settings)
+                                    if REACH[f.name] is Reach.LOADER}
+_NEEDS_WORKERS_WHY = {f.name: f.metadata["needs_workers"] for f in fields(Settings) if f.metadata["needs_workers"]}
+# Settings the DataLoader refuses without workers -> their value that needs none.
+NEEDS_WORKERS: dict[str, Any] = {name: off for name, (off, _) in _NEEDS_WORKERS_WHY.items()}
 
 
 def canonical_name(name: str) -> str:
@@ -207,6 +243,14 @@ def format_value(value: Any) -> str:
     if value is None:
         return "none"
     return str(value)
+
+
+def describe(values: Mapping[str, Any]) -> str:
+    """'num_workers=4, persistent_workers=true': the settings in `values` (a record's header
+    `settings`) that differ from their defaults, in field order."""
+    defaults = Settings()
+    return ", ".join(f"{name}={format_value(values[name])}" for name in SETTING_NAMES
+                     if name in values and values[name] != getattr(defaults, name))
 
 
 def cli_flag(name: str) -> str:

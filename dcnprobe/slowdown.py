@@ -28,8 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from dcnprobe.analysis.stats import ratio_ci, warmup_batches
-from dcnprobe.hooks import BATCH_TIMES
+from dcnprobe.hooks import BATCH_TIMES, COLLECTIVE
+from dcnprobe.ratios import ratio_ci, warmup_batches
 
 TIME_RULE_FLOOR_S = 30.0  # as long as the stall watchdog's floor: shorter waits are not evidence
 
@@ -39,7 +39,8 @@ CONFIDENCE = 0.99  # checked repeatedly: a wider interval than the verdict's 95%
 BOOTSTRAP_SAMPLES = 1000
 MAX_SAMPLE = 1024  # batches per side given to the bootstrap: bounds a check's cost on huge epochs
 DEFAULT_TIME_FACTOR = 2.0
-PHASE_NAMES = tuple(name for name in BATCH_TIMES if name != "total")
+# Every phase a batch record may carry: the optional collective wait (distributed runs) too.
+PHASE_NAMES = (*(name for name in BATCH_TIMES if name not in ("other", "total")), COLLECTIVE, "other")
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,6 @@ from pathlib import Path
 
 from dcnprobe.executables import find_tool
 
-STALL_EXIT_CODE = 3
 DEFAULT_STALL_FACTOR = 50.0
 DEFAULT_STALL_FLOOR_S = 30.0
 PY_SPY_TIMEOUT_S = 20

@@ -17,6 +17,13 @@ Planted faults (--fault), each a real way for later epochs to get slower:
     hang            from epoch 2, workers block for good after a few samples: the loop
                     waits forever on the loader (a stall; needs --workers > 0 to be a
                     worker's fault, else the main process blocks itself).
+    worker-leak     each DataLoader worker keeps a copy of every sample it serves, widened
+                    to 4 KB (a per-worker cache of decoded samples that is never read back
+                    nor evicted): worker memory grows with every batch, the work does not.
+                    New workers start empty each epoch; persistent workers keep growing.
+
+--log-batches FILE appends the wall-clock time at the end of each batch (one per line), so
+that what an observer costs the run can be measured from the run's own timestamps.
 
 It prints its own counts ("epoch 2: 64 batches") so that a record can be checked against them.
 """
@@ -26,14 +33,16 @@ from __future__ import annotations
 import argparse
 import multiprocessing
 import threading
+import time
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-FAULTS = ("worker-history", "history-scan", "hang")
+FAULTS = ("worker-history", "history-scan", "hang", "worker-leak")
 HANG_AFTER_SAMPLES = 200  # per worker, in the epoch the hang starts
 KEY_FIELDS = 12  # worker-history compares this many fields of each sample with its history
+LEAK_WIDTH = 32  # worker-leak keeps each sample repeated this many times: 32 x 32 floats = 4 KB
 
 
 class Rows(Dataset):
@@ -49,6 +58,7 @@ class Rows(Dataset):
         self.epoch = multiprocessing.RawValue("i", 1)  # no lock: it has one writer, and fits any start method
         self.served = 0  # per process: each worker has its own copy
         self.history: list[list[float]] = []  # per worker: see --fault worker-history
+        self.kept: list[torch.Tensor] = []  # per worker: see --fault worker-leak
 
     def __len__(self) -> int:
         return len(self.x)
@@ -60,6 +70,8 @@ class Rows(Dataset):
             for field, value in enumerate(key):  # "served before?", field by field, against everything
                 sum(1 for seen in self.history if seen[field] == value)
             self.history.append(key)
+        elif self.fault == "worker-leak" and get_worker_info() is not None:
+            self.kept.append(x.repeat(LEAK_WIDTH))  # "cached", never read again
         elif self.fault == "hang" and self.epoch.value >= 2:
             self.served += 1
             if self.served > HANG_AFTER_SAMPLES:
@@ -89,6 +101,7 @@ def main() -> None:
     parser.add_argument("--fault", choices=FAULTS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu", help="cpu, cuda, mps: where the model runs (the data is served on the CPU)")
+    parser.add_argument("--log-batches", metavar="FILE", help="append each batch's end (wall-clock seconds) to FILE")
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
@@ -102,6 +115,8 @@ def main() -> None:
     predictions: list[float] = []
     labels: list[float] = []
     steps = 0
+    # Line-buffered: each batch's time reaches the file at once, for a reader measuring while we run.
+    batch_log = open(args.log_batches, "a", buffering=1) if args.log_batches else None  # noqa: SIM115
     for epoch in range(1, args.epochs + 1):
         dataset.epoch.value = epoch
         model.train()
@@ -120,6 +135,8 @@ def main() -> None:
                 scan_history(predictions, labels)
             batches += 1
             steps += 1
+            if batch_log is not None:
+                batch_log.write(f"{time.time():.6f}\n")
         print(f"epoch {epoch}: {batches} batches, loss {loss_sum / max(1, batches):.4f}", flush=True)
     print(f"done: {args.epochs} epochs, {steps} steps", flush=True)
 

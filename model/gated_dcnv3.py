@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
-from dcnprobe.model.layers import MLP, CrossNetwork, FusedEmbedding
+from dcnprobe.model.layers import MLP, CrossNetwork, FusedEmbedding, mlps_on_one_input, paired_cross
 from torch import nn
 
 
@@ -36,6 +36,10 @@ class ModelConfig:
     # Small initial weights keep the exponential cross network's products near 1 at the
     # start: with unit-variance weights its activations grow by a power per layer.
     init_std: float = 0.05
+    # False: the published DCNv3 alone (the two cross networks' logits averaged, no deep
+    # branch, no gate), the architecture of FuxiCTR's DCNv3 that the reference benchmark
+    # compares the trainer's step with. Its output reports a gate of 1 (all DCNv3).
+    gated: bool = True
 
 
 class ModelOutput(NamedTuple):
@@ -54,15 +58,19 @@ class GatedDCNv3(nn.Module):
         width = self.embedding.num_fields * config.embedding_dim
         self.ecn = CrossNetwork(width, config.cross_layers, config.dropout, kind="exponential")
         self.lcn = CrossNetwork(width, config.cross_layers, config.dropout, kind="linear")
-        self.deep = MLP(width, config.deep_layers, config.dropout)
-        self.gate = MLP(width, (config.gate_hidden,), dropout=0.0)
+        # Built last, so that the layers both architectures share draw the same initial
+        # numbers from the same seed.
+        self.deep = MLP(width, config.deep_layers, config.dropout) if config.gated else None
+        self.gate = MLP(width, (config.gate_hidden,), dropout=0.0) if config.gated else None
 
     def forward(self, categorical: torch.Tensor, numeric: torch.Tensor) -> ModelOutput:
         e = self.embedding(categorical, numeric).flatten(1)
-        z_ecn, z_lcn = self.ecn(e), self.lcn(e)
+        z_ecn, z_lcn = paired_cross(self.ecn, self.lcn, e)
         z_dcnv3 = 0.5 * (z_ecn + z_lcn)
-        z_deep = self.deep(e).squeeze(-1)
-        g = torch.sigmoid(self.gate(e).squeeze(-1))
+        if self.deep is None:
+            return ModelOutput(z_dcnv3, torch.ones_like(z_dcnv3), z_ecn, z_lcn, torch.zeros_like(z_dcnv3))
+        z_deep, z_gate = (z.squeeze(-1) for z in mlps_on_one_input(e, self.deep, self.gate))
+        g = torch.sigmoid(z_gate)
         return ModelOutput(g * z_dcnv3 + (1 - g) * z_deep, g, z_ecn, z_lcn, z_deep)
 
 
@@ -73,10 +81,15 @@ def smooth_labels(labels: torch.Tensor, smoothing: float) -> torch.Tensor:
 
 def training_loss(out: ModelOutput, labels: torch.Tensor, smoothing: float, tri_bce: bool) -> torch.Tensor:
     target = smooth_labels(labels, smoothing)
-    loss = F.binary_cross_entropy_with_logits(out.logit, target)
-    if tri_bce:
-        for aux_logit in (out.ecn, out.lcn):
-            aux = F.binary_cross_entropy_with_logits(aux_logit, target)
-            # Weight = how much worse the branch is than the whole: zero once it catches up.
-            loss = loss + aux * torch.clamp(aux - loss, min=0.0)
+    if not tri_bce:
+        return F.binary_cross_entropy_with_logits(out.logit, target)
+    # The three BCE terms (mixed, ECN, LCN) in one pass over a [3, B] stack.
+    logits = torch.stack([out.logit, out.ecn, out.lcn])
+    terms = F.binary_cross_entropy_with_logits(logits, target.expand_as(logits), reduction="none").mean(dim=1)
+    loss = terms[0]
+    for aux in (terms[1], terms[2]):
+        # Weight = how much worse the branch is than the whole: zero once it catches up.
+        # As from the start, the LCN's weight is measured against the loss that already
+        # includes the ECN's term (FuxiCTR weighs both against the mixed loss alone).
+        loss = loss + aux * torch.clamp(aux - loss, min=0.0)
     return loss

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -71,6 +72,67 @@ class CrossNetwork(nn.Module):
         return self.logit(x).squeeze(-1)
 
 
+def paired_cross(ecn: CrossNetwork, lcn: CrossNetwork, x0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ecn(x0), lcn(x0)) with the two networks' layers computed together: their inputs
+    stacked as [2, B, D], one batched matmul per layer for both weights, and every
+    elementwise op once for both, which halves the ops a step runs (and their backward).
+
+    The maths is CrossNetwork.forward's. Dropout draws the same random numbers in the
+    same order as running ecn and then lcn would (each network's layers in turn, as
+    F.dropout draws them: a Bernoulli(1 - p) mask divided by 1 - p), so a seed gives the
+    same masks; sums may run in another order (bmm, layer norm's affine applied after),
+    which moves results in the last bits only.
+    """
+    layers = len(ecn.weights)
+    if ecn.kind != "exponential" or lcn.kind != "linear" or len(lcn.weights) != layers:
+        raise ValueError("paired_cross takes an exponential and a linear network of equal depth")
+    masks = _dropout_masks(ecn.dropout, lcn.dropout, layers, x0)
+    x = x0.unsqueeze(0).expand(2, *x0.shape)
+    half = x0.shape[-1] // 2
+    for layer in range(layers):
+        weight = torch.stack([ecn.weights[layer].weight, lcn.weights[layer].weight])  # [2, D/2, D]
+        h = torch.bmm(x, weight.transpose(1, 2))  # [2, B, D/2]
+        norm_e, norm_l = ecn.norms[layer], lcn.norms[layer]
+        normed = F.layer_norm(h, (half,), eps=norm_e.eps)
+        gamma = torch.stack([norm_e.weight, norm_l.weight]).unsqueeze(1)
+        beta = torch.stack([norm_e.bias, norm_l.bias]).unsqueeze(1)
+        mask = torch.relu(torch.addcmul(beta, normed, gamma))
+        c = torch.cat([h, h * mask], dim=-1)
+        bias = torch.stack([ecn.biases[layer], lcn.biases[layer]]).unsqueeze(1)
+        # exponential: x_l * (c + b) + x_l;  linear: x_0 * (c + b) + x_l
+        base = torch.stack([x[0], x0]) if layer else x
+        x = torch.addcmul(x, base, c + bias)
+        if masks is not None:
+            x = x * masks[layer]
+    weight = torch.stack([ecn.logit.weight, lcn.logit.weight]).transpose(1, 2)  # [2, D, 1]
+    bias = torch.stack([ecn.logit.bias, lcn.logit.bias]).unsqueeze(1)  # [2, 1, 1]
+    logits = torch.baddbmm(bias, x, weight).squeeze(-1)
+    return logits[0], logits[1]
+
+
+def _dropout_masks(first: nn.Dropout, second: nn.Dropout, layers: int, like: torch.Tensor) -> torch.Tensor | None:
+    """[layers, 2, B, D] scaled keep-masks, drawn first network first, layer by layer, as
+    the two networks' own F.dropout calls would draw them; None when dropout is off."""
+    if not first.training or (first.p == 0 and second.p == 0):
+        return None
+    masks = like.new_empty(layers, 2, *like.shape)
+    keeps = [1.0 - first.p, 1.0 - second.p]
+    for net, keep in enumerate(keeps):
+        for layer in range(layers):
+            if keep == 1.0:
+                masks[layer, net].fill_(1.0)  # F.dropout(p=0) draws nothing
+            else:
+                masks[layer, net].bernoulli_(keep)
+    # 0/1 into 0 and 1/keep, as F.dropout scales; one division for all masks when both
+    # networks keep the same share (the model's case), which is the same per element.
+    if keeps[0] == keeps[1]:
+        masks.div_(keeps[0])
+    else:
+        for net, keep in enumerate(keeps):
+            masks[:, net].div_(keep)
+    return masks
+
+
 class MLP(nn.Module):
     """Linear -> ReLU -> Dropout blocks, then a linear output of width `out`."""
 
@@ -85,3 +147,18 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def mlps_on_one_input(x: torch.Tensor, *mlps: MLP) -> list[torch.Tensor]:
+    """[mlp(x) for mlp in mlps], with their first Linear layers as one matmul (their
+    weights concatenated) and one ReLU; each MLP's remaining blocks then run on its slice.
+    The same maths (sums may run in another order), and the same dropout draws in the
+    same order, as calling the MLPs one after the other."""
+    firsts = [mlp.net[0] for mlp in mlps]
+    if any(len(mlp.net) < 2 or not isinstance(mlp.net[1], nn.ReLU) for mlp in mlps):
+        raise ValueError("mlps_on_one_input needs MLPs with a hidden layer (Linear, ReLU, ...)")
+    weight = torch.cat([first.weight for first in firsts])
+    bias = torch.cat([first.bias for first in firsts])
+    hidden = torch.relu(F.linear(x, weight, bias))
+    slices = hidden.split([first.out_features for first in firsts], dim=-1)
+    return [mlp.net[2:](part) for mlp, part in zip(mlps, slices)]

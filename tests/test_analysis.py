@@ -17,18 +17,18 @@ def analyze(tmp_path, **kwargs):
 def test_clean_run_is_not_slow_and_names_no_cause(tmp_path):
     a = analyze(tmp_path)
     assert not a.slowdown
-    assert a.signals.ratio_ci[0] < 1.0 < a.signals.ratio_ci[1]
+    assert a.signals.timing.ratio_ci[0] < 1.0 < a.signals.timing.ratio_ci[1]
     assert a.top_cause == "none"
-    assert a.signals.change is None
+    assert a.signals.trend.change is None
 
 
 def test_step_slowdown_is_slow_with_phase_and_change_point(tmp_path):
     a = analyze(tmp_path, slowdown=1.6, slow_phase="backward")
     assert a.slowdown
-    assert a.signals.ratio == pytest.approx(1.6, rel=0.05)
-    assert a.signals.ratio_ci[0] > 1.2
-    assert a.signals.grew == "backward"
-    epoch, batch = a.signals.change_epoch_batch
+    assert a.signals.timing.ratio == pytest.approx(1.6, rel=0.05)
+    assert a.signals.timing.ratio_ci[0] > 1.2
+    assert a.signals.timing.grew == "backward"
+    epoch, batch = a.signals.trend.change_epoch_batch
     assert epoch == 2 and batch <= 8  # the warm-up of epoch 2 is skipped
 
 
@@ -38,9 +38,9 @@ def test_small_slowdown_under_the_threshold_is_not_slow(tmp_path):
 
 def test_ramp_in_the_loop_is_metric_accumulation(tmp_path):
     a = analyze(tmp_path, ramp_per_step=0.0008)
-    assert a.slowdown and a.signals.grew == "other"
+    assert a.slowdown and a.signals.timing.grew == "other"
     assert a.top_cause == "metric-accumulation"
-    assert a.signals.change.kind == "ramp"
+    assert a.signals.trend.change.kind == "ramp"
     assert "Most likely cause: metric-accumulation" in a.verdict
 
 
@@ -86,7 +86,7 @@ def test_workers_whose_work_grows_on_a_saturated_machine_are_named_whatever_phas
     # slows, while the loader never looks slow: the workers, not the loop's own code.
     a = analyze(tmp_path, workers=4, slowdown=1.5, slow_phase="backward",
                 worker_cpu_per_step={1: 0.005, 2: 0.035})
-    assert a.slowdown and a.signals.grew == "backward"
+    assert a.slowdown and a.signals.timing.grew == "backward"
     assert a.top_cause == "worker-memory-growth"
     assert "metric-accumulation" not in [c.id for c in a.causes]
     assert any("took cores from the main process" in e for e in a.causes[0].evidence)
@@ -164,13 +164,13 @@ def test_a_run_cut_short_by_a_kill_is_analysed(tmp_path):
 
 def test_one_epoch_only(tmp_path):
     a = analyze(tmp_path, epochs=1)
-    assert a.signals.ratio is None and not a.slowdown
+    assert a.signals.timing.ratio is None and not a.slowdown
     assert "Only one epoch" in a.verdict
 
 
 def test_too_few_batches_are_never_called_slow(tmp_path):
     a = analyze(tmp_path, batches=15, slowdown=2.0)
-    assert a.signals.ratio == pytest.approx(2.0, rel=0.1)
+    assert a.signals.timing.ratio == pytest.approx(2.0, rel=0.1)
     assert not a.slowdown
 
 
@@ -202,7 +202,7 @@ def test_in_loop_evaluation_every_k_batches_is_periodic_work_with_the_mean_ratio
     # Evaluation every k batches, k shrinking: 40 in epoch 1, 10 in epoch 2.
     a = analyze(tmp_path, batches=batches, burst_every={1: 40, 2: 10}, burst_s=0.3)
     assert a.top_cause == "periodic-work"
-    assert a.signals.ratio_stat == "mean" and a.signals.ratio > 1.15
+    assert a.signals.timing.ratio_stat == "mean" and a.signals.timing.ratio > 1.15
     assert a.signals.epochs[1].bursts.period == 10 and a.signals.epochs[0].bursts.period == 40
     assert "mean batch time" in a.verdict and "CI" in a.verdict
     assert not a.verdict.startswith("Not slow")
@@ -213,7 +213,7 @@ def test_in_loop_evaluation_every_k_batches_is_periodic_work_with_the_mean_ratio
 def test_outside_load_in_epoch_2_is_machine_contention_and_not_slow(tmp_path):
     # The issue's clean run with another process on one of the two cores: 1.78x.
     a = analyze(tmp_path, slowdown=1.78, outside_load={2: 0.45})
-    assert not a.slowdown and a.signals.contended
+    assert not a.slowdown and a.signals.contention.contended
     assert a.top_cause == "machine-contention"
     assert not CODE_CAUSES & {c.id for c in a.causes}
     assert "quiet machine" in a.verdict and re.search(r"epoch 2 4[456]% of all cores", a.verdict)
@@ -226,7 +226,7 @@ def test_outside_load_in_epoch_2_is_machine_contention_and_not_slow(tmp_path):
                                    {"burst_every": {2: 10}, "burst_s": 0.3}])
 def test_outside_load_is_never_blamed_on_code_whatever_the_shape(tmp_path, shape):
     a = analyze(tmp_path, outside_load={2: 0.5}, **shape)
-    assert a.signals.contended and not a.slowdown
+    assert a.signals.contention.contended and not a.slowdown
     assert a.top_cause == "machine-contention"
     assert not CODE_CAUSES & {c.id for c in a.causes}
 
@@ -235,7 +235,7 @@ def test_even_a_large_ratio_under_outside_load_is_not_called_slow(tmp_path):
     # On 2 cores one busy loop made a clean loop 30-65x slower (synchronised intra-op
     # threads): no ratio is large enough to be the code's for sure.
     a = analyze(tmp_path, slowdown=20.0, outside_load={2: 0.45}, threads={2: 9}, involuntary_per_s={2: 400})
-    assert not a.slowdown and a.signals.contended and a.signals.measured_slowdown
+    assert not a.slowdown and a.signals.contention.contended and a.signals.timing.slow_by_interval
     assert a.top_cause == "machine-contention"
     assert not CODE_CAUSES & {c.id for c in a.causes}
 
@@ -244,21 +244,21 @@ def test_retained_memory_on_a_busy_machine_is_still_named_first(tmp_path):
     # Outside load can slow a run but cannot make it keep 3 MB a batch: that finding
     # holds on a busy machine and comes first; contention still explains the timing.
     a = analyze(tmp_path, in_use_per_step=3 * MB, slowdown=1.3, outside_load={2: 0.45})
-    assert not a.slowdown and a.signals.contended
+    assert not a.slowdown and a.signals.contention.contended
     assert [c.id for c in a.causes][:2] == ["graph-retention", "machine-contention"]
     assert "quiet machine" in a.verdict
 
 
 def test_steady_outside_load_in_both_epochs_is_not_contention(tmp_path):
     a = analyze(tmp_path, outside_load={1: 0.4, 2: 0.4})
-    assert not a.signals.contended and a.top_cause == "none"
+    assert not a.signals.contention.contended and a.top_cause == "none"
 
 
 def test_cache_clear_cost_is_found_in_the_batch_after_the_clear(tmp_path):
     # The clear call itself is cheap (1 ms); the next batch's forward pays 30 ms.
     a = analyze(tmp_path, cache_clear_every=2, cache_clear_s=0.001, after_clear_s=0.03)
     assert a.top_cause == "cache-clearing-cost"
-    assert a.signals.cache_clear_after_s == pytest.approx(0.03, rel=0.2)
+    assert a.signals.cache.after_s == pytest.approx(0.03, rel=0.2)
     assert "batch after" in " ".join(a.causes[0].evidence)
 
 
@@ -293,7 +293,7 @@ def test_workers_replaced_at_an_epoch_start_are_no_fd_leak(tmp_path):
     # still there beside the new ones. The most descriptors at once doubled; none leaked.
     a = analyze(tmp_path, workers=4, new_workers_each_epoch=True, worker_fds=40, lingering_workers=True)
     assert "fd-leak" not in [c.id for c in a.causes]
-    assert a.signals.fds["growth"] == 0
+    assert a.signals.fds.growth == 0
 
 
 def test_epoch_start_and_end_costs_are_measured(tmp_path):
@@ -310,19 +310,21 @@ def test_a_faster_later_epoch_is_never_described_as_a_slowdown(tmp_path):
     assert "jumped" not in text and "stayed up" not in text
 
 
-def test_change_point_wording_follows_the_direction_and_the_end_of_the_run():
-    from dcnprobe.analysis.causes import _shape_text
-    from dcnprobe.analysis.signals import Signals
+def test_change_point_wording_follows_the_direction_and_the_end_of_the_run(tmp_path):
+    from dataclasses import replace
+
+    from dcnprobe.analysis.causes.wording import shape_text
     from dcnprobe.analysis.stats import ChangePoint
 
-    signals = Signals(status="ok", threshold=1.2, epochs=[], change_epoch_batch=(2, 30))
-    signals.change = ChangePoint(index=150, kind="step", gain=0.5, before=0.2, after=0.1)
-    assert "fell" in _shape_text(signals) and "stayed" not in _shape_text(signals)
-    signals.change = ChangePoint(index=150, kind="step", gain=0.5, before=0.1, after=0.2)
-    signals.change_stayed = False
-    assert "came back down" in _shape_text(signals)
-    signals.change_stayed = True
-    assert "stayed up" in _shape_text(signals)
+    signals = analyze(tmp_path).signals
+    fell = replace(signals, trend=replace(signals.trend, change_epoch_batch=(2, 30),
+                                          change=ChangePoint(index=150, kind="step", gain=0.5, before=0.2, after=0.1)))
+    assert "fell" in shape_text(fell) and "stayed" not in shape_text(fell)
+    up = ChangePoint(index=150, kind="step", gain=0.5, before=0.1, after=0.2)
+    back = replace(fell, trend=replace(fell.trend, change=up, change_stayed=False))
+    assert "came back down" in shape_text(back)
+    stayed = replace(fell, trend=replace(fell.trend, change=up, change_stayed=True))
+    assert "stayed up" in shape_text(stayed)
 
 
 def test_every_cause_in_analysis_json_carries_its_advice(tmp_path):
@@ -350,7 +352,7 @@ def test_slow_first_batches_of_new_shapes_are_shape_cache(tmp_path):
     a = analyze(tmp_path, shape_sizes=12, new_shape_s=0.5)
     assert a.top_cause == "shape-cache"
     assert a.causes[0].score == pytest.approx(0.9)
-    assert a.signals.shapes["distinct"] == 13 and a.signals.shapes["new_shape_batches"] == 12
+    assert a.signals.shapes.distinct == 13 and a.signals.shapes.new_shape_batches == 12
     assert "new shapes" in " ".join(a.causes[0].evidence)
 
 
@@ -365,8 +367,8 @@ def test_cache_clear_cost_in_the_next_forward_is_named_even_when_the_clear_call_
     # which never shows in the 'cache_clear' phase.
     a = analyze(tmp_path, cache_clear_every=3, cache_clear_s=1e-5, after_clear_s=0.02)
     assert a.top_cause == "cache-clearing-cost"
-    assert a.signals.cache_clear_after_s == pytest.approx(0.02, rel=0.25)
-    assert a.signals.cache_clear_share > 0.05
+    assert a.signals.cache.after_s == pytest.approx(0.02, rel=0.25)
+    assert a.signals.cache.share > 0.05
 
 
 def test_a_knee_with_major_page_faults_is_memory_pressure(tmp_path):
@@ -374,7 +376,7 @@ def test_a_knee_with_major_page_faults_is_memory_pressure(tmp_path):
     # and faulting pages back in from disk. A knee, not a slope; memory in use is flat.
     a = analyze(tmp_path, knee_step=140, knee_s=0.9, knee_major_faults=200)
     assert a.top_cause == "memory-pressure"
-    assert a.signals.change_epoch_batch == (2, 20)
+    assert a.signals.trend.change_epoch_batch == (2, 20)
     assert "major page faults" in " ".join(a.causes[0].evidence)
 
 
@@ -382,13 +384,33 @@ def test_clearing_every_batch_says_the_next_forwards_share_cannot_be_measured(tm
     # Every batch clears: no batch is left that follows no clear, so no baseline.
     a = analyze(tmp_path, cache_clear_every=1, cache_clear_s=0.01, after_clear_s=0.02)
     assert a.top_cause == "cache-clearing-cost"
-    assert not a.signals.cache_clear_after_s
+    assert not a.signals.cache.after_s
     assert "cannot be measured" in " ".join(a.causes[0].evidence)
 
 
 def test_retained_memory_that_pages_and_slows_is_memory_pressure_not_graph_retention(tmp_path):
     # Leaks (1 MB per step), then pages: a noisy 1.3x later epoch with major faults.
     a = analyze(tmp_path, in_use_per_step=1 * MB, knee_step=125, knee_s=0.03, knee_major_faults=100)
-    assert a.signals.ratio > 1.2
+    assert a.signals.timing.ratio > 1.2
     assert a.top_cause == "memory-pressure"
     assert "graph-retention" not in [c.id for c in a.causes]
+
+
+def test_damaged_lines_in_the_middle_cost_those_lines_and_are_said(tmp_path):
+    """Garbage in two lines of a slow run's record: the same verdict on what is left,
+    and the verdict says what was skipped."""
+    whole = analyze(tmp_path / "whole", slowdown=1.6, slow_phase="backward")
+    damaged_dir = write_run(tmp_path / "damaged", slowdown=1.6, slow_phase="backward")
+    record = damaged_dir / "run.jsonl"
+    lines = record.read_bytes().split(b"\n")
+    lines[40] = b"\x00\x17\xff garbage from a disk error"
+    lines[200] = lines[200][: len(lines[200]) // 2]  # half a line, then the next one
+    record.write_bytes(b"\n".join(lines))
+    damaged = analyze_run(damaged_dir)
+    assert damaged.run.damaged == 2 and damaged.signals.damaged_lines == 2
+    assert (damaged.slowdown, damaged.top_cause, damaged.signals.timing.grew) == (
+        whole.slowdown, whole.top_cause, whole.signals.timing.grew)
+    assert damaged.signals.timing.ratio == pytest.approx(whole.signals.timing.ratio, rel=0.02)
+    assert "2 damaged lines of the record skipped" in damaged.verdict
+    assert "damaged" not in whole.verdict
+    assert json.loads(write_analysis(damaged).read_text())["damaged_lines"] == 2

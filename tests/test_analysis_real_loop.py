@@ -75,7 +75,7 @@ def test_a_cpu_hog_in_epoch_2_is_never_blamed_on_the_loop(tmp_path):
     print(a.verdict)
     # Two hogs on one core of the machine: at least a quarter of all cores is outside load in
     # epoch 2 (epoch 1's share depends on who else shares this machine).
-    assert a.signals.outside_load[2] >= 0.25
+    assert a.signals.contention.outside_load[2] >= 0.25
     assert not a.slowdown
     assert not CODE_CAUSES & {c.id for c in a.causes}
 
@@ -109,6 +109,6 @@ def test_validation_inside_the_loop_every_k_batches_is_periodic_work(tmp_path):
     a = train(tmp_path, after_step=evaluate)
     print(a.verdict)
     assert a.top_cause == "periodic-work"
-    assert a.signals.ratio_stat == "mean" and "mean batch time" in a.verdict
+    assert a.signals.timing.ratio_stat == "mean" and "mean batch time" in a.verdict
     assert a.signals.epochs[1].bursts.period == 10
     assert "metric-accumulation" not in [c.id for c in a.causes]

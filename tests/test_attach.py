@@ -17,7 +17,7 @@ from attach_scripts import MARK_EPOCH, PROBE_API, STARTS_A_NESTED_TRAINER
 from dcnprobe.attach.notes import read_notes
 from dcnprobe.cli import main
 from dcnprobe.hooks import BATCH_TIMES
-from dcnprobe.records import read_run
+from dcnprobe.runs import read_run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 # One intra-op thread (applied from outside): a 2-core machine shared by other work stays responsive.
@@ -145,7 +145,7 @@ def test_a_nested_python_that_trains_does_not_record(tmp_path, capsys):
 def test_sitecustomize_chain_loads_the_one_it_shadows_and_costs_nothing_unset(tmp_path):
     import subprocess
 
-    from dcnprobe.attach.contract import ENV, AttachConfig, launch_env
+    from dcnprobe.contract import ENV, AttachConfig, launch_env
 
     theirs = tmp_path / "their_site"
     theirs.mkdir()

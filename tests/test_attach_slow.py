@@ -9,7 +9,7 @@ import pytest
 
 from dcnprobe.attach.notes import read_notes
 from dcnprobe.cli import main
-from dcnprobe.records import read_run
+from dcnprobe.runs import read_run
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 

@@ -12,12 +12,12 @@ import json
 import pytest
 
 from dcnprobe.attach.clock import HeldClock
-from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.attach.notes import loop_shape, read_notes
 from dcnprobe.attach.recorder import Recorder, RunBound
 from dcnprobe.attach.states import EpochMode, PassKind
+from dcnprobe.contract import AttachConfig
 from dcnprobe.probe import Probe
-from dcnprobe.records import read_run
+from dcnprobe.runs import read_run
 
 TICK = 0.001
 WHY = {"N": "no_grad", "I": "inference_mode", "E": "eval-mode", "": None}
@@ -29,7 +29,7 @@ class Replay:
     def __init__(self, out, mode=EpochMode.LOADER_PASS, start_record=None, **config):
         self.now = 0.0
         self.clock = HeldClock(lambda: self.now)
-        self.probe = Probe(out, clock=self.clock, on_slowdown=None, sample_interval=3600, stall_floor_s=3600)
+        self.probe = Probe(out, clock=self.clock, sample_interval=3600, stall_floor_s=3600)
         self.out = out  # the recorder starts the probe's record with the first epoch
         self.rec = Recorder(self.probe, AttachConfig(run_dir=str(out), **config), mode, self.clock,
                             start_record=start_record)
@@ -119,7 +119,7 @@ def test_lightning_sanity_check_validation_and_closure_steps(tmp_path):
     # Each epoch ends where its last step ended, before validation (5 s later) began.
     run = read_run(tmp_path)
     assert run.epochs["t_end"].tolist() == pytest.approx(run.batches.groupby("epoch")["t"].max().tolist())
-    batches = read_run(tmp_path).batches
+    batches = read_run(tmp_path, extra_fields=True).batches
     # The closure (training_step) is the loop's: its forward and backward are timed as such,
     # its own code (a tick before, between and after them) is `other`; the optimizer has the
     # step less the closure (a tick before it, two after: the step's own work).
@@ -217,14 +217,14 @@ def test_accumulation_batches_and_skipped_steps_keep_both_counts(tmp_path):
     # 2 batches only accumulate.
     replay = Replay(tmp_path).play("ITER1 n1 Ft B n1 Ft B S< > n1 Ft B n1 Ft B n1 Ft B S< > n1 Ft B STOP1")
     assert replay.finish() == shape([(6, 2)], [])
-    batches = read_run(tmp_path).batches
+    batches = read_run(tmp_path, extra_fields=True).batches
     assert batches["loader_batches"].tolist() == [2, 3, 1] and batches["optimizer_steps"].tolist() == [1, 1, 0]
 
 
 def test_two_optimizers_step_in_one_batch(tmp_path):
     replay = Replay(tmp_path).play(f"ITER1 {epoch_of('n1 Ft B S< > Ft B S< >', 3)} STOP1")
     assert replay.finish() == shape([(3, 6)], [])
-    assert read_run(tmp_path).batches["optimizer_steps"].tolist() == [2, 2, 2]
+    assert read_run(tmp_path, extra_fields=True).batches["optimizer_steps"].tolist() == [2, 2, 2]
 
 
 def test_max_batches_cuts_the_training_pass_and_epochs_ends_the_run(tmp_path):

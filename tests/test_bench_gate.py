@@ -135,7 +135,7 @@ def test_unsure_twice_is_reported_as_undecided_and_does_not_pass(monkeypatch):
 def test_unknown_group_is_one_line(capsys):
     assert runner.main(["--only", "nonsense"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "benchmarks: error: unknown group(s) nonsense (known: epoch, overhead, throughput, profilers, confusion, attach)"]
+        "benchmarks: error: unknown group(s) nonsense (known: epoch, overhead, throughput, reference, profilers, confusion, attach)"]
 
 
 def test_a_directory_for_the_results_file_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):
@@ -258,7 +258,7 @@ def test_the_committed_baseline_judges_only_on_a_quiet_machine():
 def _simulated_verdicts(batches: int, ramp: float, runs: int = 40) -> list[str]:
     import numpy as np
 
-    from dcnprobe.analysis.stats import ratio_ci, warmup_batches
+    from dcnprobe.ratios import ratio_ci, warmup_batches
 
     rng = np.random.default_rng(7)
     threshold, skip = parse_threshold("<= 1.10"), warmup_batches(batches)

@@ -8,7 +8,7 @@ import pytest
 from attach_scripts import FAILS_IN_EPOCH_2
 
 from dcnprobe.cli import main
-from dcnprobe.records import read_run
+from dcnprobe.runs import read_run
 
 
 def dcnprobe_run(capsys, *args):

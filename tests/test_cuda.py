@@ -15,7 +15,7 @@ import torch
 from dcnprobe.attach.notes import ATTACH_RECORD
 from dcnprobe.devices import CudaBackend, backend_for
 from dcnprobe.probe import Probe
-from dcnprobe.records import read_run
+from dcnprobe.runs import read_run
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -68,7 +68,7 @@ def test_batch_end_sync_puts_each_batchs_gpu_work_in_its_own_total(tmp_path):
         assert total >= 0.95 * gpu > 0  # 5% for the two clocks' resolution
     # Sampled while the loop held its 4096x4096 float32 operand (64 MB); the last sample,
     # taken as the probe closes, may come after the loop let go of it.
-    assert run.memory["device_allocated"].max() >= 64 * MB
+    assert run.samples["device_allocated"].max() >= 64 * MB
 
     with Probe(tmp_path / "nosync", device="cuda", sync="none", sample_interval=0.05) as probe:
         events = gpu_loop(probe)
@@ -96,7 +96,7 @@ def test_attach_finds_a_scripts_cuda_model_and_samples_its_memory(tmp_path):
               if record.get("type") == ATTACH_RECORD and "device" in record]
     assert learnt and learnt[0]["device"].startswith("cuda")
     assert run.batches.groupby("epoch").size().tolist() == [100, 100]
-    assert (run.memory["device_allocated"].dropna() > 0).any()
+    assert (run.samples["device_allocated"].dropna() > 0).any()
 
 
 def test_the_built_in_trainer_trains_on_cuda_with_the_probe(tmp_path):
@@ -108,6 +108,6 @@ def test_the_built_in_trainer_trains_on_cuda_with_the_probe(tmp_path):
     assert run.status == "ok" and run.header["device"].startswith("cuda")
     assert run.batches.groupby("epoch").size().tolist() == [40, 40]
     assert (run.batches["to_device"] > 0).all()
-    assert (run.memory["device_allocated"] > 0).all() and (run.memory["device_reserved"] > 0).all()
+    assert (run.samples["device_allocated"] > 0).all() and (run.samples["device_reserved"] > 0).all()
     analysed = dcnprobe("analyze", str(out))
     assert analysed.returncode == 0, analysed.stderr

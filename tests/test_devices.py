@@ -185,8 +185,8 @@ def test_fake_mps_driver_growth_is_named_allocator_retention(tmp_path):
 
     _fake_mps_run(tmp_path, clear_each_epoch=False)
     analysis = analyze_run(tmp_path)
-    assert analysis.signals.memory["device_driver"]["growth"] > 500 * MB
-    assert abs(analysis.signals.memory["device_current"]["growth"]) < MB
+    assert analysis.signals.memory.device_driver.growth > 500 * MB
+    assert abs(analysis.signals.memory.device_current.growth) < MB
     assert analysis.top_cause == "device-allocator-retention"
 
 

@@ -71,11 +71,11 @@ def test_record_tail_waits_for_complete_lines(tmp_path):
     path = tmp_path / "run.jsonl"
     tail = RecordFollower(path)
     assert tail.read() == []
-    path.write_text('{"type":"header"}\n{"type":"ba')
-    assert tail.read() == [{"type": "header"}]
+    path.write_text('{"type":"header","schema":1}\n{"type":"ba')
+    assert tail.read() == [{"type": "header", "schema": 1}]
     with open(path, "a") as f:
-        f.write('tch","epoch":1}\n')
-    assert tail.read() == [{"type": "batch", "epoch": 1}]
+        f.write('tch","epoch":1,"total":0.5}\n')
+    assert tail.read() == [{"type": "batch", "epoch": 1, "total": 0.5}]
 
 
 def test_spec_key_changes_with_settings_and_arguments_reproduce_them(tiny_data):

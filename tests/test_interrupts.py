@@ -79,7 +79,7 @@ def kill_at_random(out: Path, sig: int, rng: random.Random) -> dict:
     """Start train, let it record a random number of batches plus a random pause, send `sig`
     to the main process alone, and say what came of it."""
     from dcnprobe.errors import UsageError
-    from dcnprobe.records import read_run
+    from dcnprobe.runs import read_run
 
     proc, err = start_train(out)
     try:

@@ -91,6 +91,7 @@ def test_bisect_and_sweep_from_a_folder_that_shadows_every_name(wheel, tmp_path)
     assert "user" not in bisect.stdout + bisect.stderr + sweep.stdout + sweep.stderr
 
 
+@pytest.mark.slow  # 4 s; the slow bisect/sweep test runs the whole path from a folder of shadows
 def test_dcnprobe_as_a_module_ignores_the_working_folder(tmp_path):
     """How dcnprobe starts its own processes (the built-in trainer, the benchmarks):
     `python -P -m dcnprobe ...` from a folder of shadows still finds the installed model."""

@@ -10,7 +10,7 @@ import torch
 
 from dcnprobe.hooks import BATCH_TIMES
 from dcnprobe.probe import Probe
-from dcnprobe.records import read_run
+from dcnprobe.runs import read_run
 from dcnprobe.stall import StallWatchdog
 
 from conftest import TINY_BATCH
@@ -47,7 +47,7 @@ def test_a_plain_loop_is_recorded_with_epochs_counted(tmp_path):
     assert (run.batches["forward"] > 0).all() and (run.batches["total"] >= run.batches["forward"]).all()
     assert run.epochs["epoch"].tolist() == [1, 2]
     assert run.header["sync"] == "batch" and run.header["schema"] == 1
-    assert len(run.memory) >= 1 and (run.memory["main_rss"] > 0).all()
+    assert len(run.samples) >= 1 and (run.samples["main_rss"] > 0).all()
 
 
 def test_a_crash_is_recorded_as_crashed(tmp_path):
@@ -91,6 +91,7 @@ def test_watchdog_fires_once_after_the_limit_and_only_when_armed():
     assert fired == [(pytest.approx(5.1), 0.5)]
 
 
+@pytest.mark.slow  # a real run killed: 8 s; test_interrupts kills at random points, and test_records covers torn lines
 def test_sigkill_mid_epoch_keeps_every_record_up_to_the_kill(tmp_path, tiny_data):
     out = tmp_path / "run"
     proc = subprocess.Popen(
@@ -113,7 +114,7 @@ def test_sigkill_mid_epoch_keeps_every_record_up_to_the_kill(tmp_path, tiny_data
     assert run.status == "incomplete"
     assert len(run.batches) == sum(r["type"] == "batch" for r in complete) >= 25
     assert run.batches[list(BATCH_TIMES)].notna().all().all()
-    assert (run.memory["workers"] == 2).any()
+    assert (run.samples["workers"] == 2).any()
 
 
 def test_train_records_every_batch_phase_workers_and_epochs(small_data, tmp_path, capsys):
@@ -127,6 +128,6 @@ def test_train_records_every_batch_phase_workers_and_epochs(small_data, tmp_path
     assert run.batches[list(BATCH_TIMES)].notna().all().all()
     # Non-persistent workers are new processes each epoch: two per epoch.
     assert run.workers.groupby("epoch")["pid"].nunique().tolist() == [2, 2]
-    assert (run.memory["workers"] == 2).any() and (run.memory["workers_rss"] > 0).any()
+    assert (run.samples["workers"] == 2).any() and (run.samples["workers_rss"] > 0).any()
     assert run.epochs["epoch"].tolist() == [1, 2] and run.status == "ok"
     assert "val_auc" in run.epochs and "median_batch_s" in run.epochs

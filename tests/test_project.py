@@ -78,3 +78,22 @@ def test_ci_runs_the_readme_test_command():
         cwd=ROOT, capture_output=True, text=True,
     ).stdout.strip()
     assert extracted == command
+
+
+def test_every_package_the_code_imports_is_declared():
+    """A module name imported anywhere in what dcnprobe installs is a dependency of the
+    distribution or of one of its extras (import name -> distribution name where they differ)."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    requirements = project["dependencies"] + [r for extra in project["optional-dependencies"].values() for r in extra]
+    declared = {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].strip().lower() for r in requirements}
+    distribution = {"yaml": "pyyaml", "sklearn": "scikit-learn", "pytorch_lightning": "pytorch-lightning"}
+    imported = set()
+    for top in ("dcnprobe", "model", "benchmarks"):
+        for path in (ROOT / top).rglob("*.py"):
+            for _, module, _ in imports(ast.parse(path.read_text())):
+                name = module.split(".")[0]
+                if name not in sys.stdlib_module_names and name not in ("dcnprobe", "__future__"):
+                    imported.add(distribution.get(name, name))
+    assert sorted(imported - declared) == []

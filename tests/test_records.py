@@ -3,7 +3,8 @@ import json
 import pytest
 
 from dcnprobe.errors import UsageError
-from dcnprobe.records import SCHEMA_VERSION, RunWriter, read_run
+from dcnprobe.records import SCHEMA_VERSION, RunWriter
+from dcnprobe.runs import read_run
 
 
 def write_run(tmp_path, batches=3, footer=True):
@@ -23,8 +24,9 @@ def test_round_trip(tmp_path):
     run = read_run(tmp_path)
     assert run.status == "ok" and run.settings == {"num_workers": 2}
     assert run.batches["total"].tolist() == pytest.approx([0.1, 0.2, 0.3])
-    assert run.batches["auc"].isna().all()  # NaN was written as null
-    assert run.memory.loc[0, "workers_rss"] == 30 and run.memory.loc[0, "workers_uss"] == 11
+    assert "auc" not in run.batches  # a loop's own field: in the record, read with extra_fields
+    assert read_run(tmp_path, extra_fields=True).batches["auc"].isna().all()  # NaN was written as null
+    assert run.samples.loc[0, "workers_rss"] == 30 and run.samples.loc[0, "workers_uss"] == 11
     assert sorted(run.workers["pid"]) == [7, 8]
 
 
@@ -42,13 +44,48 @@ def test_truncated_last_line_is_ignored(tmp_path):
     assert len(run.batches) == 3
 
 
-def test_corrupt_line_in_the_middle_is_an_error(tmp_path):
+def test_damaged_lines_in_the_middle_cost_those_lines_only(tmp_path):
+    path = write_run(tmp_path, batches=6)
+    lines = path.read_text().splitlines()
+    lines[2] = "{broken"  # not JSON
+    lines[4] = '{"type":"batch","epoch":"one","total":0.5}'  # JSON, but not a batch record
+    lines.insert(5, "\x00\x17garbage bytes from a disk error")
+    path.write_text("\n".join(lines) + "\n")
+    run = read_run(tmp_path)
+    assert run.damaged == 3 and not run.truncated and run.status == "ok"
+    assert run.batches["batch"].tolist() == [0, 2, 4, 5]
+
+
+def test_a_record_that_is_mostly_damage_is_refused(tmp_path):
+    path = write_run(tmp_path, batches=2)
+    with open(path, "a") as f:
+        f.write("garbage\n" * 10)
+    with pytest.raises(UsageError, match="10 of 15 lines are damaged"):
+        read_run(tmp_path)
+
+
+def test_an_unreadable_header_is_refused(tmp_path):
     path = write_run(tmp_path)
     lines = path.read_text().splitlines()
-    lines[2] = "{broken"
-    path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(UsageError, match="line 3 is corrupt"):
+    path.write_text("\n".join(["{not a header"] + lines[1:]) + "\n")
+    with pytest.raises(UsageError, match="first line is not a readable header"):
         read_run(tmp_path)
+
+
+def test_background_samples_beyond_the_limit_are_thinned_evenly(tmp_path, monkeypatch):
+    from dcnprobe import runs
+
+    monkeypatch.setattr(runs, "MAX_SAMPLES", 10)
+    writer = RunWriter(tmp_path)
+    writer.write("header", {"schema": SCHEMA_VERSION})
+    for i in range(35):
+        writer.write("memory", {"t": float(i), "main_rss": i, "workers": [{"pid": 7, "rss": i}]})
+    writer.close()
+    run = read_run(tmp_path)
+    assert run.samples_read == 35
+    # 20 held at sample 19: every other one dropped, then every second sample read.
+    assert run.samples["t"].tolist() == [float(t) for t in range(0, 35, 2)]
+    assert run.workers["rss"].tolist() == run.samples["main_rss"].tolist()
 
 
 def test_newer_schema_is_refused_clearly(tmp_path):
@@ -63,7 +100,7 @@ def test_not_a_run(tmp_path):
     with pytest.raises(UsageError, match="no run record"):
         read_run(tmp_path)
     (tmp_path / "run.jsonl").write_text('{"type":"batch"}\n')
-    with pytest.raises(UsageError, match="no header"):
+    with pytest.raises(UsageError, match="not a readable header"):
         read_run(tmp_path)
 
 
@@ -82,7 +119,7 @@ def test_probe_writes_only_documented_record_types(tmp_path):
     from dcnprobe.probe import Probe
     from dcnprobe.records import RECORD_TYPES
 
-    with Probe(tmp_path, on_slowdown=None) as probe:
+    with Probe(tmp_path) as probe:
         for _ in probe.loader(range(3)):
             probe.end_batch()
     kinds = {json.loads(line)["type"] for line in (tmp_path / "run.jsonl").read_text().splitlines()}
@@ -93,19 +130,19 @@ def test_probe_writes_only_documented_record_types(tmp_path):
     assert batch_fields <= set(COLUMNS[BATCH])
 
 
-@pytest.mark.parametrize("line", ["42", "[1,2]", '"text"', "null"])
-def test_a_line_that_is_not_an_object_is_a_usage_error(tmp_path, line):
+@pytest.mark.parametrize("line", ["42", "[1,2]", '"text"', "null", '{"no":"type"}', '{"type":"epoch"}'])
+def test_a_line_that_is_not_a_record_is_skipped_and_counted(tmp_path, line):
     path = write_run(tmp_path)
     lines = path.read_text().splitlines()
     lines.insert(1, line)
     path.write_text("\n".join(lines) + "\n")
-    with pytest.raises(UsageError, match="line 2 is not a record"):
-        read_run(tmp_path)
+    run = read_run(tmp_path)
+    assert run.damaged == 1 and len(run.batches) == 3
 
 
-def test_a_first_line_that_is_not_an_object_is_a_usage_error(tmp_path):
+def test_a_first_line_that_is_not_a_header_is_a_usage_error(tmp_path):
     (tmp_path / "run.jsonl").write_text("42\n")
-    with pytest.raises(UsageError, match="line 1 is not a record"):
+    with pytest.raises(UsageError, match="first line is not a readable header"):
         read_run(tmp_path)
 
 
@@ -142,7 +179,7 @@ def test_follower_never_rereads_what_it_returned(tmp_path):
     from dcnprobe.records import RecordFollower
 
     path = tmp_path / "run.jsonl"
-    path.write_bytes(b'{"type":"header"}\n{"type":"batch","total":1}\n')
+    path.write_bytes(b'{"type":"header","schema":1}\n{"type":"batch","epoch":1,"total":1}\n')
     follower = RecordFollower(path)
     assert len(follower.read()) == 2
     # Overwrite what was read with other bytes of the same length: a follower that
@@ -156,7 +193,8 @@ def test_follower_streams_a_big_record_in_chunks(tmp_path):
     from dcnprobe.records import RecordFollower
 
     path = tmp_path / "run.jsonl"
-    path.write_text("".join(json.dumps({"type": "batch", "batch": i}) + "\n" for i in range(1000)))
+    path.write_text("".join(json.dumps({"type": "batch", "epoch": 1, "batch": i, "total": 0.1}) + "\n"
+                            for i in range(1000)))
     follower = RecordFollower(path, chunk_bytes=4096)
     seen = []
     while chunk := follower.read():
@@ -168,8 +206,39 @@ def test_follower_skips_lines_that_are_not_records_and_restarts_on_a_new_file(tm
     from dcnprobe.records import RecordFollower
 
     path = tmp_path / "run.jsonl"
-    path.write_text('{"type":"header"}\n42\n{broken\n{"type":"batch"}\n')
+    path.write_text('{"type":"header","schema":1}\n42\n{broken\n{"type":"batch","epoch":1,"total":0.1}\n')
     follower = RecordFollower(path)
     assert [r["type"] for r in follower.read()] == ["header", "batch"] and follower.skipped == 2
-    path.write_text('{"type":"header","new":true}\n')  # a new run in the same place
-    assert follower.read() == [{"type": "header", "new": True}]
+    path.write_text('{"type":"header","schema":1,"new":true}\n')  # a new run in the same place
+    assert follower.read() == [{"type": "header", "schema": 1, "new": True}]
+
+
+def test_batches_come_from_the_writer_s_table_only_where_it_agrees_with_the_record(tmp_path):
+    from dcnprobe.records import BATCH_TABLE
+
+    write_run(tmp_path, batches=5, footer=False)
+    assert (tmp_path / BATCH_TABLE).stat().st_size > 0
+    from_table = read_run(tmp_path).batches
+    from_lines = read_run(tmp_path, extra_fields=True).batches
+    assert from_table["total"].tolist() == pytest.approx(from_lines["total"].tolist())
+    assert from_table["epoch"].dtype.kind == "i" and from_table["total"].dtype.name == "float32"
+    # A table that disagrees with the record (one row short, as if the writer died between
+    # the line and the row) is not used: the batches come from the lines.
+    table = (tmp_path / BATCH_TABLE).read_bytes()
+    (tmp_path / BATCH_TABLE).write_bytes(table[: len(table) * 4 // 5])
+    assert len(read_run(tmp_path).batches) == 5
+    # ... nor is one whose rows are not what the writer wrote.
+    (tmp_path / BATCH_TABLE).write_bytes(b"\xff" * len(table))
+    assert read_run(tmp_path).batches["total"].tolist() == pytest.approx([0.1, 0.2, 0.3, 0.4, 0.5])
+
+
+def test_a_batch_line_torn_by_a_crash_is_not_counted_against_the_table(tmp_path, monkeypatch):
+    from dcnprobe import runs
+
+    path = write_run(tmp_path, batches=4, footer=False)
+    with open(path, "a") as f:
+        f.write('{"type":"batch","epoch":1,"batch":4,"to')  # killed mid-write: no row either
+    used = []
+    monkeypatch.setattr(runs, "batch_frame", lambda columns, real=runs.batch_frame: used.append(1) or real(columns))
+    run = read_run(tmp_path)
+    assert run.truncated and len(run.batches) == 4 and used == [1]  # one frame: the table's

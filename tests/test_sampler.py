@@ -61,3 +61,28 @@ def test_outside_share_is_the_busy_time_less_our_own_over_all_cores():
     assert machine_load.outside_share(busy_s=15.0, own_s=5.0, wall_s=10.0, cores=2) == pytest.approx(0.5)
     assert machine_load.outside_share(busy_s=4.0, own_s=5.0, wall_s=10.0, cores=2) == 0.0  # accounting noise
     assert machine_load.outside_share(busy_s=1.0, own_s=0.0, wall_s=0.0, cores=2) is None
+
+
+def test_a_worker_started_for_the_next_epoch_is_filed_under_that_epoch():
+    """A real child process started when the loop moves to epoch 2 (as a non-persistent
+    DataLoader starts its workers after the epoch begins): whenever the sample sees it,
+    the sample says epoch 2. The loop's position is read after the workers are listed."""
+    position = {"epoch": 1}
+    child = None
+
+    class StartsAWorkerWhenListed(ProcessReader):
+        def worker_pids(self):
+            nonlocal child
+            if child is None:  # the loop enters epoch 2 and starts its worker
+                position["epoch"] = 2
+                child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+                time.sleep(0.2)
+            return super().worker_pids()
+
+    try:
+        record = MemorySampler(lambda record: None, context=lambda: dict(position),
+                               reader=StartsAWorkerWhenListed()).sample()
+        assert [w["pid"] for w in record["workers"]] == [child.pid] and record["epoch"] == 2
+    finally:
+        child.kill()
+        child.wait()

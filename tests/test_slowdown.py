@@ -9,12 +9,13 @@ import sys
 import numpy as np
 import pytest
 
+from dcnprobe.contract import Exit
 from dcnprobe.harness.early_stop import EarlyStop
-from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE, EarlyWarning, SlowdownStop
+from dcnprobe.launched import warn_on_slowdown
+from dcnprobe.live.early_warning import EarlyWarning, SlowdownStop
 from dcnprobe.probe import Probe
-from dcnprobe.records import read_run
+from dcnprobe.runs import read_run
 from dcnprobe.slowdown import SlowdownMonitor
-from dcnprobe.stall import STALL_EXIT_CODE
 
 
 class Clock:
@@ -217,7 +218,7 @@ def test_stop_raises_a_clean_exit_with_its_own_code(tmp_path):
     run_listener(warning, clock, batches(1, 200, 0.10))
     with pytest.raises(SlowdownStop) as stopped:
         run_listener(warning, clock, batches(2, 200, 0.15))
-    assert stopped.value.code == SLOWDOWN_EXIT_CODE != STALL_EXIT_CODE
+    assert stopped.value.code == Exit.SLOW != Exit.STALLED
     assert "1.5" in stopped.value.reason and "stopping the run" in lines[0]
     assert written[0][1]["action"] == "stop"
 
@@ -226,7 +227,7 @@ def test_unknown_action_is_refused(tmp_path):
     with pytest.raises(ValueError, match="on_slowdown"):
         EarlyWarning("panic", tmp_path, lambda *a: None, threshold=1.2)
     with pytest.raises(ValueError, match="on_slowdown"):
-        Probe(tmp_path, on_slowdown="panic")
+        warn_on_slowdown(Probe(tmp_path), "panic")
 
 
 def probe_loop(probe, clock, epochs=2, n=60, slow=2.0):
@@ -239,10 +240,11 @@ def probe_loop(probe, clock, epochs=2, n=60, slow=2.0):
 
 def test_probe_stop_ends_the_run_with_status_slow(tmp_path):
     clock = Clock()
-    probe = Probe(tmp_path, clock=clock, on_slowdown="stop")
+    probe = Probe(tmp_path, clock=clock)
+    warn_on_slowdown(probe, "stop")
     with pytest.raises(SystemExit) as stopped, probe:
         probe_loop(probe, clock)
-    assert stopped.value.code == SLOWDOWN_EXIT_CODE
+    assert stopped.value.code == Exit.SLOW
     run = read_run(tmp_path)
     assert run.status == "slow" and "2.00x epoch 1" in run.footer["reason"]
     assert len(run.warnings) == 1 and run.warnings[0]["grew"] == "forward"
@@ -252,9 +254,11 @@ def test_probe_stop_ends_the_run_with_status_slow(tmp_path):
     assert len(footers) == 1
 
 
-def test_probe_warns_by_default_and_runs_on(tmp_path, capsys):
+def test_a_warned_probe_warns_and_runs_on(tmp_path, capsys):
     clock = Clock()
-    with Probe(tmp_path, clock=clock) as probe:
+    probe = Probe(tmp_path, clock=clock)
+    warn_on_slowdown(probe)
+    with probe:
         probe_loop(probe, clock)
     run = read_run(tmp_path)
     assert run.status == "ok" and len(run.batches) == 120
@@ -262,17 +266,22 @@ def test_probe_warns_by_default_and_runs_on(tmp_path, capsys):
     assert capsys.readouterr().err.count("dcnprobe: warning: epoch 2 runs 2.00x epoch 1") == 1
 
 
-def test_probe_without_warning(tmp_path, capsys):
+def test_a_probe_only_records(tmp_path, capsys):
     clock = Clock()
-    with Probe(tmp_path, clock=clock, on_slowdown=None) as probe:
+    with Probe(tmp_path, clock=clock) as probe:
         probe_loop(probe, clock)
     assert read_run(tmp_path).warnings == [] and "warning" not in capsys.readouterr().err
 
 
-def test_attach_config_sets_on_slowdown(tmp_path, monkeypatch):
+def test_a_launch_config_redirects_the_probe_and_adds_its_warning(tmp_path):
+    from dcnprobe.contract import AttachConfig
+    from dcnprobe.launched import apply_launch
 
-    monkeypatch.setenv("DCNPROBE_ATTACH", json.dumps({"run_dir": str(tmp_path / "a"), "on_slowdown": "stop"}))
-    assert Probe(tmp_path).on_slowdown == "stop"
+    probe = Probe(tmp_path)
+    apply_launch(probe, AttachConfig(run_dir=str(tmp_path / "a"), on_slowdown="stop", max_batches=7))
+    warnings = [listener for listener in probe.listeners if isinstance(listener, EarlyWarning)]
+    assert probe.out_dir == tmp_path / "a" and probe.max_batches == 7
+    assert [w.action for w in warnings] == ["stop"] and warnings[0].run_dir == tmp_path / "a"
 
 
 @pytest.mark.slow  # waits for the stall watchdog in a real process
@@ -292,7 +301,7 @@ for i in probe.loader(range(10)):
 """
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
                           env={**__import__("os").environ, "PATH": "/nonexistent"})  # no py-spy: faulthandler
-    assert done.returncode == STALL_EXIT_CODE
+    assert done.returncode == Exit.STALLED
     assert "dcnprobe: warning: stalled: no batch finished for" in done.stderr
     assert read_run(tmp_path).status == "stalled"
 
@@ -303,14 +312,36 @@ for i in probe.loader(range(10)):
 @pytest.mark.slow
 def test_train_with_a_planted_slowdown_stops_itself(small_data, tmp_path):
     """The built-in trainer with a metric over an ever-growing buffer: epoch 2 is called
-    slow live and the run ends itself, footer `slow`, exit code SLOWDOWN_EXIT_CODE."""
+    slow live and the run ends itself, footer `slow`, exit code Exit.SLOW."""
     done = subprocess.run(
         [sys.executable, "-m", "dcnprobe", "train", "--epochs", "3", "--max-batches", "64", "--data", small_data,
          "--batch-size", "512", "--fault", "unbounded-metric", "--on-slowdown", "stop", "--no-checkpoints",
          "--quiet", "--out", str(tmp_path)],
         capture_output=True, text=True, timeout=600)
-    assert done.returncode == SLOWDOWN_EXIT_CODE, done.stderr[-2000:]
+    assert done.returncode == Exit.SLOW, done.stderr[-2000:]
     assert "dcnprobe: warning: epoch 2 runs" in done.stderr and "stopping the run" in done.stderr
     run = read_run(tmp_path)
     assert run.status == "slow" and len(run.warnings) == 1
     assert run.batches["epoch"].max() == 2 and (run.batches["epoch"] == 2).sum() < 64
+
+
+def test_a_rank_names_itself_and_a_rank_that_waits_says_so(tmp_path):
+    # Rank 1 of a distributed run slows in its own forward; rank 0 only waits for it in
+    # the collectives. Both warn, each naming its rank; only rank 1's line puts the time on
+    # its own work, and neither looks for a cause of rank 0's wait in rank 0's record.
+    lines = {}
+    for rank, phase in ((1, "forward"), (0, "collective")):
+        clock = Clock()
+        run_dir = tmp_path / f"rank{rank}"
+        warning, written, lines[rank] = listener("warn", run_dir, clock)
+        warning.on_start({"batches_per_epoch": 200, "rank": rank, "world_size": 2})
+        run_listener(warning, clock, batches(1, 200, 0.10))
+        # Epoch 2: the same forward as epoch 1 and 60 ms more in `phase`.
+        run_listener(warning, clock, ({**b, phase: b.get(phase, 0.0) + 0.06, "total": b["total"] + 0.06}
+                                      for b in batches(2, 200, 0.10)))
+        assert written[0][1]["rank"] == rank and written[0][1]["grew"] == phase
+    assert lines[1][0].startswith("dcnprobe: warning: rank 1: epoch 2 runs 1.6")
+    assert "the extra time is in forward" in lines[1][0]
+    assert lines[0][0].startswith("dcnprobe: warning: rank 0: epoch 2 runs 1.6")
+    assert "waiting in collectives" in lines[0][0] and "likely cause" not in lines[0][0]
+    assert lines[0][0].endswith(f"details: dcnprobe analyze {tmp_path}")  # RUN, not RUN/rank0

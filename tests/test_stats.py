@@ -3,16 +3,8 @@
 import numpy as np
 import pytest
 
-from dcnprobe.analysis.stats import (
-    change_point,
-    linear_slope,
-    mad_outliers,
-    percentile,
-    periodic_bursts,
-    ratio_ci,
-    summarize,
-    warmup_batches,
-)
+from dcnprobe.analysis.stats import change_point, linear_slope, mad_outliers, periodic_bursts
+from dcnprobe.ratios import percentile, ratio_ci, summarize, warmup_batches
 
 
 def noisy(n, level, seed, spread=0.02):

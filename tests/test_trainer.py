@@ -66,7 +66,7 @@ def test_resume_refuses_a_different_run(tiny_data, tmp_path):
 
 def test_cache_clearing_every_batch_is_timed_as_its_own_phase(tiny_data, tmp_path):
     from dcnprobe.probe import Probe
-    from dcnprobe.records import read_run
+    from dcnprobe.runs import read_run
 
     fit(job(tiny_data, epochs=1, max_batches=4, settings={"cache_clear": "every:2"}), probe=Probe(tmp_path))
     clears = read_run(tmp_path).batches["cache_clear"].to_numpy()

@@ -6,7 +6,7 @@ import io
 from click.testing import CliRunner
 from rich.console import Console
 
-from dcnprobe.cli import _register, cli
+from dcnprobe.cli import cli
 from dcnprobe.live.state import RunState
 from dcnprobe.live.view import phase_bar, render, sparkline, watch
 from dcnprobe.records import SCHEMA_VERSION, RunWriter
@@ -142,8 +142,7 @@ def test_a_live_view_redraws_until_the_footer(tmp_path):
 
 
 def test_not_a_run_record_is_one_clear_error(tmp_path):
-    (tmp_path / "run.jsonl").write_text('{"type":"batch"}\n')
-    _register()
+    (tmp_path / "run.jsonl").write_text('{"type":"batch","epoch":1,"total":0.1}\n')
     result = CliRunner().invoke(cli, ["watch", str(tmp_path), "--exit-at-end", "--plain"])
     assert result.exit_code != 0 and "no header" in str(result.exception)
     (tmp_path / "other").mkdir()
@@ -171,7 +170,6 @@ def test_cli_prints_a_finished_run(tmp_path):
     run = GrowingRun(tmp_path, pieces())
     while run.parts:
         run(0)
-    _register()
     result = CliRunner().invoke(cli, ["watch", str(tmp_path), "--exit-at-end", "--plain"])
     assert result.exit_code == 0, result.output
     assert result.output.splitlines()[-1] == "run ended: ok"

@@ -1,4 +1,6 @@
-"""Statistics over batch records, as pure functions of numpy arrays.
+"""Statistics of the analysis over batch records, as pure functions of numpy arrays:
+trends, change points, outliers, bursts. The epoch ratio and its interval, shared with
+the live side, are in dcnprobe.ratios.
 
 Everything here is deterministic (bootstrap resampling uses a fixed seed) and tested on
 synthetic series with known answers.
@@ -10,75 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dcnprobe.analysis.thresholds import (
-    BURST_MIN,
-    BURST_REGULAR,
-    CONFIDENCE,
-    WARMUP_FRACTION,
-    WARMUP_MAX,
-    WARMUP_MIN,
-    WARMUP_NONE_BELOW,
-)
-
-BOOTSTRAP_SAMPLES = 2000
-
-
-def warmup_batches(n: int) -> int:
-    """Batches dropped at the start of an epoch: allocator and cache warm-up, worker start.
-    The one warm-up rule: the analysis, the harness's early stop and the benchmarks' epoch
-    ratio all drop these."""
-    return int(min(WARMUP_MAX, max(WARMUP_MIN, n // WARMUP_FRACTION))) if n >= WARMUP_NONE_BELOW else 0
-
-
-def percentile(values, q: float) -> float:
-    """The one percentile definition (numpy's default, linear interpolation between the
-    two nearest ranks): it moves smoothly as batches are added, where picking an index
-    jumps by a whole batch and disagrees with np.percentile on small epochs."""
-    values = np.asarray(values, dtype=float)
-    return float(np.percentile(values, q)) if values.size else float("nan")
-
-
-@dataclass(frozen=True)
-class Summary:
-    n: int
-    median: float
-    p90: float
-    max: float
-    mean: float
-
-
-def summarize(values: np.ndarray) -> Summary:
-    values = np.asarray(values, dtype=float)
-    if values.size == 0:
-        nan = float("nan")
-        return Summary(0, nan, nan, nan, nan)
-    return Summary(int(values.size), float(np.median(values)), percentile(values, 90),
-                   float(values.max()), float(values.mean()))
-
-
-def ratio_ci(baseline: np.ndarray, later: np.ndarray, statistic: str = "median", confidence: float = CONFIDENCE,
-             samples: int = BOOTSTRAP_SAMPLES, seed: int = 0) -> tuple[float, float, float]:
-    """statistic(later) / statistic(baseline), statistic 'median' or 'mean', with a
-    percentile-bootstrap confidence interval. The median ignores rare long batches; the
-    mean counts them, which matters when a slowdown arrives in bursts (a loader that
-    delivers three batches at once, then makes the loop wait). The two samples are
-    resampled independently; returns (ratio, low, high)."""
-    reduce = {"median": np.median, "mean": np.mean}[statistic]
-    baseline = np.asarray(baseline, dtype=float)
-    later = np.asarray(later, dtype=float)
-    ratio = float(reduce(later) / reduce(baseline))
-    rng = np.random.default_rng(seed)
-    base_stats = reduce(baseline[rng.integers(0, baseline.size, (samples, baseline.size))], axis=1)
-    later_stats = reduce(later[rng.integers(0, later.size, (samples, later.size))], axis=1)
-    low, high = percentile_interval(later_stats / base_stats, confidence)
-    return ratio, low, high
-
-
-def percentile_interval(resampled: np.ndarray, confidence: float = CONFIDENCE) -> tuple[float, float]:
-    """The central `confidence` share of bootstrap replicates: a percentile interval."""
-    tail = (1 - confidence) / 2 * 100
-    low, high = np.percentile(resampled, [tail, 100 - tail])
-    return float(low), float(high)
+from dcnprobe.analysis.thresholds import BURST_MIN, BURST_REGULAR
 
 
 @dataclass(frozen=True)
@@ -129,6 +63,7 @@ def change_point(values: np.ndarray, min_size: int = 5) -> ChangePoint | None:
     Fits a constant, every single level shift ("step") and every flat-then-linear hinge
     ("ramp") by least squares, and keeps the best change if it beats the constant by
     the BIC: n log(SSE/n) must fall by more than k log(n) for the extra parameters.
+    Every candidate's fit comes from prefix sums, so a million batches cost O(n).
     """
     y = np.asarray(values, dtype=float)
     n = y.size
@@ -137,32 +72,54 @@ def change_point(values: np.ndarray, min_size: int = 5) -> ChangePoint | None:
     sse_constant = float(((y - y.mean()) ** 2).sum())
     if sse_constant == 0:
         return None
-    candidates: list[tuple[float, int, str]] = []
-    # Level shifts: prefix sums give every split's SSE in O(n).
-    csum, csq = np.cumsum(y), np.cumsum(y * y)
-    for k in range(min_size, n - min_size + 1):
-        left = csq[k - 1] - csum[k - 1] ** 2 / k
-        right = (csq[-1] - csq[k - 1]) - (csum[-1] - csum[k - 1]) ** 2 / (n - k)
-        candidates.append((left + right, k, "step"))
-    # Hinges y = a + b * max(0, i - k): least squares per k (rises only: a falling ramp is
-    # not a slowdown, and a fall that matters shows as a step).
-    index = np.arange(n, dtype=float)
-    for k in range(0, n - min_size):
-        h = np.maximum(0.0, index - k)
-        hc = h - h.mean()
-        denominator = float(hc @ hc)
-        if denominator == 0:
-            continue
-        b = float(hc @ (y - y.mean())) / denominator
-        residual = y - y.mean() - b * hc
-        if b > 0:
-            candidates.append((float(residual @ residual), k, "ramp"))
+    step_sse, step_k = _step_fits(y, min_size)
+    ramp_sse, ramp_k = _ramp_fits(y, min_size)
+    # The best fit; on a tie the earlier position, and a ramp before a step (as min() of
+    # (sse, k, kind) tuples would choose).
+    candidates = [(float(step_sse.min()), int(step_k[step_sse.argmin()]), "step")] if step_sse.size else []
+    if ramp_sse.size:
+        candidates.append((float(ramp_sse.min()), int(ramp_k[ramp_sse.argmin()]), "ramp"))
+    if not candidates:
+        return None
     sse, k, kind = min(candidates)
     extra_parameters = 2  # the change's position and size
     if sse <= 0 or n * np.log(sse_constant / sse) <= extra_parameters * np.log(n):
         return None
     return ChangePoint(index=int(k), kind=kind, gain=float(1 - sse / sse_constant),
                        before=float(np.median(y[:k])) if k else float(y[0]), after=float(np.median(y[k:])))
+
+
+def _step_fits(y: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """SSE of every single level shift at k in [min_size, n - min_size]: two means."""
+    n = y.size
+    k = np.arange(min_size, n - min_size + 1)
+    csum, csq = np.cumsum(y), np.cumsum(y * y)
+    left = csq[k - 1] - csum[k - 1] ** 2 / k
+    right = (csq[-1] - csq[k - 1]) - (csum[-1] - csum[k - 1]) ** 2 / (n - k)
+    return left + right, k
+
+
+def _ramp_fits(y: np.ndarray, min_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """SSE of every hinge y = a + b * max(0, i - k), k in [0, n - min_size), rising ones
+    only (a falling ramp is not a slowdown, and a fall that matters shows as a step):
+    SSE_k = SST - Sxy^2 / Sxx with h = max(0, i - k), from suffix sums of y and i*y."""
+    n = y.size
+    k = np.arange(0, n - min_size, dtype=float)
+    m = n - 1 - k  # how many i > k: h is 1, 2, ..., m there
+    sum_h = m * (m + 1) / 2
+    sum_h2 = m * (m + 1) * (2 * m + 1) / 6
+    index = np.arange(n, dtype=float)
+    # Suffix sums over i > k of y and of i*y.
+    suffix_y = np.concatenate([np.cumsum(y[::-1])[::-1], [0.0]])
+    suffix_iy = np.concatenate([np.cumsum((index * y)[::-1])[::-1], [0.0]])
+    after = k.astype(int) + 1
+    sum_hy = suffix_iy[after] - k * suffix_y[after]
+    sxx = sum_h2 - sum_h ** 2 / n
+    sxy = sum_hy - sum_h * y.mean()
+    sst = float(((y - y.mean()) ** 2).sum())
+    keep = (sxx > 0) & (sxy > 0)  # a fit at all, and rising
+    sse = sst - sxy[keep] ** 2 / sxx[keep]
+    return np.maximum(sse, 0.0), k[keep].astype(int)
 
 
 def mad_outliers(values: np.ndarray, k: float = 5.0) -> np.ndarray:

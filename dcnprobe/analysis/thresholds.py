@@ -7,20 +7,17 @@ probabilities. Change a value here and tests/test_analysis.py says what it break
 
 from __future__ import annotations
 
+from dcnprobe.ratios import CONFIDENCE, DEFAULT_THRESHOLD  # noqa: F401 - defined with the ratio they judge
+
 MB = 1 << 20
 
 # -- calling a run slow ------------------------------------------------------------------
-DEFAULT_THRESHOLD = 1.2  # later/first epoch batch time; below 1.2x, run-to-run noise and warm-up effects on 2 cores
-CONFIDENCE = 0.95  # of the bootstrap interval the verdict quotes
 MIN_BATCHES_TO_COMPARE = 5  # fewer batches in an epoch: no ratio at all
 MIN_BATCHES_TO_CALL_SLOW = 20  # a bootstrap interval from fewer batches is too optimistic to act on
 MEAN_MOVES_BY = 0.1  # the mean is reported when its ratio is this far above the median's (bursts)...
 MEAN_MOVES_LOW = 1.0  # ... and its interval is wholly above 1 (the mean really moved)
 
-# -- warm-up ------------------------------------------------------------------------------
-WARMUP_FRACTION = 20  # drop 1/20 of each epoch's batches at its start (allocator, caches, worker start)...
-WARMUP_MIN, WARMUP_MAX = 2, 10  # ... at least 2, at most 10 batches
-WARMUP_NONE_BELOW = 7  # epochs of 6 batches or fewer keep every batch: nothing would be left
+# The warm-up rule (batches dropped at each epoch's start) is dcnprobe.ratios.warmup_batches.
 
 # -- time growing -------------------------------------------------------------------------
 STRONG_TREND_T = 8.0  # t statistic of batch time against step: a trend no noise produces

@@ -25,10 +25,3 @@ def mark_epoch() -> None:
     cannot see. One line in the script; a no-op when the probe is not attached."""
     if _agent is not None:
         _agent.mark_epoch()
-
-
-def api_probe_created(probe: Any) -> None:
-    """A Probe was created in this process under a launcher's config: the script measures
-    itself, so the agent stands down."""
-    if _agent is not None:
-        _agent.stand_down(probe)

@@ -42,7 +42,6 @@ import torch
 from dcnprobe.attach import active
 from dcnprobe.attach.claim import claim_run
 from dcnprobe.attach.clock import HeldClock
-from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.attach.loader_proxy import LoaderPass, TimedIterator
 from dcnprobe.attach.notes import ATTACH_RECORD
 from dcnprobe.attach.overrides import Overrides
@@ -50,7 +49,10 @@ from dcnprobe.attach.phases import PhaseSpans, with_timed_closure
 from dcnprobe.attach.recorder import Recorder
 from dcnprobe.attach.states import AgentState, EpochMode, PassKind
 from dcnprobe.attach.torch_hooks import TorchHooks
-from dcnprobe.hooks import ProbeListener
+from dcnprobe.contract import AttachConfig
+from dcnprobe.hooks import ProbeListener, when_probe_created
+from dcnprobe.launched import apply_launch
+from dcnprobe.probe import Probe
 
 CLAIMED_BY_LOADER = "dataloader"
 
@@ -86,10 +88,21 @@ class Agent:
 
     def install(self) -> None:
         active.set_agent(self)
+        when_probe_created(self._probe_created)
         self.hooks.install_settings()
         self.hooks.install_measuring()
         os.register_at_fork(after_in_child=self._forked)
         atexit.register(self._at_exit)
+
+    def _probe_created(self, probe: Any) -> None:
+        """Any Probe made in this process gets the launch's options (where to record, the
+        early warning, profilers). One the script made itself means it measures itself:
+        the agent stands down, so that nothing is counted twice."""
+        if os.getpid() != self.pid:
+            return
+        apply_launch(probe, self.config)
+        if not self._building_probe:
+            self.stand_down(probe)
 
     def _forked(self) -> None:
         # A forked DataLoader worker (or any fork) inherits this object: it must not record.
@@ -120,8 +133,6 @@ class Agent:
         return True
 
     def _start_recording(self, trigger: str, loader: Any) -> None:
-        from dcnprobe.probe import Probe
-
         if self.config.epoch_every:
             mode = EpochMode.EVERY_N_STEPS
         else:  # with no loader in flight, only mark_epoch() can end an epoch

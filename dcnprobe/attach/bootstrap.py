@@ -14,9 +14,8 @@ from __future__ import annotations
 import sys
 from types import ModuleType
 
-from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.attach.post_import import when_imported
-from dcnprobe.errors import UsageError
+from dcnprobe.contract import AttachConfig
 
 
 def start() -> None:
@@ -24,7 +23,7 @@ def start() -> None:
         return
     try:
         config = AttachConfig.from_env()
-    except UsageError as exc:
+    except ValueError as exc:
         print(f"dcnprobe: warning: not attaching the probe: {exc}", file=sys.stderr)
         return
     if config is not None:

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from dcnprobe.records import BATCH, RUN_FILE
+
 # Record types the attach adds to a run record (readers that do not know them skip them).
 ATTACH_RECORD = "attach"  # what the attach learnt after the header: device, boundaries, settings
 VALIDATION_RECORD = "validation"  # a pass over a DataLoader that was not training
@@ -52,9 +54,6 @@ def read_notes(run_dir: str | Path) -> dict[str, Any]:
     validation: list[dict[str, Any]] = []
     passes: list[dict[str, Any]] = []
     timeline: list[tuple[str, dict[str, Any]]] = []
-    # Here, not at the top: the agent imports this module for its constants inside the
-    # probed process, and dcnprobe.records brings pandas.
-    from dcnprobe.records import BATCH, RUN_FILE
 
     for line in (Path(run_dir) / RUN_FILE).read_text(errors="replace").splitlines():
         try:

@@ -16,19 +16,16 @@ import multiprocessing
 from collections.abc import Mapping
 from typing import Any
 
-from dcnprobe.command import APPLIED_FROM_OUTSIDE
-from dcnprobe.settings import format_value, parse_value
+from dcnprobe.settings import (
+    APPLIED_FROM_OUTSIDE,
+    LOADER_ARGUMENTS,
+    NEEDS_WORKERS,
+    format_value,
+    parse_value,
+)
 
-# Setting -> the DataLoader argument it replaces.
-LOADER_ARGUMENTS = {
-    "num_workers": "num_workers",
-    "persistent_workers": "persistent_workers",
-    "pin_memory": "pin_memory",
-    "prefetch_factor": "prefetch_factor",
-    "start_method": "multiprocessing_context",
-}
-# The DataLoader refuses these with no workers; their "off" values are always accepted.
-NEEDS_WORKERS = {"persistent_workers": False, "prefetch_factor": None, "multiprocessing_context": None}
+# The DataLoader refuses these arguments with no workers; their "off" values are always accepted.
+ARGUMENTS_NEEDING_WORKERS = {LOADER_ARGUMENTS[name]: off for name, off in NEEDS_WORKERS.items()}
 
 
 class Overrides:
@@ -58,13 +55,13 @@ class Overrides:
             if setting not in self.wanted:
                 continue
             value = self.wanted[setting]
-            if argument in NEEDS_WORKERS and workers == 0 and value != NEEDS_WORKERS[argument]:
+            if argument in ARGUMENTS_NEEDING_WORKERS and workers == 0 and value != ARGUMENTS_NEEDING_WORKERS[argument]:
                 self.adjusted.append(f"{setting}={format_value(value)} not applied to DataLoader #{number}: "
                                      "it has num_workers=0")
                 continue
             arguments[argument] = value
         if workers == 0:  # the script's own worker options would now be refused
-            for argument, off in NEEDS_WORKERS.items():
+            for argument, off in ARGUMENTS_NEEDING_WORKERS.items():
                 if arguments.get(argument, off) != off and "num_workers" in self.wanted:
                     self.adjusted.append(f"DataLoader #{number}: the script's {argument}="
                                          f"{_text(arguments[argument])} dropped, num_workers=0 from outside")
@@ -109,7 +106,7 @@ class Overrides:
                 argument = LOADER_ARGUMENTS[name]
                 if not any(_matches(built, name, value) for built in self.loaders):
                     not_applied[name] = f"no DataLoader accepted {name}={format_value(value)}" + (
-                        f" ({argument} needs num_workers > 0)" if argument in NEEDS_WORKERS else "")
+                        f" ({argument} needs num_workers > 0)" if argument in ARGUMENTS_NEEDING_WORKERS else "")
         applied = {k: v for k, v in self.wanted.items() if k not in not_applied}
         return {"requested": self.wanted, "applied": applied, "not_applied": not_applied,
                 "adjusted": self.adjusted, "script_threads_overridden": self.script_threads,

@@ -14,12 +14,12 @@ from typing import Any, NoReturn
 
 from dcnprobe.attach.batches import BatchLedger
 from dcnprobe.attach.clock import HeldClock
-from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.attach.epochs import STRATEGIES, EpochStrategy
 from dcnprobe.attach.loader_proxy import LoaderPass
 from dcnprobe.attach.notes import ATTACH_RECORD, PASS_RECORD, VALIDATION_RECORD
 from dcnprobe.attach.phases import PhaseSpans
 from dcnprobe.attach.states import EpochMode, PassKind
+from dcnprobe.contract import AttachConfig
 
 NO_WORK = "no optimizer step or backward"  # a pass found to be validation only by what it lacked
 

@@ -11,12 +11,7 @@ from dcnprobe.bisect.search import DEFAULT_BAD, DEFAULT_GOOD, BisectOutcome, bis
 from dcnprobe.harness.trials import TrialRunner
 
 BISECT_FILE = "bisect.json"
-# The exit code when the bad side could not be measured at all (every trial of it crashed,
-# was invalid or timed out): no verdict, and CI must not read it as success. 0 is a
-# verdict of any kind (culprit, no slowdown, inconclusive), 2 a usage error.
-EXIT_UNMEASURED = 4
-
-__all__ = ["BISECT_FILE", "EXIT_UNMEASURED", "DEFAULT_BAD", "DEFAULT_GOOD", "BisectOutcome", "bisect", "bisect_json", "write_json"]
+__all__ = ["BISECT_FILE", "DEFAULT_BAD", "DEFAULT_GOOD", "BisectOutcome", "bisect", "bisect_json", "write_json"]
 
 
 def bisect_json(outcome: BisectOutcome, runner: TrialRunner) -> dict[str, Any]:

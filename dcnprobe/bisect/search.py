@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dcnprobe.analysis.advice import advice_for
+from dcnprobe.analysis.causes import advice_for
 from dcnprobe.bisect.ddmin import Outcome, ddmin
 from dcnprobe.devices import resolve_device
 from dcnprobe.harness.runner import TrialResult

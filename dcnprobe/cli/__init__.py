@@ -7,31 +7,59 @@ exit code 130; SIGTERM the same way with exit code 143 (dcnprobe.cli.interruptio
 
 from __future__ import annotations
 
+import importlib
 import sys
 
 import click
 
 from dcnprobe import __version__
+from dcnprobe.cli import interruption
+from dcnprobe.contract import Exit
 from dcnprobe.errors import UsageError
 
+# Each subcommand is imported when it runs (or when --help lists them), so that a command
+# loads what it needs and no more: `dcnprobe run` does not load the study, nor `dcnprobe
+# watch` torch. Its module then imports at the top like any other.
+COMMANDS = {
+    "train": "dcnprobe.cli.train:command",
+    "faults": "dcnprobe.cli.train:faults_command",
+    "run": "dcnprobe.cli.run:command",
+    "analyze": "dcnprobe.cli.analyze:command",
+    "bisect": "dcnprobe.cli.bisect:command",
+    "sweep": "dcnprobe.cli.sweep:command",
+    "study": "dcnprobe.cli.study:command",
+    "profile-epoch": "dcnprobe.cli.profile_epoch:command",
+    "bench": "dcnprobe.cli.bench:command",
+    "watch": "dcnprobe.cli.watch:command",
+    "export": "dcnprobe.cli.export:command",
+    "attach": "dcnprobe.cli.attach_pid:command",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+
+class _Commands(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attribute = COMMANDS[name].split(":")
+        return getattr(importlib.import_module(module), attribute)
+
+    @property
+    def all_commands(self) -> dict[str, click.Command]:
+        """Every subcommand, imported (for tests and documentation)."""
+        with click.Context(self) as ctx:
+            return {name: self.get_command(ctx, name) for name in self.list_commands(ctx)}
+
+
+@click.group(cls=_Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="dcnprobe")
 def cli() -> None:
     """Find out why a PyTorch training run gets slower epoch after epoch."""
 
 
-def _register() -> None:
-    from dcnprobe.cli import analyze, bench, bisect, profile_epoch, run, study, sweep, train, watch
-
-    for module in (train, run, analyze, bisect, sweep, study, profile_epoch, bench, watch):
-        cli.add_command(module.command)
-    cli.add_command(train.faults_command)
-
-
 def main(argv: list[str] | None = None) -> None:
-    from dcnprobe.cli import interruption
-
     interruption.forget()
     if argv is None:
         interruption.raise_on_terminate()
@@ -45,7 +73,7 @@ def main(argv: list[str] | None = None) -> None:
         # was kept, not "aborted".
         terminated = isinstance(exc, interruption.Terminated) or isinstance(exc.__cause__, interruption.Terminated)
         click.echo(interruption.message(terminated), err=True)
-        sys.exit(interruption.EXIT_TERMINATED if terminated else interruption.EXIT_INTERRUPTED)
+        sys.exit(Exit.TERMINATED if terminated else Exit.INTERRUPTED)
     except UsageError as exc:
         fail(str(exc), code=exc.exit_code)
     except click.exceptions.Exit as exc:
@@ -56,7 +84,6 @@ def main(argv: list[str] | None = None) -> None:
 
 
 def _run(args: list[str]) -> None:
-    _register()  # imports the commands: inside main's handlers, so a Ctrl-C here is one line too
     if hasattr(sys.stdout, "reconfigure"):
         sys.stdout.reconfigure(line_buffering=True)  # progress reaches a log file as it happens
     if not args:

@@ -4,12 +4,23 @@ RUN_DIR/analysis.json."""
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import click
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD
+from dcnprobe.analysis import advice_lines, analyze_run, write_analysis
+from dcnprobe.cli.attach_pid import analyze_outside
 from dcnprobe.cli.options import check_out_dir, epochs_option, max_batches_option, out_option
+from dcnprobe.command import Command
+from dcnprobe.contract import AttachConfig
+from dcnprobe.distributed.analysis import analyze_ranks, write_ranks_analysis
+from dcnprobe.distributed.layout import is_distributed
+from dcnprobe.distributed.text import report_lines
+from dcnprobe.errors import UsageError
+from dcnprobe.harness.run_command import run_attached
+from dcnprobe.ratios import DEFAULT_THRESHOLD
+from dcnprobe.settings import Settings
 
 
 @click.command("analyze")
@@ -24,12 +35,18 @@ def command(threshold: float, out: Path | None, max_batches: int | None, epochs:
             target: tuple[str, ...]) -> None:
     """Say whether a recorded run got slower, where the time went, the most likely cause and what to do.
 
-    RUN_DIR is any directory the probe wrote (ours, your own loop, a run killed half-way).
+    RUN_DIR is any directory the probe wrote (ours, your own loop, a run killed half-way),
+    or a distributed run's directory (rank0/, rank1/, ...): then every rank is read, the
+    rank that holds the others back is named with its score, and its own cause is given.
     With `-- CMD` the command is run first, unchanged, with the probe attached.
     """
-    from dcnprobe.analysis import advice_lines, analyze_run, write_analysis
 
     run_dir = _run_first(target, out, max_batches, epochs) if _is_command(target) else _one_dir(target)
+    if analyze_outside(run_dir):  # written by `attach PID`: no batches, the verdict from outside
+        return
+    if is_distributed(run_dir):  # RUN/rank0/run.jsonl, RUN/rank1/...: every rank together
+        _analyze_ranks(run_dir, threshold)
+        return
     analysis = analyze_run(run_dir, threshold)
     path = write_analysis(analysis)
     click.echo(analysis.verdict)
@@ -50,6 +67,14 @@ def command(threshold: float, out: Path | None, max_batches: int | None, epochs:
     click.echo(f"\nwritten: {path}")
 
 
+def _analyze_ranks(run_dir: Path, threshold: float) -> None:
+    result = analyze_ranks(run_dir, threshold, every_rank=True)
+    path = write_ranks_analysis(result)
+    for line in report_lines(result):
+        click.echo(line)
+    click.echo(f"\nwritten: {path} (and {', '.join(str(p) for p in result.written.values())})")
+
+
 def _is_command(target: tuple[str, ...]) -> bool:
     """A run directory is one existing path; anything else is a command to run."""
     return len(target) != 1 or not Path(target[0]).is_dir()
@@ -60,14 +85,6 @@ def _one_dir(target: tuple[str, ...]) -> Path:
 
 
 def _run_first(target: tuple[str, ...], out: Path | None, max_batches: int | None, epochs: int | None) -> Path:
-    import time
-
-    from dcnprobe.attach.contract import AttachConfig
-    from dcnprobe.attach.run_command import run_attached
-    from dcnprobe.command import Command
-    from dcnprobe.errors import UsageError
-    from dcnprobe.settings import Settings
-
     if not target:
         raise UsageError("analyze needs a run directory, or -- CMD to run first")
     if len(target) == 1 and not Path(target[0]).exists() and not target[0].endswith(".py") \

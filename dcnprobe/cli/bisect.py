@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dcnprobe.bisect import BISECT_FILE, DEFAULT_BAD, DEFAULT_GOOD, bisect, bisect_json, write_json
+from dcnprobe.bisect.search import resolve_auto
 from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.cli.trials import (
     command_line,
@@ -14,6 +16,8 @@ from dcnprobe.cli.trials import (
     trial_options,
     trial_template,
 )
+from dcnprobe.contract import Exit
+from dcnprobe.report.multi_trial import write_bisect_report
 from dcnprobe.settings import parse_assignments
 
 
@@ -45,17 +49,6 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], fresh: bool, epochs: in
     4 the bad settings could not be measured at all (crashed, invalid, timed out);
     2 bad input.
     """
-    from dcnprobe.bisect import (
-        BISECT_FILE,
-        DEFAULT_BAD,
-        DEFAULT_GOOD,
-        EXIT_UNMEASURED,
-        bisect,
-        bisect_json,
-        write_json,
-    )
-    from dcnprobe.bisect.search import resolve_auto
-    from dcnprobe.report.multi_trial import write_bisect_report
 
     common = {"batch_size": batch_size} if batch_size else {}
     # An absent device, an impossible combination, a bad command: all fail here, before any trial.
@@ -78,4 +71,4 @@ def command(bad: tuple[str, ...], good: tuple[str, ...], fresh: bool, epochs: in
     click.echo(outcome.verdict)
     click.echo(f"\nwritten: {out / BISECT_FILE}, {md}, {html}")
     if outcome.finding == "unmeasured":
-        raise SystemExit(EXIT_UNMEASURED)
+        raise SystemExit(Exit.UNMEASURED)

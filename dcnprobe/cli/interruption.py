@@ -12,8 +12,7 @@ import os
 import signal
 import sys
 
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a process Ctrl-C ended
-EXIT_TERMINATED = 143  # 128 + SIGTERM
+from dcnprobe.contract import Exit
 
 
 class Terminated(KeyboardInterrupt):
@@ -69,7 +68,7 @@ def leave_quietly_on_next_interrupt() -> None:
     Only for the program itself: a process that called main() keeps its own handler."""
     def leave(signum: int, frame: object) -> None:
         sys.stderr.flush()
-        os._exit(EXIT_INTERRUPTED)
+        os._exit(Exit.INTERRUPTED)
 
     signal.signal(signal.SIGINT, leave)
     signal.signal(signal.SIGTERM, leave)

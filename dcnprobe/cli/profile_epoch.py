@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+from dataclasses import fields, replace
 from pathlib import Path
 
 import click
 
+from dcnprobe.bisect.search import resolve_auto
 from dcnprobe.cli import interruption
 from dcnprobe.cli.options import max_batches_option, out_option, settings_options
+from dcnprobe.cli.trials import trial_template
+from dcnprobe.harness import launch
+from dcnprobe.profiling import report
+from dcnprobe.profiling.session import read_profiles
+from dcnprobe.profiling.tools import TOOLS
+from dcnprobe.runs import read_run
 from dcnprobe.settings import Settings
 
 
 def _tools(text: str) -> tuple[str, ...]:
-    from dcnprobe.profiling.tools import TOOLS
-
     chosen = tuple(t.strip() for t in text.split(",") if t.strip())
     unknown = [t for t in chosen if t not in TOOLS]
     if unknown or not chosen:
@@ -41,14 +47,6 @@ def command(epoch: int, settings: Settings, max_batches: int | None, preset: str
     grew, allocation sites whose memory grew, operators whose time grew; and links every
     artefact (flame graphs, speedscope, memray HTML, Chrome traces).
     """
-    from dataclasses import fields, replace
-
-    from dcnprobe.bisect.search import resolve_auto
-    from dcnprobe.cli.trials import trial_template
-    from dcnprobe.harness import launch
-    from dcnprobe.profiling import report
-    from dcnprobe.profiling.session import read_profiles
-    from dcnprobe.records import read_run
 
     chosen = _tools(tools)
     # A user's script is given only the settings asked for on the command line (compared

@@ -16,6 +16,8 @@ from typing import Any
 
 import click
 
+from dcnprobe.analysis import analyze_run, write_analysis
+from dcnprobe.attach.notes import read_notes
 from dcnprobe.cli import interruption
 from dcnprobe.cli.options import (
     SettingType,
@@ -26,12 +28,21 @@ from dcnprobe.cli.options import (
     sample_interval_option,
     stall_after_option,
 )
+from dcnprobe.command import Command
+from dcnprobe.contract import AttachConfig
 from dcnprobe.errors import UsageError
-from dcnprobe.settings import Settings, SettingsError, cli_flag, format_value, setting_help
-
-# Settings the DataLoader refuses without workers: checked against num_workers only when
-# it is given too (otherwise the script's own num_workers decides, in the run).
-_NEED_WORKERS = ("persistent_workers", "prefetch_factor", "start_method")
+from dcnprobe.harness.run_command import run_attached
+from dcnprobe.records import RUN_FILE
+from dcnprobe.runs import read_run
+from dcnprobe.settings import (
+    APPLIED_FROM_OUTSIDE,
+    NEEDS_WORKERS,
+    Settings,
+    SettingsError,
+    cli_flag,
+    format_value,
+    setting_help,
+)
 
 
 def _given_settings_options(command):
@@ -61,10 +72,6 @@ def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch
             stall_after: float | None, sample_interval: float | None, command: tuple[str, ...],
             **settings: Any) -> None:
     """Run a training command with the probe attached: dcnprobe run [OPTIONS] -- python train.py ..."""
-    from dcnprobe.attach.contract import AttachConfig
-    from dcnprobe.attach.run_command import run_attached
-    from dcnprobe.command import APPLIED_FROM_OUTSIDE, Command
-    from dcnprobe.records import RUN_FILE
 
     given = {name: value for name, value in settings.items() if value is not None}
     parsed = Command.parse(command)
@@ -106,28 +113,26 @@ def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch
 def _settings_for(given: dict[str, Any], placeholders: set[str]) -> Settings:
     """Settings to fill the command's placeholders. A combination is checked here only as
     far as the user gave it: persistent workers without --num-workers are the script's to
-    allow (and reported after the run if it has none)."""
+    allow (and reported after the run if it has none): the settings the DataLoader refuses
+    without workers are checked against num_workers only when it is given too."""
     try:
         return Settings(**given)
     except SettingsError:
-        if "num_workers" in given or any(name in placeholders for name in _NEED_WORKERS if name in given):
+        if "num_workers" in given or any(name in placeholders for name in NEEDS_WORKERS if name in given):
             raise
-        return Settings(**{k: v for k, v in given.items() if k not in _NEED_WORKERS})
+        return Settings(**{k: v for k, v in given.items() if k not in NEEDS_WORKERS})
 
 
 def _report(out: Path) -> None:
-    from dcnprobe.analysis import analyze_run, write_analysis
-    from dcnprobe.attach.notes import read_notes
-    from dcnprobe.records import read_run
-
     run = read_run(out)
     notes = read_notes(out)
     epochs = run.batches["epoch"].nunique() if len(run.batches) else 0
     epoch_by = notes["boundaries"].get("epoch", "?")
     # A batch record is the work around an optimizer step: say both counts when they differ.
-    counts = {c: int(run.batches[c].sum()) for c in ("loader_batches", "optimizer_steps") if c in run.batches}
+    passes = notes["passes"]
+    counts = {c: sum(p.get(c) or 0 for p in passes) for c in ("loader_batches", "optimizer_steps")}
     units = (f" ({counts['loader_batches']} loader batches, {counts['optimizer_steps']} optimizer steps)"
-             if counts and set(counts.values()) != {len(run.batches)} else "")
+             if passes and set(counts.values()) != {len(run.batches)} else "")
     click.echo(f"\nrecord: {run.path} ({run.status}; {len(run.batches)} batches{units} in {epochs} epoch(s), "
                f"epochs by {epoch_by}; {len(notes['validation'])} validation pass(es))")
     final = notes["final"] or notes["header"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD
-from dcnprobe.cli import interruption
+from dcnprobe.bisect.search import resolve_auto
+from dcnprobe.cli import interruption, train
 from dcnprobe.cli.executors import ray_option
 from dcnprobe.cli.options import (
     epochs_option,
@@ -19,8 +19,13 @@ from dcnprobe.cli.options import (
 from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.cli.trials import command_line
 from dcnprobe.errors import UsageError
+from dcnprobe.harness.executor import TrialResources, make_executor
 from dcnprobe.harness.runner import DEFAULT_STALL_AFTER_S
+from dcnprobe.ratios import DEFAULT_THRESHOLD
+from dcnprobe.settings import Settings
+from dcnprobe.study import StudyConfig, parse_presets, parse_seeds, plan, run_study, summarize_study
 from dcnprobe.study.plan import DEFAULT_PRESETS, Criteria
+from dcnprobe.study.report import verdicts, write_study_report
 from dcnprobe.study.run import DEFAULT_STUDY_BUDGET_S
 
 DEFAULTS = Criteria()
@@ -83,19 +88,6 @@ def command(presets: str, seeds: str, epochs: int, max_batches: int | None, data
 
     Example: dcnprobe study --presets phase1,phase3-revised --seeds 3 --epochs 3 --max-batches 50
     """
-    from dcnprobe.bisect.search import resolve_auto
-    from dcnprobe.cli import train  # the built-in trainer's module: it alone knows model/
-    from dcnprobe.harness.executor import TrialResources, make_executor
-    from dcnprobe.settings import Settings
-    from dcnprobe.study import (
-        StudyConfig,
-        parse_presets,
-        parse_seeds,
-        plan,
-        run_study,
-        summarize_study,
-    )
-    from dcnprobe.study.report import verdicts, write_study_report
 
     gap_low, gap_high = _pair(gap_range, "--gap-range")
     best_low, best_high = _pair(best_epochs, "--best-epochs", int)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from dcnprobe.bisect import write_json
+from dcnprobe.bisect.search import resolve_auto
 from dcnprobe.cli.progress import ProgressLine
 from dcnprobe.cli.trials import (
     command_line,
@@ -14,7 +16,11 @@ from dcnprobe.cli.trials import (
     trial_options,
     trial_template,
 )
+from dcnprobe.contract import Exit
+from dcnprobe.harness.executor import TrialResources, make_executor
+from dcnprobe.report.multi_trial import write_sweep_report
 from dcnprobe.settings import Settings, parse_assignments
+from dcnprobe.sweep import parse_vary, sweep, sweep_json
 
 
 @click.command("sweep")
@@ -33,11 +39,6 @@ def command(vary: tuple[str, ...], fixed: tuple[str, ...], fresh: bool, epochs: 
     Exit codes: 0 finished; 4 no combination could be measured (every trial crashed,
     was invalid or timed out); 2 bad input.
     """
-    from dcnprobe.bisect import EXIT_UNMEASURED, write_json
-    from dcnprobe.bisect.search import resolve_auto
-    from dcnprobe.harness.executor import TrialResources, make_executor
-    from dcnprobe.report.multi_trial import write_sweep_report
-    from dcnprobe.sweep import parse_vary, sweep, sweep_json
 
     matrix = parse_vary(vary)
     assignments = {**({"batch_size": batch_size} if batch_size else {}), **parse_assignments(fixed)}
@@ -62,4 +63,4 @@ def command(vary: tuple[str, ...], fixed: tuple[str, ...], fresh: bool, epochs: 
     click.echo("\n" + outcome.summary())
     click.echo(f"\nwritten: {out / 'sweep.json'}, {md}, {html}")
     if outcome.results and not any(r.status in ("ok", "slow", "stalled", "contended") for r in outcome.results):
-        raise SystemExit(EXIT_UNMEASURED)
+        raise SystemExit(Exit.UNMEASURED)

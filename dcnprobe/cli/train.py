@@ -13,7 +13,6 @@ from pathlib import Path
 
 import click
 
-from dcnprobe.attach.contract import ON_SLOWDOWN
 from dcnprobe.cli import interruption
 from dcnprobe.cli.options import (
     check_out_dir,
@@ -26,12 +25,15 @@ from dcnprobe.cli.options import (
 )
 from dcnprobe.cli.progress import BatchProgress
 from dcnprobe.command import Command
+from dcnprobe.contract import ON_SLOWDOWN, AttachConfig, Exit
+from dcnprobe.devices import resolve_device
 from dcnprobe.errors import UsageError
 from dcnprobe.executables import python_module
 from dcnprobe.hooks import NullProbe
-from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE
+from dcnprobe.launched import warn_on_slowdown
+from dcnprobe.probe import Probe
 from dcnprobe.sampler import DEFAULT_INTERVAL
-from dcnprobe.settings import Settings
+from dcnprobe.settings import Settings, format_value
 from dcnprobe.stall import DEFAULT_STALL_FACTOR, DEFAULT_STALL_FLOOR_S
 from dcnprobe.timers import SYNC_MODES
 
@@ -89,18 +91,16 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
 @stall_after_option(DEFAULT_STALL_FLOOR_S, f"; or {DEFAULT_STALL_FACTOR:g}x the median batch time, if longer")
 @click.option("--on-slowdown", type=click.Choice(ON_SLOWDOWN), default="warn", show_default=True,
               help="once a later epoch is clearly slower than epoch 1: warn on stderr, stop the run "
-                   f"(exit code {SLOWDOWN_EXIT_CODE}), or profile the slow epoch with py-spy into OUT/profile.md")
+                   f"(exit code {Exit.SLOW:d}), or profile the slow epoch with py-spy into OUT/profile.md")
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def command(settings: Settings, preset: str, epochs: int | None, max_batches: int | None, data: str,
             faults: tuple[str, ...], out: Path | None, resume: bool, checkpoints: bool, no_probe: bool, sync: str,
             sample_interval: float, stall_after: float, on_slowdown: str, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
-    from dcnprobe.devices import resolve_device
     from dcnprobe.model.data.source import load_data
     from dcnprobe.model.faults import resolve_faults
     from dcnprobe.model.plugins import configured
     from dcnprobe.model.trainer import TrainJob, fit
-    from dcnprobe.probe import Probe
 
     plugins = resolve_faults(faults)
     settings = configured(settings, plugins)  # as fit() will see them: the device to probe, the table header
@@ -110,7 +110,9 @@ def command(settings: Settings, preset: str, epochs: int | None, max_batches: in
     job = TrainJob(settings=settings, preset=preset, epochs=epochs, max_batches=max_batches, data=data,
                    out=out, resume=resume, checkpoints=checkpoints)
     probe = NullProbe() if no_probe else Probe(out, device=device, sync=sync, sample_interval=sample_interval,
-                                                stall_floor_s=stall_after, on_slowdown=on_slowdown)
+                                                stall_floor_s=stall_after)
+    if not no_probe and AttachConfig.from_env() is None:  # under a launcher, its config says (dcnprobe.launched)
+        warn_on_slowdown(probe, on_slowdown)
     progress = None if quiet else BatchProgress()
     interruption.keep(_kept(out, no_probe, checkpoints))
 
@@ -153,7 +155,6 @@ def _row(cells) -> str:
 def faults_command() -> None:
     """List the slowdown scenarios that --fault plants in the built-in trainer."""
     from dcnprobe.model.faults import FAULTS
-    from dcnprobe.settings import format_value
 
     width = max(len(name) for name in FAULTS)
     for name, fault in FAULTS.items():

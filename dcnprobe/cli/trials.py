@@ -10,8 +10,7 @@ from pathlib import Path
 
 import click
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD
-from dcnprobe.cli import interruption
+from dcnprobe.cli import interruption, train
 from dcnprobe.cli.executors import ray_option, ray_refused
 from dcnprobe.cli.options import (
     out_option,
@@ -21,9 +20,11 @@ from dcnprobe.cli.options import (
     trial_max_batches_option,
 )
 from dcnprobe.cli.progress import ProgressLine
+from dcnprobe.command import Command
 from dcnprobe.harness.runner import DEFAULT_BUDGET_S, DEFAULT_STALL_AFTER_S
 from dcnprobe.harness.spec import TrialSpec
 from dcnprobe.harness.trials import TrialRunner
+from dcnprobe.ratios import DEFAULT_THRESHOLD
 
 
 def trial_options(default_out: str, ray: bool = False) -> Callable:
@@ -61,8 +62,6 @@ def trial_template(command_words: Sequence[str], *, preset: str | None, data: st
                    epochs: int, max_batches: int) -> TrialSpec:
     """What every trial runs: the user's command after `--`, else the built-in trainer.
     Everything is checked here, before the first trial."""
-    from dcnprobe.cli import train  # the built-in trainer's module: it alone knows model/
-    from dcnprobe.command import Command
 
     train.check_builtin_only(command_words, preset=preset, data=data, faults=faults)
     if command_words:

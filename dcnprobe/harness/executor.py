@@ -25,7 +25,6 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.errors import UsageError
 from dcnprobe.harness.cache import TrialCache
 from dcnprobe.harness.resume import last_checkpoint_epoch
@@ -37,6 +36,8 @@ from dcnprobe.harness.runner import (
     run_trial,
 )
 from dcnprobe.harness.spec import TrialSpec
+from dcnprobe.harness.trials import describe_settings, summarize
+from dcnprobe.ratios import DEFAULT_THRESHOLD
 
 LOCAL_RAY = "local"  # `--ray` without an address: start a private Ray cluster on this machine
 RAY_INSTALL_HINT = "pip install -c constraints.txt -e '.[ray]'"
@@ -243,7 +244,6 @@ def run_settings_on(executor: Executor, runner, settings_list: Sequence, replica
     another process disturbed is reported as such."""
     if isinstance(executor, LocalExecutor):
         return [runner.trial(settings, replicate) for settings in settings_list]
-    from dcnprobe.harness.trials import describe_settings, summarize
 
     specs = [replace(runner.template, settings=s, replicate=replicate) for s in settings_list]
     labels = [describe_settings(s, runner.reference, getattr(runner, "shown", ())) for s in settings_list]

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 from typing import IO
 
-from dcnprobe.attach.contract import AttachConfig, launch_env
+from dcnprobe.contract import AttachConfig, launch_env
 from dcnprobe.errors import UsageError
 
 _PR_SET_PDEATHSIG = 1

@@ -20,13 +20,13 @@ from typing import Any
 import psutil
 
 from dcnprobe.analysis import DEFAULT_THRESHOLD, analyze_run, write_analysis
+from dcnprobe.contract import Exit
 from dcnprobe.errors import UsageError
 from dcnprobe.harness import launch
 from dcnprobe.harness.early_stop import EarlyStop
 from dcnprobe.harness.spec import TrialSpec
-from dcnprobe.live.early_warning import SLOWDOWN_EXIT_CODE
 from dcnprobe.records import RUN_FILE, RecordFollower
-from dcnprobe.stall import DEFAULT_STALL_FLOOR_S, STALL_EXIT_CODE, capture_stacks
+from dcnprobe.stall import DEFAULT_STALL_FLOOR_S, capture_stacks
 
 DEFAULT_BUDGET_S = 1800.0
 DEFAULT_STALL_AFTER_S = DEFAULT_STALL_FLOOR_S  # what `train --stall-after` gets from a trial
@@ -213,25 +213,25 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
         write_analysis(analysis)
         s = analysis.signals
         result.ran = dict(analysis.run.settings)
-        result.ratio = s.ratio
-        result.ratio_ci = list(s.ratio_ci) if s.ratio_ci else None
+        result.ratio = s.timing.ratio
+        result.ratio_ci = list(s.timing.ratio_ci) if s.timing.ratio_ci else None
         result.verdict = analysis.verdict
         result.cause = analysis.top_cause
         result.causes = [c.to_dict() for c in analysis.causes]
         result.epoch_s = _epoch_seconds(analysis)
-        result.outside_load = {str(e): round(v, 3) for e, v in s.outside_load.items()}
+        result.outside_load = {str(e): round(v, 3) for e, v in s.contention.outside_load.items()}
         if status is None:
             result.status = "slow" if s.slowdown else "ok"
         if analysis.run.status == "stalled":
             result.status = "stalled"
-        elif s.contended and result.status in ("ok", "slow") and not s.slowdown:
+        elif s.contention.contended and result.status in ("ok", "slow") and not s.slowdown:
             # Slow or healthy, the timing tracked someone else's load: not a verdict on the
             # settings (a slowdown beyond what the load explains keeps its verdict).
             result.status = "contended"
     if status is None and code not in (0, None):
-        if code == STALL_EXIT_CODE:
+        if code == Exit.STALLED:
             result.status = "stalled"
-        elif code == SLOWDOWN_EXIT_CODE:  # the run's own probe stopped it as slow (on_slowdown=stop)
+        elif code == Exit.SLOW:  # the run's own probe stopped it as slow (on_slowdown=stop)
             result.status = "slow"
         else:  # the trial's own last words say more than a missing record
             result.status = "invalid" if code == 2 else "crashed"

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dcnprobe.attach.contract import AttachConfig
 from dcnprobe.command import APPLIED_FROM_OUTSIDE, Command
+from dcnprobe.contract import AttachConfig
 from dcnprobe.harness.resume import last_checkpoint_epoch
 from dcnprobe.settings import Settings, format_value, to_cli_args
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from dcnprobe import machine_load
-from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.harness.cache import TrialCache
 from dcnprobe.harness.runner import (
     DEFAULT_BUDGET_S,
@@ -26,6 +25,7 @@ from dcnprobe.harness.runner import (
     run_trial,
 )
 from dcnprobe.harness.spec import TrialSpec
+from dcnprobe.ratios import DEFAULT_THRESHOLD
 from dcnprobe.settings import Settings, format_value
 
 # A fresh run of settings already measured, to confirm a verdict (replicate 1 is the

@@ -22,9 +22,21 @@ from __future__ import annotations
 
 from typing import Any
 
+from dcnprobe.attach import active
 from dcnprobe.attach.notes import PASS_RECORD, VALIDATION_RECORD
 from dcnprobe.attach.phases import PhaseSpans, with_timed_closure
 from dcnprobe.hooks import DATA_WAIT
+from dcnprobe.launched import warn_on_slowdown
+from dcnprobe.probe import Probe
+
+
+def framework_probe(out_dir: Any, on_slowdown: str | None, **options: Any) -> Probe:
+    """The callbacks' Probe. Under a launcher (`dcnprobe run`, a trial) the launch sets where
+    it records and adds the early warning; on its own, the callback adds the warning."""
+    probe = Probe(out_dir, **options)
+    if on_slowdown and active.current() is None:
+        warn_on_slowdown(probe, on_slowdown)
+    return probe
 
 
 class EventDriver:

@@ -19,8 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dcnprobe.integrations.driver import EventDriver
-from dcnprobe.probe import Probe
+from dcnprobe.integrations.driver import EventDriver, framework_probe
 
 
 def _lightning() -> Any:
@@ -44,10 +43,13 @@ BOUNDARIES = {
 
 
 class DcnprobeCallback(pl.Callback):
-    def __init__(self, out_dir: str | Path | None = None, **probe_options: Any) -> None:
+    def __init__(self, out_dir: str | Path | None = None, on_slowdown: str | None = "warn",
+                 **probe_options: Any) -> None:
+        """on_slowdown: the live early warning (warn, stop, profile; None: off), as for
+        `dcnprobe train`; probe_options go to dcnprobe.Probe."""
         super().__init__()
         self.out_dir = Path(out_dir) if out_dir else Path("runs") / time.strftime("lightning-%Y%m%d-%H%M%S")
-        self.probe_options = probe_options
+        self.on_slowdown, self.probe_options = on_slowdown, probe_options
         self.driver: EventDriver | None = None
         self._handles: list[Any] = []
 
@@ -57,7 +59,8 @@ class DcnprobeCallback(pl.Callback):
         # Before any DataLoader is iterated (the sanity check): made here, the Probe tells an
         # attach in this process to leave the run to it.
         if stage == "fit" and self.driver is None:
-            self.driver = EventDriver(Probe(self.out_dir, **self.probe_options), "lightning")
+            probe = framework_probe(self.out_dir, self.on_slowdown, **self.probe_options)
+            self.driver = EventDriver(probe, "lightning")
 
     def on_fit_start(self, trainer, pl_module) -> None:
         driver = self.driver

@@ -23,8 +23,7 @@ import torch
 import transformers
 from transformers import TrainerCallback
 
-from dcnprobe.integrations.driver import EventDriver
-from dcnprobe.probe import Probe
+from dcnprobe.integrations.driver import EventDriver, framework_probe
 
 BOUNDARIES = {
     "epoch": "transformers: on_epoch_begin to on_epoch_end",
@@ -35,9 +34,12 @@ BOUNDARIES = {
 
 
 class DcnprobeCallback(TrainerCallback):
-    def __init__(self, out_dir: str | Path | None = None, **probe_options: Any) -> None:
+    def __init__(self, out_dir: str | Path | None = None, on_slowdown: str | None = "warn",
+                 **probe_options: Any) -> None:
+        """on_slowdown: the live early warning (warn, stop, profile; None: off), as for
+        `dcnprobe train`; probe_options go to dcnprobe.Probe."""
         self.out_dir = Path(out_dir) if out_dir else Path("runs") / time.strftime("trainer-%Y%m%d-%H%M%S")
-        self.probe_options = probe_options
+        self.on_slowdown, self.probe_options = on_slowdown, probe_options
         self.driver: EventDriver | None = None
         self._handles: list[Any] = []
         self._model: Any = None
@@ -45,7 +47,8 @@ class DcnprobeCallback(TrainerCallback):
     # -- the run ---------------------------------------------------------------------------------
 
     def on_train_begin(self, args, state, control, model=None, optimizer=None, **kwargs):
-        self.driver = driver = EventDriver(Probe(self.out_dir, **self.probe_options), "transformers")
+        probe = framework_probe(self.out_dir, self.on_slowdown, **self.probe_options)
+        self.driver = driver = EventDriver(probe, "transformers")
         driver.start(BOUNDARIES, {"framework": {"name": "transformers", "version": transformers.__version__},
                                   "gradient_accumulation_steps": args.gradient_accumulation_steps})
         self._model = model

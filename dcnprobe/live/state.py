@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from dcnprobe.analysis.stats import ratio_ci, warmup_batches
 from dcnprobe.errors import UsageError
+from dcnprobe.ratios import ratio_ci, warmup_batches
 from dcnprobe.records import BATCH, EPOCH, FOOTER, HEADER, LOOP_END, MEMORY, STALL, WARNING
 from dcnprobe.slowdown import PHASE_NAMES
 

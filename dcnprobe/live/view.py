@@ -22,13 +22,15 @@ from rich.text import Text
 
 from dcnprobe.live.state import MEMORY_SERIES, RunState
 from dcnprobe.records import EPOCH, FOOTER, LOOP_END, STALL, WARNING, RecordFollower
+from dcnprobe.settings import describe
 from dcnprobe.slowdown import PHASE_NAMES
 
 SPARKS = "▁▂▃▄▅▆▇█"
 BAR_WIDTH = 40
 SPARK_WIDTH = 40
 PROGRESS_EVERY_S = 10.0  # plain view: a progress line at most this often
-PHASE_COLOURS = dict(zip(PHASE_NAMES, ("red", "cyan", "blue", "magenta", "green", "yellow", "white")))
+PHASE_COLOURS = dict(zip(PHASE_NAMES, ("red", "cyan", "blue", "magenta", "green", "yellow", "bright_black",
+                                        "white")))
 MB = 1 << 20
 
 
@@ -108,13 +110,20 @@ def render(state: RunState, source: str = "") -> RenderableType:
 def _title(state: RunState, source: str) -> Text:
     header = state.header or {}
     settings = header.get("settings") or {}
-    described = ", ".join(f"{k}={v}" for k, v in settings.items() if k in ("device", "num_workers", "persistent_workers"))
+    described = describe(settings)
     status = state.footer["status"] if state.footer else "running"
     text = Text(f"dcnprobe watch {source}  ", style="bold")
     text.append(status, style="green" if status == "ok" else "red" if status != "running" else "yellow")
     if described:
         text.append(f"  ({described})")
+    if _from_outside(state):
+        text.append(f"  attached from outside to PID {header.get('pid')}: no batch timings, so no epochs")
     return text
+
+
+def _from_outside(state: RunState) -> bool:
+    """Written by `dcnprobe attach PID`: samples of the processes, no batches."""
+    return (state.header or {}).get("attached") == "pid"
 
 
 def _epochs_table(state: RunState) -> Table:
@@ -166,6 +175,14 @@ def _memory(state: RunState) -> Group:
 
 def _progress_line(state: RunState) -> str | None:
     current = state.current
+    if current is None and _from_outside(state) and not state.finished and state.last_t is not None:
+        memory = state.memory
+        text = f"seen from outside for {state.last_t:.0f} s (no batch timings)"
+        if memory["main"]:
+            text += f": main RSS {_bytes(memory['main'][-1])}"
+        if memory["workers"] and memory["workers"][-1] > 0:
+            text += f", workers RSS {_bytes(memory['workers'][-1])}"
+        return text
     if current is None or state.finished:
         return None
     expected = state.batches_per_epoch
@@ -190,8 +207,11 @@ def _warning_line(warning: Mapping[str, Any]) -> str:
 
 
 def _stall_line(stall: Mapping[str, Any]) -> str:
+    stacks = ", ".join(stall.get("stacks") or []) or "-"
+    if stall.get("seen_from") == "outside":  # no batches seen: what stopped is the processes' CPU
+        return f"stalled: no process of the run used CPU for {stall.get('waited_s', 0):.0f} s; stacks: {stacks}"
     return (f"stalled in epoch {stall.get('epoch')} at batch {stall.get('batch')}: no batch for "
-            f"{stall.get('waited_s', 0):.0f} s; stacks: {', '.join(stall.get('stacks') or []) or '-'}")
+            f"{stall.get('waited_s', 0):.0f} s; stacks: {stacks}")
 
 
 def event_line(event: Mapping[str, Any], state: RunState) -> str:
@@ -208,6 +228,9 @@ def event_line(event: Mapping[str, Any], state: RunState) -> str:
         return "stall: " + _stall_line(event)
     if kind == FOOTER:
         reason = f" ({event['reason']})" if event.get("reason") else ""
+        if _from_outside(state):
+            return (f"attach ended after {event.get('observed_s') or 0:.0f} s: {event.get('status')}{reason} "
+                    f"(`dcnprobe analyze` on this directory gives the verdict from outside)")
         return f"run ended: {event.get('status')}{reason}"
     return str(dict(event))
 

@@ -8,8 +8,8 @@ from dcnprobe.profiling import memray_capture
 from dcnprobe.profiling.compare import function_growth, growth
 from dcnprobe.profiling.flamegraph import parse_collapsed, to_svg, write_speedscope
 from dcnprobe.profiling.session import Profiles
-from dcnprobe.records import Run
 from dcnprobe.report.document import Bullets, Document, Heading, Paragraph, Table, to_markdown
+from dcnprobe.runs import Run
 
 MB = 1 << 20
 

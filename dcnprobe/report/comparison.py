@@ -9,9 +9,9 @@ from pathlib import Path
 from dcnprobe.errors import UsageError
 from dcnprobe.harness.runner import TrialResult
 from dcnprobe.harness.trials import describe_settings
-from dcnprobe.records import read_run
 from dcnprobe.report import plots
 from dcnprobe.report.document import Block, Document, Heading, Image, Table, write
+from dcnprobe.runs import read_run
 from dcnprobe.settings import Settings, format_value
 
 MAX_PANELS = 12

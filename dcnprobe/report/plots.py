@@ -16,7 +16,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from dcnprobe.hooks import DATA_WAIT, PHASES  # noqa: E402
-from dcnprobe.records import Run  # noqa: E402
+from dcnprobe.runs import Run  # noqa: E402
 
 MB = 1 << 20
 _PHASE_COLOURS = dict(zip((DATA_WAIT, *PHASES, "other"),
@@ -65,7 +65,7 @@ def batch_times(panels: Sequence[Panel], path: Path) -> Path:
 def memory_timelines(panels: Sequence[Panel], path: Path) -> Path:
     fig, axes = _grid(len(panels))
     for ax, panel in zip(axes, panels):
-        memory = panel.run.memory
+        memory = panel.run.samples
         if memory.empty:
             ax.text(0.5, 0.5, "no memory samples", ha="center", transform=ax.transAxes)
         else:

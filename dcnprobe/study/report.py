@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from dcnprobe.report.document import Bullets, Document, Heading, Image, Paragraph, Table, write
+from dcnprobe.study import plots
 from dcnprobe.study.plan import describe
 from dcnprobe.study.run import StudyRun, describe_outcome
 from dcnprobe.study.stats import Estimate
@@ -138,8 +139,6 @@ def build_document(study: StudyRun, summary: StudySummary, images: Sequence[Imag
 
 
 def plot_images(out: Path, summary: StudySummary) -> list[Image]:
-    from dcnprobe.study import plots
-
     folder = out / "plots"
     auc = plots.per_epoch(summary.presets, "val_auc", "val AUC", "Val AUC per epoch: mean over seeds, band from "
                           "lowest to highest seed", folder / "val_auc.png", target=summary.criteria.min_val_auc)

@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.harness.cache import TrialCache
 from dcnprobe.harness.executor import Executor, TrialOutcome, run_specs
 from dcnprobe.harness.runner import DEFAULT_STALL_AFTER_S, TrialResult
+from dcnprobe.ratios import DEFAULT_THRESHOLD
 from dcnprobe.study.plan import StudyConfig, StudyTrial
 from dcnprobe.study.reader import read_seed_run
 from dcnprobe.study.summary import SeedRun

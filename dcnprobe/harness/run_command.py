@@ -2,7 +2,7 @@
 
 `dcnprobe run` is a face over `run_attached`: the command runs in a new process group
 (dcnprobe.harness.launch), so that Ctrl-C, or dcnprobe dying, ends it with its DataLoader
-workers; its output goes to DIR/output.log and to the terminal (dcnprobe.attach.relay).
+workers; its output goes to DIR/output.log and to the terminal (dcnprobe.harness.relay).
 """
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-from dcnprobe.attach.contract import AttachConfig
-from dcnprobe.attach.relay import OutputRelay
+from dcnprobe.contract import AttachConfig
 from dcnprobe.harness import launch
+from dcnprobe.harness.relay import OutputRelay
 from dcnprobe.records import RUN_FILE
 
 OUTPUT_FILE = "output.log"

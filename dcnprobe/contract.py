@@ -1,4 +1,6 @@
-"""What a launcher tells the process it runs, through one environment variable.
+"""The contract between dcnprobe and the processes it starts: what a launcher tells the
+process it runs (one environment variable), and every exit code dcnprobe's processes use.
+At the bottom of the layers: the harness, the CLI, the attach and the probe all read it.
 
 `dcnprobe run`, the harness's trials and `profile-epoch` all start a command in a fresh
 process and configure the probe inside it from outside, with no change to the script:
@@ -14,14 +16,26 @@ import os
 import uuid
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
-from dcnprobe.errors import UsageError
-
 ENV = "DCNPROBE_ATTACH"
-SITE_DIR = Path(__file__).resolve().parent / "site"
+SITE_DIR = Path(__file__).resolve().parent / "attach" / "site"
 ON_SLOWDOWN = ("warn", "stop", "profile")
+
+
+class Exit(IntEnum):
+    """How a dcnprobe process ends. 0 is a verdict of any kind (a culprit, no slowdown,
+    inconclusive); CI must not read 4 or 5 as success."""
+
+    OK = 0
+    USAGE = 2  # bad input: one line, never a traceback
+    STALLED = 3  # the probe found the run hung and ended it (stacks beside the record)
+    UNMEASURED = 4  # bisect/sweep: the bad side could not be measured at all (every trial crashed or timed out)
+    SLOW = 5  # the probe ended a run it found slow (on_slowdown=stop)
+    INTERRUPTED = 130  # 128 + SIGINT: Ctrl-C, what a shell reports
+    TERMINATED = 143  # 128 + SIGTERM: a scheduler's time limit, `kill`
 
 
 @dataclass(frozen=True)
@@ -53,7 +67,7 @@ class AttachConfig:
         try:
             return cls(**json.loads(text))
         except (json.JSONDecodeError, TypeError) as exc:
-            raise UsageError(f"{ENV} is not a dcnprobe attach config: {exc}") from None
+            raise ValueError(f"{ENV} is not a dcnprobe attach config: {exc}") from None
 
 
 def launch_env(config: AttachConfig, base: Mapping[str, str] | None = None) -> dict[str, str]:

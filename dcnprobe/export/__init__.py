@@ -1,0 +1,1 @@
+"""Run records out, in formats other tools read (chrome: Chrome Trace Event JSON)."""
