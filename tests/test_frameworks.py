@@ -144,3 +144,18 @@ def test_slowdowns_planted_in_framework_code_are_found_with_their_cause(tmp_path
     assert analysis["causes"][0]["advice"] == advice_for(cause) and advice_for(cause)
     assert f"Most likely cause: {cause}" in stdout
 
+
+
+def test_a_callback_records_on_its_own_without_a_launcher(tmp_path):
+    """The Lightning callback in a plain `python train.py`: its own run directory, and the
+    program's own counts in it."""
+    import subprocess
+
+    pytest.importorskip("pytorch_lightning")
+    done = subprocess.run([sys.executable, str(PROGRAMS / "lightning_fit.py"), "--dcnprobe-callback", "--epochs", "2",
+                           "--truth", str(tmp_path / "truth.json")], cwd=tmp_path, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    (run,) = (tmp_path / "runs").glob("lightning-*")
+    truth = json.loads((tmp_path / "truth.json").read_text())
+    assert loop_shape(run) == {"epochs": [{k: e[k] for k in ("epoch", "batches", "steps")} for e in truth["epochs"]],
+                               "validations": truth["validations"]}
