@@ -136,7 +136,7 @@ def test_slowdowns_planted_in_framework_code_are_found_with_their_cause(tmp_path
     if analysis["contended"]:
         pytest.skip(f"the machine was busy (outside load {analysis['outside_load']}): the analysis rightly "
                     "does not judge these timings")
-    compared = analysis["compared_epoch"]
+    compared = analysis["timing"]["compared_epoch"]
     assert own_ratio(out, compared) > analysis["threshold"]  # the plant works, by the program's own clock
     assert analysis["slowdown"], analysis["verdict"]
     assert analysis["grew"] == phase, analysis["verdict"]
