@@ -125,7 +125,7 @@ class HistoryFile(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         weights = next(model.parameters()).detach()
-        self.history.append({"step": state.global_step, "histogram": torch.histc(weights, bins=48).tolist()})
+        self.history.append({"step": state.global_step, "histogram": torch.histc(weights, bins=256).tolist()})
         self.path.write_text(json.dumps(self.history))
 
 
