@@ -48,6 +48,32 @@ class ProcessReader:
         self.me = psutil.Process(self.pid)
         self._exe = _safe(self.me.exe)
         self._handles: dict[int, psutil.Process] = {}
+        # A rank of a distributed job: the launcher whose other children (the other ranks,
+        # their workers) are the job's own load on this machine, not someone else's.
+        self.job_root: int | None = None
+
+    def job_cpu_seconds(self) -> float | None:
+        """CPU seconds of the job's other processes: the launcher's tree less this
+        process's own (reaped children included, so that a worker's CPU stays counted after
+        it ends). None without a job, or when the launcher is gone."""
+        if self.job_root is None:
+            return None
+        try:
+            root = psutil.Process(self.job_root)
+            tree = [root, *root.children(recursive=True)]
+        except psutil.Error:
+            return None
+        mine = {self.pid, *self._child_pids()}
+        total = 0.0
+        for proc in tree:
+            if proc.pid in mine or _is_below(proc, self.pid):
+                continue
+            try:
+                cpu = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += cpu.user + cpu.system + getattr(cpu, "children_user", 0.0) + getattr(cpu, "children_system", 0.0)
+        return total
 
     def worker_pids(self) -> list[int]:
         pids = []
@@ -124,6 +150,13 @@ class ProcessReader:
         except psutil.Error:
             return None
         return stats
+
+
+def _is_below(proc: psutil.Process, ancestor: int) -> bool:
+    try:
+        return any(parent.pid == ancestor for parent in proc.parents())
+    except psutil.Error:
+        return False
 
 
 def page_faults(proc: psutil.Process, memory: Any = None) -> dict[str, int | None]:

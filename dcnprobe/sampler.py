@@ -63,6 +63,8 @@ class MemorySampler:
         # Machine-wide busy CPU-seconds: less our own CPU (main + workers, below), the
         # analysis gets the load of other processes, so that contention is not blamed on code.
         record["machine_busy_s"] = machine_busy_seconds()
+        if reader.job_root is not None:  # a rank: its sibling ranks' CPU is the job's
+            record["job_cpu_s"] = reader.job_cpu_seconds()
         record["cpu_freq_mhz"] = cpu_frequency_mhz()
         record.update({f"device_{k}": v for k, v in self.device_memory().items()})
         malloc = glibc.mallinfo()

@@ -23,7 +23,11 @@ The record's header is written when the first epoch begins (its settings are tho
 loader that epoch iterates); validation passes before it follow the header.
 
 Which process records: the first of the launch to start training claims the run
-directory (dcnprobe.attach.claim). Forked DataLoader workers inherit the agent and are
+directory (dcnprobe.attach.claim); in a distributed job (torchrun, or ranks the script
+spawns) each rank claims its own, RUN/rankN (dcnprobe.distributed.layout), with its rank,
+world size and host in the header, and its time blocked in collectives as the batches'
+`collective` phase (dcnprobe.attach.collectives). Forked DataLoader workers inherit the
+agent and are
 switched off at fork; spawned ones never get it (dcnprobe.attach.bootstrap). A script
 that creates a Probe itself is left to it (`stand_down`).
 """
@@ -31,6 +35,7 @@ that creates a Probe itself is left to it (`stand_down`).
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import os
 import sys
 import time
@@ -46,10 +51,12 @@ from dcnprobe.attach.loader_proxy import LoaderPass, TimedIterator
 from dcnprobe.attach.notes import ATTACH_RECORD
 from dcnprobe.attach.overrides import Overrides
 from dcnprobe.attach.phases import PhaseSpans, with_timed_closure
+from dcnprobe.attach.ranks import this_rank
 from dcnprobe.attach.recorder import Recorder
 from dcnprobe.attach.states import AgentState, EpochMode, PassKind
 from dcnprobe.attach.torch_hooks import TorchHooks
 from dcnprobe.contract import AttachConfig
+from dcnprobe.distributed.layout import rank_dir
 from dcnprobe.hooks import ProbeListener, when_probe_created
 from dcnprobe.launched import apply_launch
 from dcnprobe.probe import Probe
@@ -73,6 +80,7 @@ class Agent:
         self._loaders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loader -> its number
         self._models: weakref.WeakSet = weakref.WeakSet()  # outermost modules seen training
         self._device_known = False
+        self.rank: dict[str, Any] | None = None  # the header's rank fields, in a distributed job
         # Nesting of forward, backward and step calls, kept from the start: a claim happens
         # only at an outermost call, and the recorder takes these over.
         self.phases = PhaseSpans(self.clock, lambda phase, seconds: None)
@@ -121,7 +129,16 @@ class Agent:
             return True
         if self.state is not AgentState.IDLE:
             return False
-        if os.getpid() != self.pid or not claim_run(self.config.run_dir, self.config.launch_id):
+        if os.getpid() != self.pid:
+            self._switch_off()
+            return False
+        # Each rank of a distributed job records into its own directory; there it is the
+        # first of its processes to train, as a single run's is in the run directory.
+        self.rank = this_rank()
+        if self.rank is not None:
+            where = rank_dir(self.config.run_dir, self.rank["rank"])
+            self.config = dataclasses.replace(self.config, run_dir=str(where))
+        if not claim_run(self.config.run_dir, self.config.launch_id):
             self._switch_off()  # another process of this launch records
             return False
         try:
@@ -142,6 +159,10 @@ class Agent:
             self.probe = Probe(self.config.run_dir, device=_guess_device(), clock=self.clock)
         finally:
             self._building_probe = False
+        if self.rank is not None:
+            # The other ranks of the job (the launcher's other children and their workers)
+            # share this machine by design: their CPU is the job's, not outside load.
+            self.probe.reader.job_root = os.getppid()
         self.recorder = Recorder(self.probe, self.config, mode, self.clock, phases=self.phases,
                                  clear_cache=self._clear_cache, clear_each_epoch=self.clear_each_epoch,
                                  clear_every=self.clear_every, end_run=self._end_run,
@@ -158,6 +179,7 @@ class Agent:
             number = self._loaders.get(claim_loader)
         built = self.overrides.loaders[number - 1] if number else None
         self.probe.start({
+            **(self.rank or {}),  # before the listeners start: the live warning names the rank
             "attached": True,
             "boundaries": self.recorder.boundaries(),
             "settings": self.overrides.observed(built, torch.get_num_threads()),
@@ -184,9 +206,10 @@ class Agent:
         summary = self._settings_summary()
         if self.config.max_batches is not None and mode is not EpochMode.LOADER_PASS:
             summary["not_applied"]["max_batches"] = f"epochs came from {mode.value}, not DataLoader passes to cut short"
+        guesses = rec.guesses + self.hooks.collectives.notes
         self.probe.event(ATTACH_RECORD, final=True, boundaries=rec.boundaries(), ended_by=self.ended_by,
                          steps=rec.steps, steps_outside_epochs=rec.steps_outside_epochs, problem=unseen,
-                         guesses=rec.guesses, **summary)
+                         guesses=guesses, **summary)
         self.state = AgentState.OFF
         self.probe.finish(status)
 
@@ -296,6 +319,7 @@ class Agent:
             phases.forward_depth += 1
             return
         grad = torch.is_grad_enabled()
+        self.hooks.collectives.adopt(module)  # a DDP module: its gradient all-reduce, timed
         if self.state is AgentState.IDLE and not phases.step_depth and module.training and grad:
             self._claim("forward")
         if not self.recording:
@@ -324,10 +348,17 @@ class Agent:
             self.phases.backward_begin()
 
     def backward_ended(self) -> None:
+        if self.phases.backward_depth == 1:  # the outermost: DDP waited for its buckets here
+            self.collective_waited(self.hooks.collectives.backward_wait())
         if self.recording:
             self.recorder.backward_ended()
         else:
             self.phases.backward_end()
+
+    def collective_waited(self, seconds: float) -> None:
+        """Time blocked in a collective (dcnprobe.attach.collectives), on the training thread."""
+        if seconds > 0 and self.recording:
+            self.phases.collective(seconds)
 
     def step_starting(self, optimizer: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         if self.state is AgentState.IDLE and not self.phases.step_depth:

@@ -7,11 +7,17 @@ and every automatically optimized Lightning step, whose closure is the whole
 training_step): the closure's forward and backward are timed as such, the rest of it is
 the loop's own code (`other`), and the step's `optimizer` time is the step less its
 closures.
+
+Time blocked in a collective (a rank waiting for the others) is its own phase,
+`collective`, taken out of the forward, backward or step it happened in: a backward that
+waited for DDP's gradient all-reduce counts only its compute as `backward`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+from dcnprobe.hooks import COLLECTIVE
 
 AddTime = Callable[[str, float], None]
 
@@ -28,6 +34,7 @@ class PhaseSpans:
         self._backward_began: float | None = None
         self._step_began: float | None = None
         self._inside_step = 0.0  # the loop's own seconds within the open step: closures, forwards, backwards
+        self._collective_in_span = 0.0  # collective seconds within the open forward or backward
 
     @property
     def in_step(self) -> bool:
@@ -46,10 +53,13 @@ class PhaseSpans:
     def forward_end(self) -> float | None:
         """The outermost forward ended: when, if it was timed."""
         self.forward_depth -= 1
-        if self.forward_depth or self._forward_began is None:
+        if self.forward_depth:
+            return None
+        if self._forward_began is None:
+            self._take_collective()
             return None
         now = self.clock()
-        self._spent("forward", now - self._forward_began)
+        self._spent("forward", now - self._forward_began - self._take_collective())
         self._forward_began = None
         return now
 
@@ -63,10 +73,13 @@ class PhaseSpans:
 
     def backward_end(self) -> float | None:
         self.backward_depth -= 1
-        if self.backward_depth or self._backward_began is None:
+        if self.backward_depth:
+            return None
+        if self._backward_began is None:
+            self._take_collective()
             return None
         now = self.clock()
-        self._spent("backward", now - self._backward_began)
+        self._spent("backward", now - self._backward_began - self._take_collective())
         self._backward_began = None
         return now
 
@@ -98,6 +111,18 @@ class PhaseSpans:
         if not self.closure_depth and self._closure_began is not None:
             self._inside_step += self.clock() - self._closure_began
             self._closure_began = None
+
+    def collective(self, seconds: float) -> None:
+        """`seconds` blocked in a collective, just ended."""
+        self.add(COLLECTIVE, seconds)
+        if self.forward_depth or self.backward_depth:
+            self._collective_in_span += seconds  # not that forward's or backward's own time
+        if self.step_depth and not self.closure_depth:
+            self._inside_step += seconds  # nor the optimizer's (a closure's time is taken whole)
+
+    def _take_collective(self) -> float:
+        seconds, self._collective_in_span = self._collective_in_span, 0.0
+        return seconds
 
     def _spent(self, phase: str, seconds: float) -> None:
         self.add(phase, seconds)

@@ -6,6 +6,7 @@
     optimizer step pre/post      optimizer; a batch ends at the step
     module forward pre/post      forward of the outermost module; train or eval mode
     torch.set_num_threads        the script's own calls yield to `threads` from outside
+    torch.distributed, DDP       time blocked in collectives (dcnprobe.attach.collectives)
 
 The settings hooks stay for the life of the process; the measuring ones are removed when
 the agent stops measuring (another process recorded, or the script uses the Probe API).
@@ -22,6 +23,7 @@ from torch.nn.modules import module as nn_module
 from torch.optim import optimizer as optim_module
 from torch.utils.data import DataLoader
 
+from dcnprobe.attach.collectives import Collectives
 from dcnprobe.attach.overrides import bind_loader_arguments
 
 
@@ -30,6 +32,9 @@ class TorchHooks:
         self.agent = agent
         self._originals: dict[tuple[Any, str], Any] = {}
         self._handles: list[Any] = []
+        # Bucket completions are noted on communication threads: the running clock, never
+        # the agent's held reading.
+        self.collectives = Collectives(lambda seconds: agent.collective_waited(seconds), agent.clock.clock)
 
     # -- settings: for the life of the process ---------------------------------------------
 
@@ -93,8 +98,10 @@ class TorchHooks:
             nn_module.register_module_forward_pre_hook(agent.forward_starting),
             nn_module.register_module_forward_hook(agent.forward_ended, always_call=True),
         ]
+        self.collectives.install()
 
     def remove_measuring(self) -> None:
+        self.collectives.remove()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

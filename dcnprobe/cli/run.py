@@ -4,6 +4,9 @@ from outside, then say where the record is and what the analysis finds.
 Only the settings given are applied (DataLoader arguments, threads, cache clearing; any
 other setting through a {placeholder} in the command); everything else is left to the
 script. Exit code: the command's own; 2 when it could not start training at all.
+
+A distributed command (torchrun, or a script that spawns its ranks) leaves one record per
+rank, RUN/rankN/run.jsonl: each rank is summed up, then the ranks are analysed together.
 """
 
 from __future__ import annotations
@@ -30,10 +33,13 @@ from dcnprobe.cli.options import (
 )
 from dcnprobe.command import Command
 from dcnprobe.contract import AttachConfig
+from dcnprobe.distributed.analysis import analyze_ranks, write_ranks_analysis
+from dcnprobe.distributed.layout import is_distributed, rank_dirs, record_files
+from dcnprobe.distributed.text import report_lines
 from dcnprobe.errors import UsageError
 from dcnprobe.harness.run_command import run_attached
 from dcnprobe.records import RUN_FILE
-from dcnprobe.runs import read_run
+from dcnprobe.runs import Run, read_run
 from dcnprobe.settings import (
     APPLIED_FROM_OUTSIDE,
     NEEDS_WORKERS,
@@ -76,8 +82,9 @@ def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch
     given = {name: value for name, value in settings.items() if value is not None}
     parsed = Command.parse(command)
     out = out or check_out_dir(Path("runs") / time.strftime("run-%Y%m%d-%H%M%S"))
-    if (out / RUN_FILE).exists():
-        raise UsageError(f"{out} already holds a run record ({out / RUN_FILE}); choose another --out or remove it")
+    if record_files(out):
+        raise UsageError(f"{out} already holds a run record ({record_files(out)[0]}); "
+                         "choose another --out or remove it")
     placeholders = {name.replace("-", "_") for name in parsed.placeholders}
     unreachable = [name for name in given if name not in APPLIED_FROM_OUTSIDE and name not in placeholders]
     if unreachable:
@@ -124,6 +131,38 @@ def _settings_for(given: dict[str, Any], placeholders: set[str]) -> Settings:
 
 
 def _report(out: Path) -> None:
+    if is_distributed(out):
+        _report_ranks(out)
+        return
+    run = _record_summary(out)
+    try:
+        analysis = analyze_run(run)
+    except UsageError as exc:
+        click.echo(f"analysis: {exc}")
+        return
+    path = write_analysis(analysis)
+    click.echo(analysis.verdict)
+    click.echo(f"analysis: {path}")
+
+
+def _report_ranks(out: Path) -> None:
+    for rank, directory in rank_dirs(out).items():
+        try:
+            _record_summary(directory, f"rank {rank} ")
+        except UsageError as exc:  # a rank that died before its header: the others are kept
+            click.echo(f"rank {rank}: {exc}")
+    try:
+        result = analyze_ranks(out, every_rank=True)
+    except UsageError as exc:
+        click.echo(f"analysis: {exc}")
+        return
+    path = write_ranks_analysis(result)
+    for line in report_lines(result):
+        click.echo(line)
+    click.echo(f"analysis: {path}")
+
+
+def _record_summary(out: Path, label: str = "") -> Run:
     run = read_run(out)
     notes = read_notes(out)
     epochs = run.batches["epoch"].nunique() if len(run.batches) else 0
@@ -133,7 +172,7 @@ def _report(out: Path) -> None:
     counts = {c: sum(p.get(c) or 0 for p in passes) for c in ("loader_batches", "optimizer_steps")}
     units = (f" ({counts['loader_batches']} loader batches, {counts['optimizer_steps']} optimizer steps)"
              if passes and set(counts.values()) != {len(run.batches)} else "")
-    click.echo(f"\nrecord: {run.path} ({run.status}; {len(run.batches)} batches{units} in {epochs} epoch(s), "
+    click.echo(f"\n{label}record: {run.path} ({run.status}; {len(run.batches)} batches{units} in {epochs} epoch(s), "
                f"epochs by {epoch_by}; {len(notes['validation'])} validation pass(es))")
     final = notes["final"] or notes["header"]
     for name, why in (final.get("not_applied") or {}).items():
@@ -144,11 +183,4 @@ def _report(out: Path) -> None:
         click.echo(f"note: {notes['final']['problem']}")
     for guess in notes["final"].get("guesses") or []:  # where the record rests on an inference
         click.echo(f"note: {guess}")
-    try:
-        analysis = analyze_run(run)
-    except UsageError as exc:
-        click.echo(f"analysis: {exc}")
-        return
-    path = write_analysis(analysis)
-    click.echo(analysis.verdict)
-    click.echo(f"analysis: {path}")
+    return run

@@ -9,6 +9,7 @@ with what score), and that rank's own cause through the same analysis as a singl
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +32,10 @@ from dcnprobe.distributed.steps import (
 from dcnprobe.hooks import DATA_WAIT, PHASES
 
 IMBALANCE_SHARE = 0.10  # a rank the others wait for this share of a batch, every epoch, is worth a line
+# ... when it also arrives last more often than chance would have it (one-sided binomial test
+# against 1/world_size): with noisy collectives, some rank is last at every step, and the
+# others' wait for it is never zero, on a perfectly balanced run too.
+IMBALANCE_P = 0.001
 OWN_PHASES = (DATA_WAIT, *PHASES, "other")  # where a straggler's own time can go
 
 
@@ -193,10 +198,13 @@ class RanksAnalysis:
     def _imbalance(self) -> str:
         """A rank the others wait for in every epoch: a constant imbalance, not a slowdown."""
         lines = []
+        world = len(self.summaries)
         for rank, epochs in sorted(self.summaries.items()):
             shares = [e.held_others_s / e.median_batch_s for e in epochs
                       if e.held_others_s is not None and e.median_batch_s > 0]
-            if shares and min(shares) >= IMBALANCE_SHARE:
+            by_chance = [e for e in epochs if e.last_share is None
+                         or last_by_chance(e.last_share, e.batches, world) >= IMBALANCE_P]
+            if shares and min(shares) >= IMBALANCE_SHARE and not by_chance:
                 lines.append(f"rank {rank} ({min(shares):.0%}-{max(shares):.0%} of each batch)")
         return (" The other ranks wait for " + ", ".join(lines) + " in every epoch: a constant imbalance "
                 "(uneven data or hardware), not a slowdown.") if lines else ""
@@ -300,3 +308,15 @@ def _ms(seconds: float) -> str:
 
 def _signed(seconds: float) -> str:
     return f"{seconds * 1000:+.0f} ms"
+
+
+def last_by_chance(share: float, steps: int, world: int) -> float:
+    """P(a rank arrives last at `share` of `steps` steps or more) when every rank is equally
+    likely to be last: the one-sided binomial tail (normal approximation past 1,000 steps)."""
+    if steps <= 0 or world <= 1:
+        return 1.0
+    p, k = 1.0 / world, round(share * steps)
+    if steps > 1000:
+        z = (k - 0.5 - steps * p) / math.sqrt(steps * p * (1 - p))
+        return 0.5 * math.erfc(z / math.sqrt(2))
+    return sum(math.comb(steps, i) * p**i * (1 - p) ** (steps - i) for i in range(k, steps + 1))

@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from dcnprobe.records import RUN_FILE
+
 RANK_DIR_PREFIX = "rank"
 _RANK_DIR = re.compile(rf"^{RANK_DIR_PREFIX}(\d+)$")
 
@@ -51,6 +53,14 @@ def rank_dirs(run_dir: str | Path) -> dict[int, Path]:
         if match and child.is_dir():
             found[int(match.group(1))] = child
     return dict(sorted(found.items()))
+
+
+def record_files(run_dir: str | Path) -> list[Path]:
+    """The run records begun under `run_dir`: its own run.jsonl, or each rank's."""
+    single = Path(run_dir) / RUN_FILE
+    if single.exists():
+        return [single]
+    return [d / RUN_FILE for d in rank_dirs(run_dir).values() if (d / RUN_FILE).exists()]
 
 
 def is_distributed(run_dir: str | Path) -> bool:

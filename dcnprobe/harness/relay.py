@@ -9,20 +9,22 @@ held back is shown, and the rest as it comes.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
 
 class OutputRelay:
-    def __init__(self, log: Path, record: Path, terminal: IO[str]) -> None:
-        self.log, self.record, self.terminal = log, record, terminal
+    def __init__(self, log: Path, started: Callable[[], bool], terminal: IO[str]) -> None:
+        """`started`: whether the run record has been begun (any rank's, in a distributed run)."""
+        self.log, self.started, self.terminal = log, started, terminal
         self.released = False
         self._offset = 0
         self._held: list[str] = []
 
     def pump(self) -> None:
         """Move whatever the command wrote since the last call."""
-        if not self.released and self.record.exists():
+        if not self.released and self.started():
             self.release()
         text = self._read_new()
         if not text:

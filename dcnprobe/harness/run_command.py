@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import IO
 
 from dcnprobe.contract import AttachConfig
+from dcnprobe.distributed.layout import record_files
 from dcnprobe.harness import launch
 from dcnprobe.harness.relay import OutputRelay
 from dcnprobe.records import RUN_FILE
@@ -26,9 +27,9 @@ POLL_S = 0.1
 @dataclass
 class Outcome:
     exit_code: int
-    record: Path  # DIR/run.jsonl; it may not exist
+    record: Path  # DIR/run.jsonl; it may not exist (nor in a distributed run: DIR/rankN/run.jsonl)
     output: Path  # DIR/output.log
-    started_training: bool  # the run record was begun
+    started_training: bool  # the run record (a rank's, in a distributed run) was begun
     interrupted: bool
     last_line: str  # the command's last line of output
 
@@ -38,7 +39,7 @@ def run_attached(argv: Sequence[str], config: AttachConfig, terminal: IO[str] | 
     out = Path(config.run_dir)
     out.mkdir(parents=True, exist_ok=True)
     record, output = out / RUN_FILE, out / OUTPUT_FILE
-    relay = OutputRelay(output, record, terminal or sys.stdout)
+    relay = OutputRelay(output, lambda: bool(record_files(out)), terminal or sys.stdout)
     interrupted = False
     with open(output, "wb") as log:
         proc = launch.start(argv, config, output=log)
@@ -54,7 +55,7 @@ def run_attached(argv: Sequence[str], config: AttachConfig, terminal: IO[str] | 
             launch.kill(proc)  # whatever it left behind in its group: workers, helpers
     relay.pump()
     relay.flush_rest()
-    started = record.exists()
+    started = bool(record_files(out))
     if started or proc.returncode == 0:
         relay.release()
     code = proc.returncode if proc.returncode >= 0 else 128 - proc.returncode

@@ -189,7 +189,9 @@ def _sampled_epochs(run: Run) -> dict[int, SampledEpoch]:
             busy = delta(sample, previous, "machine_busy_s", missing=None)
             if busy is not None:
                 acc["busy"] += busy
-                acc["busy_own"] += user + system
+                # A rank's siblings (the job's other ranks) are its own job's load, not outside.
+                job = delta(sample, previous, "job_cpu_s") if present(previous.get("job_cpu_s")) else 0.0
+                acc["busy_own"] += user + system + job
                 acc["busy_wall"] += wall
             acc["threads"].append(number(sample.get("main_threads")) + sum(number(w.get("threads")) for w in workers.values()))
             if present(sample.get("main_fds")):
