@@ -329,15 +329,16 @@ class Probe:
             self.writer.write("memory", sample)
 
     def _stalled(self, waited: float, median: float | None) -> None:
-        workers = self.reader.worker_pids()
-        stacks = capture_stacks(self.out_dir / "stacks", self.reader.pid, workers)
+        workers, job = self.reader.worker_pids(), self.reader.job_pids()
+        stacks = capture_stacks(self.out_dir / "stacks", self.reader.pid, workers, job)
         if self.writer is not None:
             self.writer.write("stall", {
                 "t": self._now(), "epoch": self.epoch, "batch": self.batch, "step": self.step,
                 "waited_s": waited, "median_batch_s": median, "workers": workers, "stacks": stacks,
             })
         print(f"dcnprobe: warning: stalled: no batch finished for {waited:.0f} s in epoch {self.epoch} "
-              f"(batch {self.batch}); stacks of the main process and {len(workers)} worker(s) in "
+              f"(batch {self.batch}); stacks of the main process, {len(workers)} worker(s)"
+              + (f" and {len(job)} process(es) of the job's other ranks" if job else "") + " in "
               f"{self.out_dir / 'stacks'}" + ("; ending the run" if self.on_stall == "exit" else ""),
               file=sys.stderr, flush=True)
         if self.on_stall == "exit":

@@ -56,6 +56,24 @@ class ProcessReader:
         """CPU seconds of the job's other processes: the launcher's tree less this
         process's own (reaped children included, so that a worker's CPU stays counted after
         it ends). None without a job, or when the launcher is gone."""
+        others = self._job_processes()
+        if others is None:
+            return None
+        total = 0.0
+        for proc in others:
+            try:
+                cpu = proc.cpu_times()
+            except psutil.Error:
+                continue
+            total += cpu.user + cpu.system + getattr(cpu, "children_user", 0.0) + getattr(cpu, "children_system", 0.0)
+        return total
+
+    def job_pids(self) -> list[int]:
+        """The job's other processes (other ranks and their workers), the launcher left out."""
+        others = self._job_processes() or []
+        return [proc.pid for proc in others if proc.pid != self.job_root]
+
+    def _job_processes(self) -> list[psutil.Process] | None:
         if self.job_root is None:
             return None
         try:
@@ -64,16 +82,7 @@ class ProcessReader:
         except psutil.Error:
             return None
         mine = {self.pid, *self._child_pids()}
-        total = 0.0
-        for proc in tree:
-            if proc.pid in mine or _is_below(proc, self.pid):
-                continue
-            try:
-                cpu = proc.cpu_times()
-            except psutil.Error:
-                continue
-            total += cpu.user + cpu.system + getattr(cpu, "children_user", 0.0) + getattr(cpu, "children_system", 0.0)
-        return total
+        return [proc for proc in tree if proc.pid not in mine and not _is_below(proc, self.pid)]
 
     def worker_pids(self) -> list[int]:
         pids = []

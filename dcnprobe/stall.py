@@ -14,7 +14,7 @@ import subprocess
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from dcnprobe.executables import find_tool
@@ -87,8 +87,10 @@ class StallWatchdog:
             self.check()
 
 
-def capture_stacks(directory: Path, main_pid: int, worker_pids: list[int]) -> list[str]:
+def capture_stacks(directory: Path, main_pid: int, worker_pids: list[int], job_pids: Sequence[int] = ()) -> list[str]:
     """Dump every process's Python stacks into `directory`; returns the file names.
+    `job_pids`: a distributed job's other ranks (and their workers), dumped right after the
+    main process: a launcher like torchrun ends them as soon as this rank exits.
 
     py-spy reads another process's memory, so it needs ptrace permission (root on
     macOS; CAP_SYS_PTRACE in some containers). Native frames are tried first and dropped
@@ -96,7 +98,7 @@ def capture_stacks(directory: Path, main_pid: int, worker_pids: list[int]) -> li
     """
     directory.mkdir(parents=True, exist_ok=True)
     written = []
-    for role, pid in [("main", main_pid), *(("worker", p) for p in worker_pids)]:
+    for role, pid in [("main", main_pid), *(("job", p) for p in job_pids), *(("worker", p) for p in worker_pids)]:
         name = f"stack-{role}-{pid}.txt"
         text = py_spy_dump(pid)
         if text is None and pid == os.getpid():

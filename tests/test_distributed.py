@@ -102,7 +102,7 @@ def test_a_rank_that_crashed_is_named_and_the_others_records_are_kept(tmp_path, 
     assert ranks.runs[0].status == "interrupted" and len(ranks.runs[0].batches) == 158
     result = analyze_ranks(ranks)
     how = "died (its record has no footer)" if footer is None else "crashed"
-    assert result.verdict.startswith(f"Crashed: rank 1 {how} at epoch 2, batch 37")
+    assert result.verdict.startswith(f"Crashed: rank 1 {how} in epoch 2 after 38 of its batches (158 in all)")
     assert "rank 0 interrupted" in result.verdict
     assert result.straggler == 1  # what was recorded before the crash still shows who was slow
     assert result.to_json()["status"] == "crashed"

@@ -111,15 +111,17 @@ class RanksAnalysis:
 
     def _failure(self) -> str:
         r = self.ranks
-        parts = [end.describe() for end in r.failed] + [f"rank {m} left no record" for m in r.missing]
+        stopped = r.stopped
+        parts = [end.describe() for end in stopped] + [f"rank {m} left no record" for m in r.missing]
         if not parts:
             return ""
-        named = {end.rank for end in r.failed}
+        named = {end.rank for end in stopped}
         others = [r.end(k) for k in r.ranks if k not in named]
         kept = "; the other ranks' records are kept" + (
             " (" + ", ".join(f"rank {e.rank} {e.status} at epoch {e.epoch}, batch {e.batch}" for e in others) + ")"
             if others else "")
-        return "Crashed: " + "; ".join(parts) + kept + "."
+        first = "Stalled: " if stopped and stopped[0].status == "stalled" else "Crashed: "
+        return first + "; ".join(parts) + kept + "."
 
     def _headline(self) -> str:
         j = self.judgement
@@ -279,7 +281,7 @@ def analyze_ranks(path: RankRuns | str | Path, threshold: float = DEFAULT_THRESH
     judgement = sg.judge(frames, matched, threshold, measured)
     summaries = {r: epoch_summaries(r, frames[r], matched) for r in ranks.ranks}
     explains = ranks.ranks if judgement.kind == sg.SHARED else list(judgement.stragglers)
-    explains += [end.rank for end in ranks.failed if end.rank not in explains]
+    explains += [end.rank for end in ranks.stopped if end.rank not in explains]
     wanted = ranks.ranks if every_rank else sorted(explains)
     own = {r: analyze_run(own_time_run(ranks.runs[r]), threshold) for r in wanted
            if not ranks.runs[r].batches.empty}

@@ -40,8 +40,9 @@ class RankEnd:
     torn: bool  # its last line was cut off: the process died mid-write
 
     def describe(self) -> str:
-        where = f"at epoch {self.epoch}, batch {self.batch} (step {self.step})" if self.step is not None \
-            else "before its first batch"
+        # The record holds finished batches (numbered from 0): the rank stopped in the next one.
+        where = (f"in epoch {self.epoch} after {self.batch + 1} of its batches ({self.step + 1} in all)"
+                 if self.step is not None and self.batch is not None else "before its first batch")
         how = {"incomplete": "died (its record has no footer)", "crashed": "crashed"}.get(self.status, self.status)
         return f"rank {self.rank} {how} {where}"
 
@@ -88,9 +89,20 @@ class RankRuns:
                                            e.step if e.step is not None else -1))
 
     @property
+    def stopped(self) -> list[RankEnd]:
+        """Ranks that stalled, crashed or died, the likely origin first: a rank whose own
+        watchdog found it stalled (a launcher like torchrun then ends the others, which die
+        without a footer), then the failed ones as `failed` orders them."""
+        stalled = [self.end(r) for r in self.ranks if self.runs[r].status == "stalled"]
+        return sorted(stalled, key=lambda e: e.unix_t if e.unix_t is not None else float("inf")) + self.failed
+
+    @property
     def status(self) -> str:
         """The run's status: crashed when any rank crashed, died or never wrote a record;
         otherwise the worst of the ranks' statuses."""
+        stopped = self.stopped
+        if stopped and stopped[0].status == "stalled":
+            return "stalled"  # the others ended with it
         if self.missing or self.failed:
             return "crashed"
         statuses = [self.runs[r].status for r in self.ranks]

@@ -125,11 +125,16 @@ def judge(frames: dict[int, pd.DataFrame], matched: pd.DataFrame, threshold: flo
     slowdown = float(np.median([c.total.delta for c in changes.values()]))
     scored = {r: _scored(c, slowdown) for r, c in changes.items()}
     roles = {r: c.role for r, c in scored.items()}
-    slowed = [r for r, role in roles.items() if role == "slowed"]
+    # A rank whose collective wait grew a little too, but whose own time grew more and
+    # whom the others wait for, is a straggler: the others arrive first and wait for it,
+    # and its own small extra wait is the others' noise (or their share of a shared part).
+    leads = {r for r, role in roles.items() if role == "both" and scored[r].score >= RANK_SCORE_MIN
+             and scored[r].own.delta > scored[r].collective.delta}
+    slowed = [r for r, role in roles.items() if role == "slowed" or r in leads]
     waited = [r for r, role in roles.items() if role == "waited"]
     # A rank that slowed a little itself and waits for a slower one is still a waiter:
     # the part it waits is the straggler's doing, its own growth is a shared part.
-    waiters = waited + [r for r, role in roles.items() if role == "both"]
+    waiters = waited + [r for r, role in roles.items() if role == "both" and r not in leads]
     named = [r for r in slowed if scored[r].score >= RANK_SCORE_MIN]
     if (named and waiters and len(slowed) + len(waiters) == len(roles)
             and sum(scored[r].score for r in named) >= STRAGGLER_SHARE):

@@ -8,8 +8,11 @@ epoch by its own clock. Planted faults, each on one rank only:
     --slow-rank R --slow-ms M      rank R sleeps M ms in its loop before each step, from
                                    --slow-from-epoch on (the others wait for it in DDP's all-reduce)
     --leak-rank R                  rank R's dataset keeps a history in its DataLoader workers
-                                   and scans it for every row: with persistent workers the
-                                   history, and the scan, grow epoch after epoch
+                                   and, for every row, waits on a lookup that grows with it
+                                   (--leak-kind wait: off the CPU, as a remote store would) or
+                                   scans it (scan: CPU, which on a small machine slows every
+                                   rank alike): with persistent workers the history, and the
+                                   cost per row, grow epoch after epoch
     --crash-rank R                 rank R raises at --crash-batch of --crash-epoch
     --hang-rank R                  rank R blocks forever at --crash-batch of --crash-epoch
     --metric-allreduce             every rank all-reduces its loss after each step (an explicit
@@ -37,18 +40,21 @@ FEATURES = 32
 
 
 class Rows(Dataset):
-    def __init__(self, count: int, seed: int, history_scan: bool) -> None:
+    def __init__(self, count: int, seed: int, leak: str | None) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.x = torch.randn(count, FEATURES, generator=generator)
         self.y = (self.x[:, :1] - self.x[:, 1:2] > 0).float()
-        self.history_scan = history_scan
+        self.leak = leak
         self.history: list[float] = []  # per worker process: kept for the worker's life
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int):
-        if self.history_scan:
+        if self.leak == "wait":
+            self.history.append(float(i))
+            time.sleep(len(self.history) * 6e-7)  # a lookup whose cost grows with the history
+        elif self.leak == "scan":
             self.history.extend([float(i)] * 64)
             sum(self.history)  # a statistic over everything seen, recomputed per row
         return self.x[i], self.y[i]
@@ -65,6 +71,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--slow-ms", type=float, default=20.0)
     parser.add_argument("--slow-from-epoch", type=int, default=2)
     parser.add_argument("--leak-rank", type=int, default=None)
+    parser.add_argument("--leak-kind", choices=("wait", "scan"), default="wait")
     parser.add_argument("--crash-rank", type=int, default=None)
     parser.add_argument("--hang-rank", type=int, default=None)
     parser.add_argument("--crash-epoch", type=int, default=2)
@@ -84,7 +91,7 @@ def train(rank: int, world: int, args: argparse.Namespace) -> None:
     model = DistributedDataParallel(nn.Sequential(nn.Linear(FEATURES, 64), nn.ReLU(), nn.Linear(64, 1)))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     counted_steps(optimizer, truth)
-    data = Rows(args.batches * args.batch_size * world, 0, history_scan=rank == args.leak_rank)
+    data = Rows(args.batches * args.batch_size * world, 0, leak=args.leak_kind if rank == args.leak_rank else None)
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=0)
     loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
                         persistent_workers=args.persistent_workers and args.workers > 0)
