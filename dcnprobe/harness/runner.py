@@ -19,13 +19,13 @@ from typing import Any
 
 import psutil
 
-from dcnprobe.analysis import DEFAULT_THRESHOLD, analyze_run, write_analysis
+from dcnprobe.analysis import DEFAULT_THRESHOLD
 from dcnprobe.contract import Exit
 from dcnprobe.errors import UsageError
 from dcnprobe.harness import launch
 from dcnprobe.harness.early_stop import EarlyStop
 from dcnprobe.harness.spec import TrialSpec
-from dcnprobe.records import RUN_FILE, RecordFollower
+from dcnprobe.harness.trial_records import TrialRecords, analyze_trial
 from dcnprobe.stall import DEFAULT_STALL_FLOOR_S, capture_stacks
 
 DEFAULT_BUDGET_S = 1800.0
@@ -138,8 +138,8 @@ def run_trial(
     except BaseException:
         log.close()
         raise
-    tail = RecordFollower(out / RUN_FILE)
-    stopper = EarlyStop(threshold, batches_per_epoch=spec.max_batches)
+    # One record, or one per rank of a distributed command, each with its own early stop.
+    tail = stopper = TrialRecords(out, lambda: EarlyStop(threshold, batches_per_epoch=spec.max_batches))
     progress = Progress(batches_per_epoch=spec.max_batches)
     stopped: str | None = None
     status: str | None = None
@@ -151,7 +151,6 @@ def run_trial(
     try:
         while proc.poll() is None:
             for record in tail.read():
-                stopper.feed(record)
                 last_record_at = time.monotonic()
                 kind = record.get("type")
                 if kind == "batch":
@@ -205,17 +204,16 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
                          elapsed_s=elapsed, exit_code=code, run_dir=str(out),
                          finished_at=time.strftime("%Y-%m-%d %H:%M:%S"))
     try:
-        analysis = analyze_run(out, threshold)
+        analysis, label = analyze_trial(out, threshold)  # a distributed trial: its slowest rank's
     except UsageError as exc:  # no record at all: the trial died before its first line
-        analysis = None
+        analysis, label = None, ""
         result.error = str(exc)
     if analysis is not None:
-        write_analysis(analysis)
         s = analysis.signals
         result.ran = dict(analysis.run.settings)
         result.ratio = s.timing.ratio
         result.ratio_ci = list(s.timing.ratio_ci) if s.timing.ratio_ci else None
-        result.verdict = analysis.verdict
+        result.verdict = label + analysis.verdict
         result.cause = analysis.top_cause
         result.causes = [c.to_dict() for c in analysis.causes]
         result.epoch_s = _epoch_seconds(analysis)
@@ -253,5 +251,3 @@ def _last_line(path: Path) -> str | None:
         return None
     return lines[-1][:500] if lines else None
 
-
-# tests/test_harness.py still imports the old name; the follower lives in dcnprobe.records.

@@ -7,8 +7,9 @@ epoch by its own clock. Planted faults, each on one rank only:
 
     --slow-rank R --slow-ms M      rank R sleeps M ms in its loop before each step, from
                                    --slow-from-epoch on (the others wait for it in DDP's all-reduce)
-    --leak-rank R                  rank R's dataset keeps a history in its DataLoader workers
-                                   and, for every row, waits on a lookup that grows with it
+    --leak-rank R                  rank R's dataset keeps a history in each DataLoader worker
+                                   (a per-worker cache; none without workers) and, for every
+                                   row, waits on a lookup that grows with it (--leak-us per entry)
                                    (--leak-kind wait: off the CPU, as a remote store would) or
                                    scans it (scan: CPU, which on a small machine slows every
                                    rank alike): with persistent workers the history, and the
@@ -34,27 +35,29 @@ import torch.multiprocessing as mp
 from ground_truth import Truth, counted_steps
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler, get_worker_info
 
 FEATURES = 32
 
 
 class Rows(Dataset):
-    def __init__(self, count: int, seed: int, leak: str | None) -> None:
+    def __init__(self, count: int, seed: int, leak: str | None, leak_us: float) -> None:
         generator = torch.Generator().manual_seed(seed)
         self.x = torch.randn(count, FEATURES, generator=generator)
         self.y = (self.x[:, :1] - self.x[:, 1:2] > 0).float()
-        self.leak = leak
+        self.leak, self.leak_us = leak, leak_us
         self.history: list[float] = []  # per worker process: kept for the worker's life
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int):
-        if self.leak == "wait":
+        if self.leak is None or get_worker_info() is None:
+            pass
+        elif self.leak == "wait":
             self.history.append(float(i))
-            time.sleep(len(self.history) * 6e-7)  # a lookup whose cost grows with the history
-        elif self.leak == "scan":
+            time.sleep(len(self.history) * self.leak_us * 1e-6)  # a lookup whose cost grows with the history
+        else:
             self.history.extend([float(i)] * 64)
             sum(self.history)  # a statistic over everything seen, recomputed per row
         return self.x[i], self.y[i]
@@ -72,6 +75,7 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--slow-from-epoch", type=int, default=2)
     parser.add_argument("--leak-rank", type=int, default=None)
     parser.add_argument("--leak-kind", choices=("wait", "scan"), default="wait")
+    parser.add_argument("--leak-us", type=float, default=0.6)
     parser.add_argument("--crash-rank", type=int, default=None)
     parser.add_argument("--hang-rank", type=int, default=None)
     parser.add_argument("--crash-epoch", type=int, default=2)
@@ -91,7 +95,8 @@ def train(rank: int, world: int, args: argparse.Namespace) -> None:
     model = DistributedDataParallel(nn.Sequential(nn.Linear(FEATURES, 64), nn.ReLU(), nn.Linear(64, 1)))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
     counted_steps(optimizer, truth)
-    data = Rows(args.batches * args.batch_size * world, 0, leak=args.leak_kind if rank == args.leak_rank else None)
+    data = Rows(args.batches * args.batch_size * world, 0, leak=args.leak_kind if rank == args.leak_rank else None,
+                leak_us=args.leak_us)
     sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=0)
     loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
                         persistent_workers=args.persistent_workers and args.workers > 0)
