@@ -51,6 +51,7 @@ class ProcessReader:
         # A rank of a distributed job: the launcher whose other children (the other ranks,
         # their workers) are the job's own load on this machine, not someone else's.
         self.job_root: int | None = None
+        self._job_handles: dict[int, psutil.Process] = {}
 
     def job_cpu_seconds(self) -> float | None:
         """CPU seconds of the job's other processes: the launcher's tree less this
@@ -74,15 +75,27 @@ class ProcessReader:
         return [proc.pid for proc in others if proc.pid != self.job_root]
 
     def _job_processes(self) -> list[psutil.Process] | None:
+        """The launcher and its descendants, this process's own subtree left out (not
+        descended into: walked from the launcher down, no scan of every process)."""
         if self.job_root is None:
             return None
-        try:
-            root = psutil.Process(self.job_root)
-            tree = [root, *root.children(recursive=True)]
-        except psutil.Error:
-            return None
-        mine = {self.pid, *self._child_pids()}
-        return [proc for proc in tree if proc.pid not in mine and not _is_below(proc, self.pid)]
+        found, todo, known = [], [self.job_root], self._job_handles
+        while todo:
+            pid = todo.pop()
+            if pid == self.pid:
+                continue
+            proc = known.get(pid)
+            if proc is None:
+                try:
+                    proc = known[pid] = psutil.Process(pid)
+                except psutil.Error:
+                    if pid == self.job_root:
+                        return None  # the launcher is gone
+                    continue
+            found.append(proc)
+            todo += _children_of(proc)
+        self._job_handles = {proc.pid: proc for proc in found}
+        return found
 
     def worker_pids(self) -> list[int]:
         pids = []
@@ -95,18 +108,7 @@ class ProcessReader:
         return sorted(pids)
 
     def _child_pids(self) -> list[int]:
-        """Linux lists each thread's children in /proc: 30 us, where psutil scans every
-        process on the machine (over a millisecond). Elsewhere, psutil."""
-        if _IS_LINUX:
-            try:
-                pids: list[int] = []
-                for tid in os.listdir(f"/proc/{self.pid}/task"):
-                    with open(f"/proc/{self.pid}/task/{tid}/children") as f:
-                        pids += [int(p) for p in f.read().split()]
-                return pids
-            except OSError:
-                pass
-        return [child.pid for child in _safe(self.me.children, default=[])]
+        return _children_of(self.me)
 
     def handle(self, pid: int) -> psutil.Process | None:
         proc = self._handles.get(pid)
@@ -161,11 +163,19 @@ class ProcessReader:
         return stats
 
 
-def _is_below(proc: psutil.Process, ancestor: int) -> bool:
-    try:
-        return any(parent.pid == ancestor for parent in proc.parents())
-    except psutil.Error:
-        return False
+def _children_of(proc: psutil.Process) -> list[int]:
+    """Linux lists each thread's children in /proc: 30 us, where psutil scans every
+    process on the machine (over a millisecond). Elsewhere, psutil."""
+    if _IS_LINUX:
+        try:
+            pids: list[int] = []
+            for tid in os.listdir(f"/proc/{proc.pid}/task"):
+                with open(f"/proc/{proc.pid}/task/{tid}/children") as f:
+                    pids += [int(p) for p in f.read().split()]
+            return pids
+        except OSError:
+            pass
+    return [child.pid for child in _safe(proc.children, default=[])]
 
 
 def page_faults(proc: psutil.Process, memory: Any = None) -> dict[str, int | None]:

@@ -97,3 +97,15 @@ def test_ranks_a_script_spawns_itself_are_each_recorded(tmp_path):
     for rank, directory in rank_dirs(out).items():
         assert loop_shape(directory)["epochs"] == counts(out, rank)
         assert read_run(directory).header["rank"] == rank
+
+
+def test_profile_epoch_profiles_every_rank(tmp_path):
+    out = tmp_path / "prof"
+    done = subprocess.run([sys.executable, "-m", "dcnprobe", "profile-epoch", "2", "--tools", "pyspy", "--out", str(out),
+                           "--", *TORCHRUN, str(PROGRAM), "--epochs", "2", "--truth", str(tmp_path / "truth.json")],
+                          capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for rank in (0, 1):
+        report = (out / f"rank{rank}" / "profile.md").read_text()
+        assert "epoch 2 against epoch 1" in report
+        assert "ddp_train.py" in (out / f"rank{rank}" / "profiles" / "epoch2-pyspy.collapsed.txt").read_text()

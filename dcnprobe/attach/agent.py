@@ -40,6 +40,7 @@ import os
 import sys
 import time
 import weakref
+from pathlib import Path
 from typing import Any, NoReturn
 
 import torch
@@ -136,8 +137,7 @@ class Agent:
         # first of its processes to train, as a single run's is in the run directory.
         self.rank = this_rank()
         if self.rank is not None:
-            where = rank_dir(self.config.run_dir, self.rank["rank"])
-            self.config = dataclasses.replace(self.config, run_dir=str(where))
+            self.config = _for_rank(self.config, self.rank["rank"])
         if not claim_run(self.config.run_dir, self.config.launch_id):
             self._switch_off()  # another process of this launch records
             return False
@@ -400,6 +400,18 @@ class _SettingsNotes(ProbeListener):
 
     def on_finish(self, status: str) -> None:
         self.probe.event(ATTACH_RECORD, final=True, **self.agent._settings_summary())
+
+
+def _for_rank(config: AttachConfig, rank: int) -> AttachConfig:
+    """The launch's config for one rank: its record, and its profiles, in RUN/rankN."""
+    run_dir = Path(config.run_dir)
+    where = rank_dir(run_dir, rank)
+    profile = config.profile
+    if profile and profile.get("out"):
+        out = Path(profile["out"])
+        moved = where / out.relative_to(run_dir) if out.is_relative_to(run_dir) else out / where.name
+        profile = {**profile, "out": str(moved)}
+    return dataclasses.replace(config, run_dir=str(where), profile=profile)
 
 
 def _wraps_an_optimizer(optimizer: Any) -> bool:

@@ -11,6 +11,7 @@ from dcnprobe.bisect.search import resolve_auto
 from dcnprobe.cli import interruption
 from dcnprobe.cli.options import max_batches_option, out_option, settings_options
 from dcnprobe.cli.trials import trial_template
+from dcnprobe.distributed.layout import rank_dirs
 from dcnprobe.harness import launch
 from dcnprobe.profiling import report
 from dcnprobe.profiling.session import read_profiles
@@ -78,5 +79,7 @@ def command(epoch: int, settings: Settings, max_batches: int | None, preset: str
     if code != 0:
         click.echo(f"note: the command exited with code {code}; profiling what it recorded", err=True)
     click.echo("writing reports...")
-    path = report.build(read_profiles(out / "profiles"), read_run(out), out, epoch, baseline)
-    click.echo(f"written: {path}")
+    # A distributed command: every rank profiled itself into RUN/rankN/profiles.
+    for directory in list(rank_dirs(out).values()) or [out]:
+        path = report.build(read_profiles(directory / "profiles"), read_run(directory), directory, epoch, baseline)
+        click.echo(f"written: {path}")
