@@ -95,7 +95,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "collective": "blocked in collectives (DDP all-reduce, all_reduce, barrier, broadcast, all_gather), "
                       "counted in no other phase; absent: no collectives",
         "other": "loop time outside any phase", "total": "the whole batch", "rss": "main-process RSS",
-        "in_use": "glibc bytes in use at batch end",
+        "in_use": "glibc bytes in use at batch end (read at most once per sample_interval; the batches between "
+                  "carry the last reading)",
         "py_blocks": "sys.getallocatedblocks() as of the latest memory sample (at most sample_interval old: "
                      "it walks every pymalloc arena, too dear to read per batch)",
         "gc_s": "GC seconds during the batch", "gc_gen2": "generation-2 collections during the batch",
