@@ -9,6 +9,11 @@ hooks and sampler are in place, in even ones they are removed, so both sides sha
 process, one model, one allocator state and the same stretch of machine time. The
 stopwatch is the loop's own on_batch callback; each epoch's first batch (validation,
 loader start-up and the switch itself come before it) is dropped.
+
+`attach_overhead_example` does the same for a loop from examples/: per_sample_loop.py's
+dataset (a `__getitem__` per row and the default collate), model and optimizer, in the
+loop its main() runs, at its default batch of 64 rows (a few ms per batch: the attach's
+cost per batch weighs far more there than on the trainer's batches).
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 from dcnprobe.benchmarks.timing import paired_ratio
@@ -29,66 +35,129 @@ DATA = "synthetic:val_rows=4096"  # the report's training split; a small validat
 BATCH_SIZE = 1024
 
 
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "per_sample_loop.py"
+# (epochs, batches per epoch) per profile and loop: short epochs, so that the sides
+# alternate often and the machine's drift hits both alike.
+SIZES = {"trainer": {"quick": (16, 10), "full": (64, 10)},
+         "example": {"quick": (40, 20), "full": (200, 20)}}
+
+
 def run(profile: str) -> dict[str, Any]:
-    # Short epochs: the sides alternate often, so that the machine's drift hits both alike.
-    epochs, batches = (16, 10) if profile == "quick" else (64, 10)
+    return {"attach_overhead": measure_attach(profile), "attach_overhead_example": measure_example(profile)}
+
+
+def measure_attach(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The attach overhead on the built-in trainer, in a fresh run: what the gate measures
+    again when unsure."""
+    return _measure("trainer", profile)
+
+
+def measure_example(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The attach overhead on examples/per_sample_loop.py's loop, in a fresh run."""
+    return _measure("example", profile)
+
+
+def _measure(loop: str, profile: str) -> dict[str, Any]:
+    epochs, batches = SIZES[loop][profile]
     from dcnprobe.contract import AttachConfig, launch_env
 
     with tempfile.TemporaryDirectory() as out:
         # One intra-op thread, applied from outside like any setting: on a shared 2-core
         # machine, torch's spinning threads make batch times swing far more than the hooks cost.
         config = AttachConfig(run_dir=out, settings={"threads": "1"})
-        done = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks.attach_overhead", str(epochs), str(batches)],
-                              env=launch_env(config), capture_output=True, text=True, check=False)
+        done = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks.attach_overhead", loop, str(epochs),
+                               str(batches)], env=launch_env(config), capture_output=True, text=True, check=False)
         line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
         if done.returncode != 0 or line is None:
             raise RuntimeError(f"attach overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
         times = json.loads(line[len(RESULT_PREFIX):])
     result = paired_ratio(times["segments"][2:])  # the first pair holds the warm-up
-    result["detail"].update(epochs=epochs, recorded_batches=times["recorded_batches"])
-    return {"attach_overhead": result}
+    result["detail"].update(loop=loop, epochs=epochs, recorded_batches=times["recorded_batches"])
+    return result
 
 
-def measure_attach(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The attach overhead alone, in a fresh run: what the gate measures again when unsure."""
-    return run(profile)["attach_overhead"]
+class _Switch:
+    """In the attached process: batch times per epoch, the agent's hooks and sampler
+    switched on and off at each epoch's end."""
 
+    def __init__(self) -> None:
+        from dcnprobe.attach import active
 
-def _child(epochs: int, batches: int) -> None:
-    """In the attached process: train, switching the agent's hooks on and off by epoch."""
-    from dcnprobe.model.trainer import TrainJob, fit
+        self.agent = active.current()
+        if self.agent is None:
+            raise SystemExit("the attach agent is not installed in this process")
+        self.segments: list[tuple[bool, list[float]]] = [(True, [])]  # one per epoch: (attached, batch times)
+        self.attached, self.last = True, 0.0
 
-    from dcnprobe.attach import active
-    from dcnprobe.hooks import NullProbe
-    from dcnprobe.settings import Settings
-
-    agent = active.current()
-    if agent is None:
-        raise SystemExit("the attach agent is not installed in this process")
-    segments: list[tuple[bool, list[float]]] = [(True, [])]  # one per epoch: (attached, batch times)
-    state = {"attached": True, "last": 0.0}
-
-    def on_batch(epoch: int, done: int, total: int) -> None:
+    def batch_done(self, done: int) -> None:
         now = time.perf_counter()
         if done > 1:  # the first batch of an epoch carries validation, start-up and the switch
-            segments[-1][1].append(now - state["last"])
-        state["last"] = now
+            self.segments[-1][1].append(now - self.last)
+        self.last = now
 
-    def on_epoch(metrics: Any) -> None:
-        state["attached"] = not state["attached"]
-        segments.append((state["attached"], []))
-        if state["attached"]:
+    def epoch_done(self) -> None:
+        agent = self.agent
+        self.attached = not self.attached
+        self.segments.append((self.attached, []))
+        if self.attached:
             agent.hooks.install_measuring()
             agent.probe.sampler.start()
         else:
             agent.hooks.remove_measuring()
             agent.probe.sampler.stop()
 
-    job = TrainJob(settings=Settings(device="cpu", batch_size=BATCH_SIZE), epochs=epochs, max_batches=batches, data=DATA, checkpoints=False)
-    fit(job, probe=NullProbe(), on_batch=on_batch, on_epoch=on_epoch)
-    recorded = agent.probe.step if agent.probe is not None else 0
-    print(RESULT_PREFIX + json.dumps({"segments": [s for s in segments if s[1]], "recorded_batches": recorded}), flush=True)
+    def report(self) -> None:
+        recorded = self.agent.probe.step if self.agent.probe is not None else 0
+        print(RESULT_PREFIX + json.dumps({"segments": [s for s in self.segments if s[1]],
+                                          "recorded_batches": recorded}), flush=True)
+
+
+def _trainer_child(epochs: int, batches: int) -> None:
+    from dcnprobe.model.trainer import TrainJob, fit
+
+    from dcnprobe.hooks import NullProbe
+    from dcnprobe.settings import Settings
+
+    switch = _Switch()
+    job = TrainJob(settings=Settings(device="cpu", batch_size=BATCH_SIZE), epochs=epochs, max_batches=batches,
+                   data=DATA, checkpoints=False)
+    fit(job, probe=NullProbe(), on_batch=lambda epoch, done, total: switch.batch_done(done),
+        on_epoch=lambda metrics: switch.epoch_done())
+    switch.report()
+
+
+def _example_child(epochs: int, batches: int) -> None:
+    """per_sample_loop.py's main() loop, cut to `batches` per epoch, with its defaults."""
+    import runpy
+
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader
+
+    example = runpy.run_path(str(EXAMPLE))  # its definitions; main() runs only as __main__
+    rows, features, hidden, batch_size = 12800, 32, 1024, 64
+    torch.manual_seed(0)
+    dataset = example["Rows"](rows, features, 0, None)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True)
+    model = nn.Sequential(nn.Linear(features, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                          nn.Linear(hidden, 1))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    switch = _Switch()
+    for epoch in range(1, epochs + 1):
+        dataset.epoch.value = epoch
+        model.train()
+        for done, (x, y) in enumerate(loader, start=1):
+            loss = loss_fn(model(x), y)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            switch.batch_done(done)
+            if done == batches:
+                break
+        switch.epoch_done()
+    switch.report()
 
 
 if __name__ == "__main__":
-    _child(int(sys.argv[1]), int(sys.argv[2]))
+    {"trainer": _trainer_child, "example": _example_child}[sys.argv[1]](int(sys.argv[2]), int(sys.argv[3]))

@@ -59,7 +59,8 @@ def _groups() -> dict[str, Group]:
                            {"trainer_vs_fuxictr": reference.measure_same_architecture}),
         "profilers": Group(profiler_overhead.run, ("full",)),
         "confusion": Group(confusion.run, ("full",)),
-        "attach": Group(attach_overhead.run, ("full",), {"attach_overhead": attach_overhead.measure_attach}),
+        "attach": Group(attach_overhead.run, ("full",), {"attach_overhead": attach_overhead.measure_attach,
+                                                         "attach_overhead_example": attach_overhead.measure_example}),
     }
 
 

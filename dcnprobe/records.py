@@ -12,8 +12,12 @@ Record types, in the order they appear (constants below; every field in `COLUMNS
     footer    status (ok, slow, crashed, interrupted, stalled) and totals
 The attach adds record types of its own (validation passes, training passes, its notes:
 dcnprobe.attach.notes.COLUMNS); readers skip types they do not know.
-Every line is written whole and flushed at once, so a run killed at any moment is
-readable up to its last complete line; readers ignore a torn last line. A line that is
+Every line is written whole. Batch lines are flushed together, at most FLUSH_EVERY_S after
+they were written (a flush per batch was a write system call per batch, the dearest part
+of the record); every other record flushes at once, with the batches before it, and the
+memory sampler writes one every half second. So a run killed at any moment, even by
+SIGKILL, is readable up to its last flush, and loses at most the batches of the last
+FLUSH_EVERY_S; readers ignore a torn last line. A line that is
 not a record (a disk error, a second writer, garbage bytes) is skipped and counted, never
 the end of the run: `parse_record` says which lines fit.
 
@@ -38,12 +42,15 @@ import math
 import os
 import struct
 import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 SCHEMA_VERSION = 1
+FLUSH_EVERY_S = 0.5  # the longest a written batch line waits in memory (see the module doc)
 RUN_FILE = "run.jsonl"
 BATCH_TABLE = "batches.f64"
 
@@ -88,7 +95,10 @@ COLUMNS: dict[str, dict[str, str]] = {
         "collective": "blocked in collectives (DDP all-reduce, all_reduce, barrier, broadcast, all_gather), "
                       "counted in no other phase; absent: no collectives",
         "other": "loop time outside any phase", "total": "the whole batch", "rss": "main-process RSS",
-        "in_use": "glibc bytes in use at batch end", "py_blocks": "sys.getallocatedblocks()",
+        "in_use": "glibc bytes in use at batch end (read at most once per sample_interval; the batches between "
+                  "carry the last reading)",
+        "py_blocks": "sys.getallocatedblocks() as of the latest memory sample (at most sample_interval old: "
+                     "it walks every pymalloc arena, too dear to read per batch)",
         "gc_s": "GC seconds during the batch", "gc_gen2": "generation-2 collections during the batch",
         "minflt": "minor page faults during the batch", "majflt": "major page faults during the batch",
         # Written by the attach and the framework callbacks, whose batch is the work around an
@@ -157,11 +167,16 @@ BATCH_ROW = struct.Struct(f"<{len(BATCH_COLUMNS)}d")
 
 def batch_row(record: dict[str, Any]) -> bytes:
     """A batch record's row of BATCH_TABLE: NaN where a field is absent or not a number."""
-    values = []
-    for name in BATCH_COLUMNS:
-        value = record.get(name)
-        values.append(float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
-                      and math.isfinite(value) else math.nan)
+    get = record.get
+    values = [get(name) for name in BATCH_COLUMNS]
+    for i, value in enumerate(values):
+        # Written per batch: plain ints and finite floats (nearly every value) take the
+        # cheap test; `v - v` is 0.0 for a finite float, NaN for an infinity or a NaN.
+        kind = type(value)
+        if kind is int or (kind is float and value - value == 0.0):
+            continue
+        values[i] = (float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+                     and math.isfinite(value) else math.nan)
     return BATCH_ROW.pack(*values)
 
 # What a record of each known type must hold to be read at all (field -> accepted types).
@@ -195,33 +210,57 @@ def parse_record(line: bytes | str) -> dict[str, Any] | None:
 
 
 class RunWriter:
-    """Appends one JSON object per line and flushes it; safe to call from several threads."""
+    """Appends one JSON object per line; safe to call from several threads. Batch lines
+    (and their rows of BATCH_TABLE) are flushed at most `flush_every_s` after they were
+    written; any other record is flushed at once, with whatever waited before it."""
 
-    def __init__(self, directory: str | Path) -> None:
+    def __init__(self, directory: str | Path, flush_every_s: float = FLUSH_EVERY_S,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.path = self.directory / RUN_FILE
+        self.flush_every_s, self.clock = flush_every_s, clock
         self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the run
         self._table = None  # BATCH_TABLE, opened with the first batch
         self._lock = threading.Lock()
+        self._flushed_at = clock()
 
     def write(self, kind: str, record: dict[str, Any]) -> None:
         line = self._line(kind, record)
         row = batch_row(record) if kind == BATCH else None
         with self._lock:
-            self._append(line)
-            if row is not None and not self._file.closed:
+            if self._file.closed:
+                return
+            self._file.write(line)
+            if row is not None:
                 if self._table is None:
                     self._table = open(self.directory / BATCH_TABLE, "ab")  # noqa: SIM115 - lives as long as the run
                 self._table.write(row)
-                self._table.flush()
+                if self.clock() - self._flushed_at < self.flush_every_s:
+                    return  # waits for the next flush
+            self._flush()
+
+    def flush(self) -> None:
+        """Everything written so far, to the files now."""
+        with self._lock:
+            if not self._file.closed:
+                self._flush()
+
+    def _flush(self) -> None:
+        # The table first: a run killed in between has more rows than batch lines, which
+        # readers take for a table that does not agree, and read the lines.
+        if self._table is not None:
+            self._table.flush()
+        self._file.flush()
+        self._flushed_at = self.clock()
 
     def write_footer(self, status: str, **fields: Any) -> None:
         """The last line of a run, then the file is closed. Written once: a second call
         (a stall racing the normal end of the run) finds the file closed and does nothing."""
         line = self._line(FOOTER, {"status": status, **fields})
         with self._lock:
-            self._append(line)
+            if not self._file.closed:
+                self._file.write(line)
             self._close_files()
 
     def close(self) -> None:
@@ -229,22 +268,16 @@ class RunWriter:
             self._close_files()
 
     def _close_files(self) -> None:
-        if not self._file.closed:
-            self._file.close()
         if self._table is not None and not self._table.closed:
             self._table.close()
+        if not self._file.closed:
+            self._file.close()
 
     @staticmethod
     def _line(kind: str, record: dict[str, Any]) -> bytes:
         # orjson writes NaN and infinities as null, numpy scalars as numbers, and is fast
         # enough to sit in a training loop; `default=str` keeps anything else readable.
         return orjson.dumps({"type": kind, **record}, default=str, option=_DUMP_OPTIONS) + b"\n"
-
-    def _append(self, line: bytes) -> None:
-        if self._file.closed:
-            return
-        self._file.write(line)
-        self._file.flush()
 
 
 class RecordFollower:

@@ -39,6 +39,7 @@ CONFIDENCE = 0.99  # checked repeatedly: a wider interval than the verdict's 95%
 BOOTSTRAP_SAMPLES = 1000
 MAX_SAMPLE = 1024  # batches per side given to the bootstrap: bounds a check's cost on huge epochs
 DEFAULT_TIME_FACTOR = 2.0
+HEALTHY_AFTER = 0.5  # share of the last epoch run before it may be called clearly healthy
 # Every phase a batch record may carry: the optional collective wait (distributed runs) too.
 PHASE_NAMES = (*(name for name in BATCH_TIMES if name not in ("other", "total")), COLLECTIVE, "other")
 
@@ -84,6 +85,7 @@ class SlowdownMonitor:
         self.last_epoch = 0
         self.last: Evidence | None = None  # the latest ratio computed, slow or not
         self._checked_at = 0
+        self._healthy_at = 0  # batches of the last epoch when `healthy` last ran its bootstrap
         self._base: np.ndarray = np.empty(0)
         self._base_key: tuple[int, int] | None = None
         self._base_stats: dict[str, float] = {}  # its median and mean, computed with it
@@ -150,6 +152,32 @@ class SlowdownMonitor:
                 self.last = evidence
             if low > self.threshold:
                 found = evidence
+        return found
+
+    def healthy(self, last_epoch: int, after: float = HEALTHY_AFTER) -> Evidence | None:
+        """Evidence that the run's last epoch is clearly no slower than epoch 1: the other
+        side of the sequential test, for a trial whose verdict is all that is wanted
+        (bisect). Judged only in `last_epoch` (an earlier healthy epoch says nothing of
+        a later one), once `after` of its batches have run (a slowdown that builds up
+        within the epoch has time to show), on the same 99% intervals as `check`: both
+        the median's and the mean's wholly below the threshold. None until then."""
+        epoch = self.last_epoch
+        if epoch != last_epoch or epoch < 2 or 1 not in self.totals or not self.batches_per_epoch:
+            return None
+        later = self.totals[epoch]
+        if len(later) < after * self.batches_per_epoch or len(later) - self._healthy_at < self.check_every:
+            return None
+        self._healthy_at = len(later)
+        expected = self.batches_per_epoch
+        base, steady = self._steady(self.totals[1], expected, recent=False), self._steady(later, expected, recent=True)
+        if len(steady) < self.min_batches or len(base) < self.min_batches:
+            return None
+        found = None
+        for statistic in ("median", "mean"):
+            ratio, low, high = ratio_ci(base, steady, statistic, confidence=CONFIDENCE, samples=self.bootstrap_samples)
+            if high >= self.threshold:
+                return None
+            found = found or Evidence(epoch, len(later), statistic, ratio, low, high)
         return found
 
     def finished(self, epoch: int) -> bool:

@@ -145,3 +145,15 @@ def test_a_contended_bad_run_is_inconclusive_not_a_verdict():
     assert outcome.verdict == ("Inconclusive: the machine was busy with other work while the bad settings ran "
                                "(outside CPU load epoch 1 2%, epoch 2 48%), so their timing says nothing. "
                                "Rerun on a quiet machine.")
+
+
+def test_every_bisect_trial_ends_as_soon_as_its_verdict_is_clear():
+    """Issue 24: bisect needs verdicts, not whole runs; the sequential test itself is
+    tested in test_slowdown.py, the trial's result in test_harness.py."""
+    runner = TableRunner(lambda s: s.num_workers > 0 and s.persistent_workers)
+    assert not runner.template.stop_when_healthy
+    bisect(BAD, DEFAULT_GOOD, runner)
+    assert runner.template.stop_when_healthy
+    spec = runner.template
+    assert spec.describe()["stop_when_healthy"] is True
+    assert "stop_when_healthy" not in TrialSpec(spec.command).describe()  # other commands' keys unchanged

@@ -230,6 +230,21 @@ def test_a_trial_whose_epochs_saw_different_outside_load_is_contended(tmp_path):
     assert result.load_text().startswith("outside CPU load epoch 1 2%, epoch 2 ")
 
 
+def test_a_trial_stopped_as_healthy_gets_the_analysis_s_verdict_not_its_exit_code_s(tmp_path):
+    """The harness killed it (exit code -15): that is not a crash; what the record shows
+    decides, and a record that shows a slowdown after all is still called slow."""
+    from synthetic_runs import write_run
+
+    from dcnprobe.harness.runner import STOPPED_HEALTHY, _result
+
+    write_run(tmp_path / "healthy", slowdown=1.0)
+    result = _result(builtin_spec(), tmp_path / "healthy", -15, STOPPED_HEALTHY, "stopped as healthy: ...", 5.0, 1.2)
+    assert result.status == "ok" and result.stopped == "stopped as healthy: ..." and result.error is None
+    write_run(tmp_path / "slow", slowdown=1.8)
+    result = _result(builtin_spec(), tmp_path / "slow", -15, STOPPED_HEALTHY, "stopped as healthy: ...", 5.0, 1.2)
+    assert result.status == "slow" and result.failing
+
+
 class ScriptedTrials:
     """Stands in for run_trial with results given in advance (the real one is tested above)."""
 

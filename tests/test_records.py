@@ -1,9 +1,13 @@
 import json
+import signal
+import subprocess
+import sys
+import textwrap
 
 import pytest
 
 from dcnprobe.errors import UsageError
-from dcnprobe.records import SCHEMA_VERSION, RunWriter
+from dcnprobe.records import BATCH_ROW, BATCH_TABLE, SCHEMA_VERSION, RunWriter
 from dcnprobe.runs import read_run
 
 
@@ -242,3 +246,56 @@ def test_a_batch_line_torn_by_a_crash_is_not_counted_against_the_table(tmp_path,
     monkeypatch.setattr(runs, "batch_frame", lambda columns, real=runs.batch_frame: used.append(1) or real(columns))
     run = read_run(tmp_path)
     assert run.truncated and len(run.batches) == 4 and used == [1]  # one frame: the table's
+
+
+def test_batch_lines_wait_for_the_next_flush_and_other_records_flush_at_once(tmp_path):
+    """A flush per batch was a write system call per batch: batches wait (at most
+    flush_every_s on the writer's clock), anything else flushes them with it."""
+    now = [0.0]
+    writer = RunWriter(tmp_path, flush_every_s=0.5, clock=lambda: now[0])
+    writer.write("header", {"schema": SCHEMA_VERSION})
+    path = tmp_path / "run.jsonl"
+
+    def on_disk():
+        return [json.loads(line)["type"] for line in path.read_bytes().splitlines()]
+
+    for i in range(3):
+        now[0] += 0.1
+        writer.write("batch", {"epoch": 1, "batch": i, "total": 0.1})
+    assert on_disk() == ["header"] and not (tmp_path / BATCH_TABLE).stat().st_size
+    now[0] += 0.25  # 0.55 s since the last flush: this batch takes all four out
+    writer.write("batch", {"epoch": 1, "batch": 3, "total": 0.1})
+    assert on_disk() == ["header"] + ["batch"] * 4
+    assert (tmp_path / BATCH_TABLE).stat().st_size == 4 * BATCH_ROW.size
+    writer.write("batch", {"epoch": 1, "batch": 4, "total": 0.1})
+    writer.write("memory", {"t": 1.0})  # the sampler's records flush every half second
+    assert on_disk()[-2:] == ["batch", "memory"]
+    writer.close()
+
+
+def test_a_run_killed_by_sigkill_is_readable_up_to_its_last_flush(tmp_path):
+    """A real process killed mid-run: what it flushed reads back whole, batches agree with
+    the table or the lines are used, and nothing after the last flush is invented."""
+    script = textwrap.dedent(f"""
+        import sys, time
+        from dcnprobe.records import RunWriter, SCHEMA_VERSION
+        w = RunWriter({str(tmp_path)!r}, flush_every_s=0.05)
+        w.write("header", {{"schema": SCHEMA_VERSION}})
+        i = 0
+        while True:
+            w.write("batch", {{"epoch": 1, "batch": i, "total": 0.001}})
+            if i == 200:
+                print("flushed", flush=True)
+            i += 1
+            time.sleep(0.001)
+    """)
+    child = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "flushed"
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+    run = read_run(tmp_path)
+    batches = run.batches["batch"].tolist()
+    assert len(batches) >= 150 and batches == list(range(len(batches)))  # in order, none lost before the flush
+    assert run.status is None or run.status != "ok"

@@ -168,6 +168,60 @@ def test_early_stop_keeps_its_interface():
     assert ratio == pytest.approx(1.5, abs=0.05) and low < ratio < high
 
 
+def first_healthy(stop, clock, records):
+    """The batch (1-based) at which EarlyStop first calls the trial clearly healthy, or None."""
+    for record in records:
+        clock.now += record["total"]
+        stop.feed(record)
+        if stop.decide_healthy() is not None:
+            return record["batch"] + 1
+    return None
+
+
+def test_a_healthy_last_epoch_ends_the_trial_at_half_of_it():
+    """Bisect's sequential test: the other side of the early stop."""
+    clock = Clock()
+    stop = EarlyStop(1.2, batches_per_epoch=200, clock=clock, healthy_in=2)
+    feed(stop, clock, batches(1, 200, 0.10))
+    records = list(batches(2, 200, 0.10))
+    assert first_healthy(stop, clock, records[:99]) is None
+    clock.now += records[99]["total"]
+    stop.feed(records[99])
+    reason = stop.decide_healthy()
+    assert reason.startswith("epoch 2 runs 1.00x epoch 1 by median batch time (99% CI 0.9")
+    assert reason.endswith("after 100 batches")
+    assert stop.decide_healthy() is None  # asked again within check_every batches: no new bootstrap
+
+
+@pytest.mark.parametrize("ratio", [1.2, 1.5])
+def test_an_epoch_at_or_over_the_threshold_is_never_called_healthy(ratio):
+    clock = Clock()
+    stop = EarlyStop(1.2, batches_per_epoch=200, clock=clock, healthy_in=2)
+    feed(stop, clock, batches(1, 200, 0.10))
+    assert first_healthy(stop, clock, batches(2, 200, 0.10 * ratio)) is None
+
+
+def test_a_slow_half_hidden_by_the_mean_is_not_called_healthy():
+    """Every fifth batch four times longer: the median is unchanged, the mean is not."""
+    clock = Clock()
+    stop = EarlyStop(1.2, batches_per_epoch=200, clock=clock, healthy_in=2)
+    feed(stop, clock, batches(1, 200, 0.10))
+    bursty = [dict(r, total=r["total"] * (4 if r["batch"] % 5 == 0 else 1)) for r in batches(2, 200, 0.10)]
+    assert first_healthy(stop, clock, bursty) is None
+
+
+def test_only_the_last_epoch_is_called_healthy_and_only_when_asked():
+    clock = Clock()
+    three = EarlyStop(1.2, batches_per_epoch=200, clock=clock, healthy_in=3)
+    feed(three, clock, batches(1, 200, 0.10))
+    assert first_healthy(three, clock, batches(2, 200, 0.10)) is None  # epoch 3 may still be slow
+    assert first_healthy(three, clock, batches(3, 200, 0.10)) == 100
+    clock = Clock()
+    never = EarlyStop(1.2, batches_per_epoch=200, clock=clock)
+    feed(never, clock, batches(1, 200, 0.10))
+    assert first_healthy(never, clock, batches(2, 200, 0.10)) is None
+
+
 # -- the probe's early warning ---------------------------------------------------------------------
 
 

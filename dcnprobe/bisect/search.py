@@ -75,7 +75,9 @@ def bisect(bad: Settings, good: Settings, runner: TrialRunner) -> BisectOutcome:
     for name, (b, g) in not_applied.items():
         runner.report(f"note: {name} differs ({format_value(b)} / {format_value(g)}) but this command cannot be given "
                       f"it; add {{{name}}} to the command to include it. Bisecting the rest.")
-    runner.template = replace(runner.template, applied=tuple(outcome.differences))
+    # Each trial ends as soon as its verdict is clear, healthy as well as slow: bisect
+    # needs verdicts, not whole runs (issue 24: 7 trials for a 2-setting culprit).
+    runner.template = replace(runner.template, applied=tuple(outcome.differences), stop_when_healthy=True)
     _search(outcome, runner)
     outcome.wall_s = time.monotonic() - started
     return outcome

@@ -1,7 +1,10 @@
 """Stop a slow trial as soon as its slowdown is statistically clear.
 
 The report's epoch 2 would have run for hours. A trial watches its own records as they
-arrive and stops once a later epoch is clearly slower than epoch 1. The statistics are
+arrive and stops once a later epoch is clearly slower than epoch 1. A trial that only
+has to give a verdict (bisect's) may also stop once its last epoch is clearly no slower
+(SlowdownMonitor.healthy): a sequential test, ended as soon as its interval lies on
+either side of the threshold. The statistics are
 dcnprobe.slowdown's, the same that warn a user live from inside the probe.
 """
 
@@ -17,10 +20,15 @@ __all__ = ["CONFIDENCE", "EarlyStop"]
 
 
 class EarlyStop:
+    """`healthy_in`: the trial's last epoch, when a clearly healthy verdict may end it too
+    (`decide_healthy`); None: a healthy trial runs to its end."""
+
     def __init__(self, threshold: float, batches_per_epoch: int | None = None,
-                 time_factor: float = DEFAULT_TIME_FACTOR, clock: Callable[[], float] = time.monotonic) -> None:
+                 time_factor: float = DEFAULT_TIME_FACTOR, clock: Callable[[], float] = time.monotonic,
+                 healthy_in: int | None = None) -> None:
         self.monitor = SlowdownMonitor(threshold, batches_per_epoch=batches_per_epoch, time_factor=time_factor,
                                        clock=clock)
+        self.healthy_in = healthy_in
 
     @property
     def batches_per_epoch(self) -> int | None:
@@ -46,4 +54,11 @@ class EarlyStop:
     def decide(self) -> str | None:
         """A reason to stop the trial as slow, or None to let it run."""
         evidence = self.monitor.check()
+        return evidence.describe() if evidence else None
+
+    def decide_healthy(self) -> str | None:
+        """A reason to end the trial as clearly healthy, or None to let it run."""
+        if self.healthy_in is None:
+            return None
+        evidence = self.monitor.healthy(self.healthy_in)
         return evidence.describe() if evidence else None

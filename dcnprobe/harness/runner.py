@@ -32,6 +32,7 @@ DEFAULT_BUDGET_S = 1800.0
 DEFAULT_STALL_AFTER_S = DEFAULT_STALL_FLOOR_S  # what `train --stall-after` gets from a trial
 RESULT_FILE = "result.json"
 LOG_FILE = "train.log"
+STOPPED_HEALTHY = "stopped-healthy"  # run_trial's own mark; the result's status is the analysis's
 FIRST_BATCH_S = 600.0  # validation, checkpoints and worker start-up between passes
 
 
@@ -139,7 +140,8 @@ def run_trial(
         log.close()
         raise
     # One record, or one per rank of a distributed command, each with its own early stop.
-    tail = stopper = TrialRecords(out, lambda: EarlyStop(threshold, batches_per_epoch=spec.max_batches))
+    tail = stopper = TrialRecords(out, lambda: EarlyStop(
+        threshold, batches_per_epoch=spec.max_batches, healthy_in=spec.epochs if spec.stop_when_healthy else None))
     progress = Progress(batches_per_epoch=spec.max_batches)
     stopped: str | None = None
     status: str | None = None
@@ -162,9 +164,12 @@ def run_trial(
                     progress.batches_per_epoch = record.get("batches_per_epoch") or progress.batches_per_epoch
                     stopper.batches_per_epoch = progress.batches_per_epoch
             reason = stopper.decide()
+            healthy = None if reason else stopper.decide_healthy()
             now = time.monotonic()
             if reason:
                 stopped, status = f"stopped as slow: {reason}", "slow"
+            elif healthy:
+                stopped, status = f"stopped as healthy: {healthy}", STOPPED_HEALTHY
             elif now - started > budget_s:
                 stopped, status = f"stopped at the {budget_s:.0f} s budget", "timeout"
             elif tail.started and now - last_record_at > (FIRST_BATCH_S if between_passes else harness_stall_s):
@@ -200,6 +205,9 @@ def _dump_from_outside(pid: int, out: Path) -> None:
 
 def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, stopped: str | None,
             elapsed: float, threshold: float) -> TrialResult:
+    # A trial stopped as healthy was killed: its verdict is the analysis's, not its exit code's.
+    stopped_healthy = status == STOPPED_HEALTHY
+    status = None if stopped_healthy else status
     result = TrialResult(key=spec.key(), spec=spec.describe(), status=status or "ok", stopped=stopped,
                          elapsed_s=elapsed, exit_code=code, run_dir=str(out),
                          finished_at=time.strftime("%Y-%m-%d %H:%M:%S"))
@@ -226,7 +234,7 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
             # Slow or healthy, the timing tracked someone else's load: not a verdict on the
             # settings (a slowdown beyond what the load explains keeps its verdict).
             result.status = "contended"
-    if status is None and code not in (0, None):
+    if status is None and code not in (0, None) and not stopped_healthy:
         if code == Exit.STALLED:
             result.status = "stalled"
         elif code == Exit.SLOW:  # the run's own probe stopped it as slow (on_slowdown=stop)

@@ -35,6 +35,9 @@ class TrialSpec:
     # when the trial's directory holds one (a study resumes mid-trial; bisect and sweep
     # trials are short and measure speed, so they start afresh).
     checkpoints: bool = False
+    # Stop the trial as soon as its last epoch is clearly healthy (harness.early_stop), as
+    # it stops once clearly slow: for a trial that only has to give a verdict (bisect).
+    stop_when_healthy: bool = False
 
     @property
     def given(self) -> dict[str, Any]:
@@ -54,6 +57,7 @@ class TrialSpec:
             "replicate": self.replicate,
             # Only when set, so that the keys of bisect and sweep trials do not change.
             **({"checkpoints": True} if self.checkpoints else {}),
+            **({"stop_when_healthy": True} if self.stop_when_healthy else {}),
         }
 
     def key(self) -> str:

@@ -26,6 +26,7 @@ class TrialRecords:
         self.out, self.make_stop = out, make_stop
         self.tails: dict[Path, tuple[RecordFollower, EarlyStop, str]] = {}
         self._batches_per_epoch: int | None = None
+        self.world_size = 1  # from the ranks' headers
 
     @property
     def started(self) -> bool:
@@ -39,6 +40,8 @@ class TrialRecords:
             for record in tail.read():
                 stop.feed(record)
                 records.append(record)
+                if record.get("type") == "header" and isinstance(record.get("world_size"), int):
+                    self.world_size = max(self.world_size, record["world_size"])
         return records
 
     def decide(self) -> str | None:
@@ -47,6 +50,14 @@ class TrialRecords:
             if reason:
                 return label + reason
         return None
+
+    def decide_healthy(self) -> str | None:
+        """A reason to end the trial as clearly healthy: every rank's record says so (a
+        rank not yet training, or not yet sure, lets the trial run)."""
+        reasons = [stop.decide_healthy() for _, stop, _ in self.tails.values()]
+        if len(reasons) < self.world_size or not all(reasons):
+            return None
+        return reasons[0] if len(reasons) == 1 else f"every rank ({len(reasons)}): {reasons[0]}"
 
     @property
     def last_ratio(self) -> tuple[float, float | None, float | None] | None:
