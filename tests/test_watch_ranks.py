@@ -39,7 +39,8 @@ def rank_pieces(rank, slow_rank=1, footer="ok"):
 
 class GrowingRanks:
     def __init__(self, run_dir, ranks=2, **kwargs):
-        self.writers = [RunWriter(rank_dir(run_dir, r)) for r in range(ranks)]
+        # Every line flushed as written: the view is under test here, not the flush policy.
+        self.writers = [RunWriter(rank_dir(run_dir, r), flush_every_s=0.0) for r in range(ranks)]
         self.parts = [rank_pieces(r, **kwargs) for r in range(ranks)]
         self.append()
 
