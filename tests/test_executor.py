@@ -89,6 +89,7 @@ def test_a_study_runs_as_ray_tasks(ray_cluster, tmp_path, tiny_data):
     assert len(list(tmp_path.glob("trials/*/result.json"))) == 2
 
 
+@pytest.mark.slow  # starting a Ray cluster is 7 s of the default suite's 90
 def test_timed_trials_ask_ray_for_a_whole_node(ray_cluster):
     from dcnprobe.harness.executor import RayExecutor
 
