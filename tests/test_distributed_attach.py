@@ -109,3 +109,34 @@ def test_profile_epoch_profiles_every_rank(tmp_path):
         report = (out / f"rank{rank}" / "profile.md").read_text()
         assert "epoch 2 against epoch 1" in report
         assert "ddp_train.py" in (out / f"rank{rank}" / "profiles" / "epoch2-pyspy.collapsed.txt").read_text()
+
+
+def test_killing_a_torchrun_trial_kills_every_rank(tmp_path):
+    """torchrun starts each rank in a session of its own: killing the trial's process group
+    alone would leave the ranks training on as orphans."""
+    import time
+
+    import psutil
+
+    from dcnprobe.contract import AttachConfig
+    from dcnprobe.distributed.layout import record_files
+    from dcnprobe.harness import launch
+
+    out = tmp_path / "run"
+    marker = str(tmp_path / "truth.json")
+    proc = launch.start([*TORCHRUN, str(PROGRAM), "--epochs", "50", "--truth", marker], AttachConfig(run_dir=str(out)))
+    deadline = time.monotonic() + 120
+    while len(record_files(out)) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    assert len(record_files(out)) == 2, "the ranks never started training"
+
+    def ranks_alive():
+        return [p for p in psutil.process_iter(["cmdline"]) if marker in " ".join(p.info["cmdline"] or [])]
+
+    assert len(ranks_alive()) >= 3  # torchrun and its two ranks
+    launch.kill(proc)
+    proc.wait()
+    deadline = time.monotonic() + 10
+    while ranks_alive() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ranks_alive() == []

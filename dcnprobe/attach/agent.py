@@ -57,7 +57,7 @@ from dcnprobe.attach.recorder import Recorder
 from dcnprobe.attach.states import AgentState, EpochMode, PassKind
 from dcnprobe.attach.torch_hooks import TorchHooks
 from dcnprobe.contract import AttachConfig
-from dcnprobe.distributed.layout import rank_dir
+from dcnprobe.distributed.layout import RANK, rank_dir
 from dcnprobe.hooks import ProbeListener, when_probe_created
 from dcnprobe.launched import apply_launch
 from dcnprobe.probe import Probe
@@ -109,7 +109,8 @@ class Agent:
         the agent stands down, so that nothing is counted twice."""
         if os.getpid() != self.pid:
             return
-        apply_launch(probe, self.config)
+        rank = this_rank() if not self._building_probe else None  # the agent's own is placed already
+        apply_launch(probe, _for_rank(self.config, rank[RANK]) if rank else self.config)
         if not self._building_probe:
             self.stand_down(probe)
 

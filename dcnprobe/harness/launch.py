@@ -4,6 +4,9 @@ started.
 A run is `CMD` in a new process (not a fork of dcnprobe) and a new session, so its
 DataLoader workers share its process group and die with it; on Linux it also asks to be
 killed when dcnprobe dies, even by SIGKILL, so that no orphaned run keeps the CPU busy.
+Not every process of a run stays in its group: torchrun starts each rank in a session of
+its own, so a kill also finds every descendant first (before the launcher dies and its
+children are re-parented out of reach) and kills each of them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ import subprocess
 import sys
 from collections.abc import Sequence
 from typing import IO
+
+import psutil
 
 from dcnprobe.contract import AttachConfig, launch_env
 from dcnprobe.errors import UsageError
@@ -37,9 +42,17 @@ def start(argv: Sequence[str], config: AttachConfig, output: IO | None = None) -
 
 
 def kill(proc: subprocess.Popen) -> None:
-    """SIGKILL the run's whole process group: the command and its DataLoader workers."""
+    """SIGKILL the run's whole process group (the command and its DataLoader workers) and
+    every other process it started (torchrun's ranks, in sessions of their own)."""
+    try:
+        descendants = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        descendants = []
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(proc.pid, signal.SIGKILL)
+    for child in descendants:
+        with contextlib.suppress(psutil.Error):
+            child.kill()
 
 
 def interrupt(proc: subprocess.Popen, grace_s: float = 10.0) -> None:

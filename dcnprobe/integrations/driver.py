@@ -25,6 +25,8 @@ from typing import Any
 from dcnprobe.attach import active
 from dcnprobe.attach.notes import PASS_RECORD, VALIDATION_RECORD
 from dcnprobe.attach.phases import PhaseSpans, with_timed_closure
+from dcnprobe.attach.ranks import this_rank
+from dcnprobe.distributed.layout import RANK, rank_dir
 from dcnprobe.hooks import DATA_WAIT
 from dcnprobe.launched import warn_on_slowdown
 from dcnprobe.probe import Probe
@@ -32,8 +34,10 @@ from dcnprobe.probe import Probe
 
 def framework_probe(out_dir: Any, on_slowdown: str | None, **options: Any) -> Probe:
     """The callbacks' Probe. Under a launcher (`dcnprobe run`, a trial) the launch sets where
-    it records and adds the early warning; on its own, the callback adds the warning."""
-    probe = Probe(out_dir, **options)
+    it records and adds the early warning; on its own, the callback adds the warning. A rank
+    of a distributed job (a DDP strategy) records into OUT/rankN."""
+    rank = this_rank()
+    probe = Probe(rank_dir(out_dir, rank[RANK]) if rank else out_dir, **options)
     if on_slowdown and active.current() is None:
         warn_on_slowdown(probe, on_slowdown)
     return probe
@@ -56,7 +60,7 @@ class EventDriver:
     # -- the run --------------------------------------------------------------------------------
 
     def start(self, boundaries: dict[str, str], info: dict[str, Any]) -> None:
-        self.probe.start({"boundaries": {"batch": "optimizer-step", **boundaries}, **info})
+        self.probe.start({**(this_rank() or {}), "boundaries": {"batch": "optimizer-step", **boundaries}, **info})
 
     def finish(self, status: str) -> None:
         if self._validation is not None:

@@ -101,7 +101,7 @@ def train(rank: int, world: int, args: argparse.Namespace) -> None:
     loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
                         persistent_workers=args.persistent_workers and args.workers > 0)
     loss_fn = nn.BCEWithLogitsLoss()
-    medians = []
+    medians, step_times = [], []
     for epoch in range(1, args.epochs + 1):
         sampler.set_epoch(epoch)
         truth.epoch_begin()
@@ -129,7 +129,8 @@ def train(rank: int, world: int, args: argparse.Namespace) -> None:
             steps.append(now - began)  # batch to batch, its wait for data included
             began = now
         medians.append(statistics.median(steps))
-    truth.write(rank=rank, world_size=world, median_step_s=medians)
+        step_times.append(steps)
+    truth.write(rank=rank, world_size=world, median_step_s=medians, step_s=step_times)
     dist.destroy_process_group()
 
 

@@ -166,6 +166,8 @@ def main() -> None:
                         help="measure with dcnprobe.integrations.lightning instead of leaving it to an attach")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch intra-op threads: one for a model this small on a shared CPU")
+    parser.add_argument("--devices", type=int, default=1,
+                        help="more than 1: a DDP strategy on CPU, one process per device (truth-rankN.json each)")
     parser.add_argument("--truth", default=None, help="where to write truth.json [$PROGRAM_TRUTH or ./truth.json]")
     args = parser.parse_args()
 
@@ -185,12 +187,15 @@ def main() -> None:
 
         callbacks.append(DcnprobeCallback())
     trainer = pl.Trainer(
-        max_epochs=args.epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
+        max_epochs=args.epochs, accelerator="cpu", devices=args.devices, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=args.sanity_steps,
         limit_train_batches=args.limit_train_batches, val_check_interval=args.val_check_interval,
         accumulate_grad_batches=1 if args.two_optimizers else args.accumulate, callbacks=callbacks,
+        **({"strategy": "ddp"} if args.devices > 1 else {}),
     )
     trainer.fit(Classifier(args, truth), train_loader, val_loader)
+    if args.devices > 1:  # every rank counted its own
+        truth.path = truth.path.with_name(f"{truth.path.stem}-rank{trainer.global_rank}{truth.path.suffix}")
     truth.write()
 
 

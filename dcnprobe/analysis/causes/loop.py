@@ -77,6 +77,9 @@ def periodic_work(s: Signals, run_dir: Path | None) -> Finding | None:
     if s.contention_explains or not bursts_explain(s):
         return None
     _, later = s.first_and_compared
+    workers = len(later.worker_pids or ())
+    if workers and s.timing.grew == "data_wait" and later.bursts.period % workers == 0:
+        return None  # one wait per round of the DataLoader's workers: each worker got slower, not the loop
     b = later.bursts
     periods = ", ".join(f"epoch {e.epoch}: " + (f"every {e.bursts.period} batches" if e.bursts.period else
                                                  f"{e.bursts.count} slow batches")
