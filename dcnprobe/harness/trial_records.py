@@ -89,10 +89,12 @@ class TrialRecords:
 def analyze_trial(out: Path, threshold: float) -> tuple[Analysis, str]:
     """The trial's analysis (written beside its record), and how to label its verdict.
 
-    A distributed trial is judged by the rank that matters: one that stalled or died
-    first, else the straggler the others wait for, else the slowest rank. Its analysis is
-    of its own time (its batches less their wait in collectives, which is another rank's
-    doing), as `dcnprobe analyze` gives it for that rank."""
+    A distributed trial is judged by the rank that matters: one that stalled or crashed
+    (or died, unless every rank did: then the harness stopped them all), whose own time is
+    analysed; else the straggler the others wait for, on its own time (its batches less
+    their wait in collectives, which is another rank's doing), as `dcnprobe analyze`
+    gives it; else the slowest rank on its whole batch time, collective wait included:
+    the trial is as slow as its slowest rank."""
     if not rank_dirs(out) or (out / RUN_FILE).exists():
         analysis = analyze_run(out, threshold)
         write_analysis(analysis)
@@ -101,12 +103,16 @@ def analyze_trial(out: Path, threshold: float) -> tuple[Analysis, str]:
     write_ranks_analysis(result)
     if not result.own:
         raise UsageError(f"no rank of {out} recorded a batch")
-    stopped = [end.rank for end in result.ranks.stopped if end.rank in result.own]
+    ranks = result.ranks
+    everyone_killed = all(ranks.runs[r].status == "incomplete" for r in ranks.ranks)
+    stopped = [end.rank for end in ranks.stopped if end.rank in result.own
+               and not (end.status == "incomplete" and everyone_killed)]
     stragglers = [r for r in result.judgement.stragglers if r in result.own]
+    label = f"rank {{}} of {len(ranks.ranks)} ({{}}): "
     if stopped:
-        rank, why = stopped[0], "stopped first"
-    elif stragglers:
-        rank, why = stragglers[0], "the others wait for it"
-    else:
-        rank, why = max(result.own, key=lambda r: result.own[r].signals.timing.ratio or 0.0), "the slowest"
-    return result.own[rank], f"rank {rank} of {len(result.ranks.ranks)} ({why}): "
+        return result.own[stopped[0]], label.format(stopped[0], "stopped first")
+    if stragglers:
+        return result.own[stragglers[0]], label.format(stragglers[0], "the others wait for it")
+    whole = {r: analyze_run(ranks.runs[r], threshold) for r in result.own}
+    slowest = max(whole, key=lambda r: whole[r].signals.timing.ratio or 0.0)
+    return whole[slowest], label.format(slowest, "the slowest")
