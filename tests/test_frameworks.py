@@ -159,3 +159,23 @@ def test_a_callback_records_on_its_own_without_a_launcher(tmp_path):
     truth = json.loads((tmp_path / "truth.json").read_text())
     assert loop_shape(run) == {"epochs": [{k: e[k] for k in ("epoch", "batches", "steps")} for e in truth["epochs"]],
                                "validations": truth["validations"]}
+
+
+@pytest.mark.parametrize("callback", [False, True], ids=["attach", "callback"])
+def test_a_lightning_ddp_strategy_is_recorded_per_rank(tmp_path, capsys, callback):
+    """Lightning's DDP strategy on CPU starts a process per device: each rank records into
+    RUN/rankN with its own counts (truth-rankN.json), by the attach or by the callback."""
+    args = ("--devices", "2", "--epochs", "2", *(("--dcnprobe-callback",) if callback else ()))
+    out, _ = run_program(tmp_path, capsys, Program("lightning_fit.py", args, LIGHTNING))
+    from dcnprobe.distributed.layout import rank_dirs
+    from dcnprobe.runs import read_run
+
+    assert sorted(rank_dirs(out)) == [0, 1]
+    for rank, directory in rank_dirs(out).items():
+        truth = json.loads((out / f"truth-rank{rank}.json").read_text())
+        assert loop_shape(directory) == {"epochs": [{k: e[k] for k in ("epoch", "batches", "steps")}
+                                                    for e in truth["epochs"]], "validations": truth["validations"]}
+        record = read_run(directory)
+        assert (record.header["rank"], record.header["world_size"]) == (rank, 2)
+        if not callback:  # the attach times DDP's gradient all-reduce; the callback leaves it in backward
+            assert (record.batches["collective"] > 0).all()

@@ -191,7 +191,8 @@ def main() -> None:
         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=args.sanity_steps,
         limit_train_batches=args.limit_train_batches, val_check_interval=args.val_check_interval,
         accumulate_grad_batches=1 if args.two_optimizers else args.accumulate, callbacks=callbacks,
-        **({"strategy": "ddp"} if args.devices > 1 else {}),
+        # the critic head trains only with --two-optimizers: DDP must be told of unused parameters
+        **({"strategy": "ddp_find_unused_parameters_true"} if args.devices > 1 else {}),
     )
     trainer.fit(Classifier(args, truth), train_loader, val_loader)
     if args.devices > 1:  # every rank counted its own
