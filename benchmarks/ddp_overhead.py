@@ -43,7 +43,7 @@ def one_run(attached: bool, batches: int, epochs: int) -> dict[int, list[float]]
             raise RuntimeError(f"the DDP program failed ({done.returncode}): {done.stderr[-2000:]}")
         times = {}
         for rank in range(RANKS):
-            truth = json.loads((Path(out) / f"t-rank{rank}.json").read_text())
+            truth = json.loads((Path(out) / f"truth-rank{rank}.json").read_text())
             times[rank] = [t for epoch in truth["step_s"][1:] for t in epoch[1:]]  # after warm-up
         if attached and not (Path(out) / "run" / "rank0" / "run.jsonl").exists():
             raise RuntimeError("the attached run left no rank record: the probe was not attached")
