@@ -112,6 +112,16 @@ class ProcessReader:
     def _child_pids(self) -> list[int]:
         return _children_of(self.me)
 
+    def helper_cpu(self) -> dict[int, float]:
+        """CPU seconds so far of each of this process's own helpers alive now (run_helper)."""
+        found = {}
+        for pid in self._child_pids():
+            if pid in _HELPERS and (proc := self.handle(pid)) is not None:
+                with contextlib.suppress(psutil.Error):
+                    cpu = proc.cpu_times()
+                    found[pid] = cpu.user + cpu.system
+        return found
+
     def handle(self, pid: int) -> psutil.Process | None:
         proc = self._handles.get(pid)
         if proc is None:

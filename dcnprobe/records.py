@@ -119,6 +119,8 @@ COLUMNS: dict[str, dict[str, str]] = {
         "sys_available": "system memory available", "swap_used": "swap in use",
         "swap_in": "bytes swapped in since boot", "swap_out": "bytes swapped out since boot",
         "machine_busy_s": "machine-wide busy CPU seconds",
+        "helpers_cpu_s": "CPU seconds of the probe's own helper processes (the early warning's analysis), all so far",
+        "helpers_ended_cpu_s": "the part of helpers_cpu_s from helpers that have ended (and are in main_cpu_children)",
         "job_cpu_s": "a rank's: CPU seconds of the job's other processes (other ranks, their workers)", "cpu_freq_mhz": "mean clock frequency",
         "device_*": "device allocator: allocated, reserved, alloc_retries (CUDA); current, driver (MPS)",
         "malloc_*": "glibc mallinfo2: in_use, free_held, ...", "py_blocks": "sys.getallocatedblocks()",

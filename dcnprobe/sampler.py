@@ -46,6 +46,8 @@ class MemorySampler:
         self.live_tensors, self.clock = live_tensors, clock
         self.reader = reader or ProcessReader()
         self.worker_pids: list[int] = []
+        self._helper_cpu: dict[int, float] = {}  # the probe's own helpers alive at the last sample
+        self._helpers_ended = 0.0  # their CPU when last seen, for those that have ended since
         self._ticks = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -63,6 +65,7 @@ class MemorySampler:
         # Machine-wide busy CPU-seconds: less our own CPU (main + workers, below), the
         # analysis gets the load of other processes, so that contention is not blamed on code.
         record["machine_busy_s"] = machine_busy_seconds()
+        record.update(self._helpers())
         if reader.job_root is not None:  # a rank: its sibling ranks' CPU is the job's
             record["job_cpu_s"] = reader.job_cpu_seconds()
         record["cpu_freq_mhz"] = cpu_frequency_mhz()
@@ -84,6 +87,16 @@ class MemorySampler:
                 workers.append({"pid": pid, **stats})
         record["workers"] = workers
         return record
+
+    def _helpers(self) -> dict[str, float]:
+        """The probe's own helper processes (the early warning's analysis): their CPU is the
+        run's, not outside load, while they run, though not DataLoader workers'. Two rising
+        counters: all of it (live helpers now, ended ones as last seen), and the ended part,
+        which the reaped-children figure repeats once they are reaped."""
+        live = self.reader.helper_cpu()
+        self._helpers_ended += sum(cpu for pid, cpu in self._helper_cpu.items() if pid not in live)
+        self._helper_cpu = live
+        return {"helpers_cpu_s": self._helpers_ended + sum(live.values()), "helpers_ended_cpu_s": self._helpers_ended}
 
     def start(self) -> None:
         """Start (or restart after stop) the sampling thread."""

@@ -86,3 +86,35 @@ def test_a_worker_started_for_the_next_epoch_is_filed_under_that_epoch():
     finally:
         child.kill()
         child.wait()
+
+
+def test_the_probes_own_helper_is_the_runs_cpu_not_outside_load(tmp_path):
+    """The early warning runs its analysis in a child process (not a DataLoader worker):
+    while it runs (epoch 2) its CPU counts as the run's, and when it is reaped (epoch 3)
+    the reaped-children figure does not count it twice. The machine is busy with the run
+    alone, so outside load is zero in every epoch."""
+    from dcnprobe.analysis.signals.epochs import _sampled_epochs
+    from dcnprobe.records import SCHEMA_VERSION, RunWriter
+    from dcnprobe.runs import read_run
+
+    writer = RunWriter(tmp_path, flush_every_s=0.0)
+    writer.write("header", {"schema": SCHEMA_VERSION, "environment": {"cpu_count": 2}, "device": "cpu"})
+    main_cpu = busy = helper_total = helper_ended = reaped = 0.0
+    helper = 0.0  # the live helper's CPU so far
+    for tick in range(1, 31):
+        epoch = 1 + (tick - 1) // 10
+        main_cpu += 0.5  # half a core for the loop itself, every 0.5 s tick
+        step_busy = 0.5
+        if 16 <= tick <= 20:  # the helper runs through the last 2.5 s of epoch 2
+            helper += 0.4
+            step_busy += 0.4
+        if tick == 21:  # it ends, and is reaped, in epoch 3
+            helper_ended, reaped, helper = helper_ended + helper, reaped + helper, 0.0
+        helper_total = helper_ended + helper
+        busy += step_busy
+        writer.write("memory", {"t": tick * 0.5, "epoch": epoch, "main_cpu_user": main_cpu, "main_cpu_system": 0.0,
+                                "main_cpu_children": reaped, "machine_busy_s": busy, "helpers_cpu_s": helper_total,
+                                "helpers_ended_cpu_s": helper_ended, "workers": []})
+    writer.close()
+    epochs = _sampled_epochs(read_run(tmp_path))
+    assert {e: round(s.outside_load, 3) for e, s in epochs.items()} == {1: 0.0, 2: 0.0, 3: 0.0}

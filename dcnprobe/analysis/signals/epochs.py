@@ -181,7 +181,9 @@ def _sampled_epochs(run: Run) -> dict[int, SampledEpoch]:
             if reaped is not None:
                 counted = sum(number(w.get("cpu_user")) + number(w.get("cpu_system"))
                               for pid, w in previous_workers.items() if pid not in workers)
-                user += reaped - counted
+                # The probe's own helpers were counted while they ran (helpers_cpu_s, below).
+                user += reaped - counted - delta(sample, previous, "helpers_ended_cpu_s")
+            user += delta(sample, previous, "helpers_cpu_s")
             acc["wall"] += wall
             acc["user"] += user
             acc["system"] += system
