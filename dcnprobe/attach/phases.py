@@ -55,13 +55,8 @@ class PhaseSpans:
         self.forward_depth -= 1
         if self.forward_depth:
             return None
-        if self._forward_began is None:
-            self._take_collective()
-            return None
-        now = self.clock()
-        self._spent("forward", now - self._forward_began - self._take_collective())
-        self._forward_began = None
-        return now
+        began, self._forward_began = self._forward_began, None
+        return self._outermost_ended("forward", began)
 
     def backward_begin(self) -> bool:
         depth = self.backward_depth
@@ -75,13 +70,8 @@ class PhaseSpans:
         self.backward_depth -= 1
         if self.backward_depth:
             return None
-        if self._backward_began is None:
-            self._take_collective()
-            return None
-        now = self.clock()
-        self._spent("backward", now - self._backward_began - self._take_collective())
-        self._backward_began = None
-        return now
+        began, self._backward_began = self._backward_began, None
+        return self._outermost_ended("backward", began)
 
     def step_begin(self) -> bool:
         depth = self.step_depth
@@ -120,9 +110,15 @@ class PhaseSpans:
         if self.step_depth and not self.closure_depth:
             self._inside_step += seconds  # nor the optimizer's (a closure's time is taken whole)
 
-    def _take_collective(self) -> float:
-        seconds, self._collective_in_span = self._collective_in_span, 0.0
-        return seconds
+    def _outermost_ended(self, phase: str, began: float | None) -> float | None:
+        """An outermost forward or backward ended: its time (if it was timed), less the
+        collective waits inside it; returns when, if timed."""
+        waited, self._collective_in_span = self._collective_in_span, 0.0
+        if began is None:
+            return None
+        now = self.clock()
+        self._spent(phase, now - began - waited)
+        return now
 
     def _spent(self, phase: str, seconds: float) -> None:
         self.add(phase, seconds)
