@@ -54,6 +54,9 @@ def write_run(
     # With new workers each epoch: the first sample of a later epoch still lists the last
     # epoch's workers, shutting down beside the new ones (a moment of twice the workers).
     lingering_workers: bool = False,
+    # Workers of a second loader that join at epoch 2 and stay (an evaluation loader's,
+    # persistent): more processes, and their descriptors, once.
+    later_workers: int = 0,
     # From epoch 2, batches take `shape_sizes` distinct row counts; the first batch of each
     # new one pays new_shape_s in forward (a graph compiled for it).
     shape_sizes: int = 0,
@@ -79,6 +82,7 @@ def write_run(
     for epoch in range(1, epochs + 1):
         pids = [1000 + w + (100 * epoch if new_workers_each_epoch else 0) for w in range(workers)]
         pids += [999] if resource_tracker else []
+        pids += [2000 + w for w in range(later_workers)] if epoch > 1 else []
         leaving = [pid - 100 for pid in pids if pid >= 1100] if lingering_workers and epoch > 1 else []
         for batch in range(batches):
             noise = 1 + 0.03 * rng.standard_normal()

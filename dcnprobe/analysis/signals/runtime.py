@@ -97,5 +97,12 @@ def cpu(run: Run) -> Cpu | None:
 
 
 def fds(epochs: tuple[EpochSignal, ...]) -> Fds | None:
-    counts = [e.open_fds for e in epochs if e.open_fds is not None]
-    return Fds(counts[0], counts[-1], counts[-1] - counts[0]) if counts else None
+    """Descriptors come with processes: a second loader whose workers stay alive (an
+    evaluation loader's, persistent) adds theirs once, and that is no leak. The growth is
+    counted against as many descriptors per process as the first epoch had."""
+    known = [(e.open_fds, e.processes or 1) for e in epochs if e.open_fds is not None]
+    if not known:
+        return None
+    (start, first_processes), (end, last_processes) = known[0], known[-1]
+    expected = start * last_processes / first_processes
+    return Fds(start, end, round(end - expected))
