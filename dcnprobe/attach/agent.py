@@ -27,9 +27,8 @@ directory (dcnprobe.attach.claim); in a distributed job (torchrun, or ranks the 
 spawns) each rank claims its own, RUN/rankN (dcnprobe.distributed.layout), with its rank,
 world size and host in the header, and its time blocked in collectives as the batches'
 `collective` phase (dcnprobe.attach.collectives). Forked DataLoader workers inherit the
-agent and are
-switched off at fork; spawned ones never get it (dcnprobe.attach.bootstrap). A script
-that creates a Probe itself is left to it (`stand_down`).
+agent and are switched off at fork; spawned ones never get it (dcnprobe.attach.bootstrap).
+A script that creates a Probe itself is left to it (`stand_down`).
 """
 
 from __future__ import annotations
