@@ -57,6 +57,9 @@ def write_run(
     # Workers of a second loader that join at epoch 2 and stay (an evaluation loader's,
     # persistent): more processes, and their descriptors, once.
     later_workers: int = 0,
+    # Each epoch's new workers are born holding this many more descriptors (inherited from
+    # the workers alive when they were forked): more per process, none opened by them.
+    inherited_fds_per_epoch: int = 0,
     # From epoch 2, batches take `shape_sizes` distinct row counts; the first batch of each
     # new one pays new_shape_s in forward (a graph compiled for it).
     shape_sizes: int = 0,
@@ -137,7 +140,7 @@ def write_run(
                           "malloc_free_held": 10 * MB, "py_blocks": 100_000 + py_blocks_per_step * step,
                           "sys_available": 16 << 30, "swap_used": 0, "swap_in": 0, "swap_out": 0,
                           "workers": [{"pid": pid, "rss": 200 * MB, "uss": 20 * MB + worker_uss_per_step * step,
-                                       "threads": 2, "fds": worker_fds, "cpu_user": worker_cpu, "cpu_system": 0.0,
+                                       "threads": 2, "fds": worker_fds + inherited_fds_per_epoch * (epoch - 1), "cpu_user": worker_cpu, "cpu_system": 0.0,
                                        "ctx_involuntary": step} for pid in pids + (leaving if batch < 5 else [])]}
                 if device:
                     sample["device_driver"] = 1000 * MB + device.get("driver", 0) * step

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 import dcnprobe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +64,7 @@ def test_the_trainer_command_default_preset_is_the_model_default():
     assert train.DEFAULT_PRESET == DEFAULT_PRESET
 
 
+@pytest.mark.slow  # 7 s (torch and its compiler's lazy imports in a fresh process); test_probe covers the API
 def test_readme_probe_example_is_short_and_runs(tmp_path):
     code = fenced_block("probe-example")
     assert len(code.strip().splitlines()) <= 15

@@ -166,6 +166,7 @@ def fd_leak(s: Signals, run_dir: Path | None) -> Finding | None:
     if s.fds is None or s.fds.growth < th.FDS_ROSE:
         return None
     return Finding("fd-leak", th.SCORE_FD_LEAK, (
-        f"open file descriptors (main process + workers) rose {s.fds.start} -> {s.fds.end}: "
+        f"{s.fds.growth} file descriptors opened and kept (by the main process, and by each worker over its "
+        f"own life; all processes together {s.fds.start} -> {s.fds.end}): "
         "something keeps files or shared-memory segments open; it ends in 'too many open files' or a hang",
     ), timing_free=True)

@@ -30,7 +30,6 @@ class SampledEpoch:
     involuntary_per_s: float | None = None  # involuntary context switches per second, main + workers
     threads: int | None = None  # threads alive, main + workers (median sample of the epoch)
     open_fds: int | None = None  # open file descriptors, main + workers (median sample of the epoch)
-    processes: int | None = None  # main + workers alive (median sample of the epoch)
     cpu_freq_mhz: float | None = None  # median CPU clock
     outside_load: float | None = None  # share of all cores busy with other processes' work
 
@@ -73,10 +72,6 @@ class EpochSignal:
     @property
     def open_fds(self) -> int | None:
         return self.sampled.open_fds
-
-    @property
-    def processes(self) -> int | None:
-        return self.sampled.processes
 
     @property
     def cpu_freq_mhz(self) -> float | None:
@@ -168,7 +163,7 @@ def _sampled_epochs(run: Run) -> dict[int, SampledEpoch]:
         if previous is not None and present(epoch):
             acc = totals.setdefault(int(epoch), {"wall": 0.0, "user": 0.0, "system": 0.0, "involuntary": 0.0,
                                                  "busy": 0.0, "busy_own": 0.0, "busy_wall": 0.0,
-                                                 "threads": [], "fds": [], "processes": [], "freq": []})
+                                                 "threads": [], "fds": [], "freq": []})
             wall = float(sample["t"] - previous["t"])
             user = delta(sample, previous, "main_cpu_user")
             system = delta(sample, previous, "main_cpu_system")
@@ -203,7 +198,6 @@ def _sampled_epochs(run: Run) -> dict[int, SampledEpoch]:
             acc["threads"].append(number(sample.get("main_threads")) + sum(number(w.get("threads")) for w in workers.values()))
             if present(sample.get("main_fds")):
                 acc["fds"].append(number(sample.get("main_fds")) + sum(number(w.get("fds")) for w in workers.values()))
-                acc["processes"].append(1 + len(workers))
             if present(sample.get("cpu_freq_mhz")):
                 acc["freq"].append(float(sample["cpu_freq_mhz"]))
         previous, previous_workers = sample, workers
@@ -222,7 +216,6 @@ def _sampled_epochs(run: Run) -> dict[int, SampledEpoch]:
             # none of them kept).
             threads=int(np.median(acc["threads"])) if acc["threads"] else None,
             open_fds=int(np.median(acc["fds"])) if acc["fds"] else None,
-            processes=int(np.median(acc["processes"])) if acc["processes"] else None,
             cpu_freq_mhz=float(np.median(acc["freq"])) if acc["freq"] else None,
             outside_load=outside_share(acc["busy"], acc["busy_own"], acc["busy_wall"], cores)
             if acc["busy_wall"] > 0 else None,

@@ -41,7 +41,8 @@ class Cpu:
 
 @dataclass(frozen=True)
 class Fds:
-    """Open descriptors, main process + workers, first and last epoch's typical sample."""
+    """Open descriptors: all processes together (main + workers) in the first and last
+    epoch's typical sample, and `growth`, those the processes opened and kept."""
 
     start: int
     end: int
@@ -96,13 +97,21 @@ def cpu(run: Run) -> Cpu | None:
     )
 
 
-def fds(epochs: tuple[EpochSignal, ...]) -> Fds | None:
-    """Descriptors come with processes: a second loader whose workers stay alive (an
-    evaluation loader's, persistent) adds theirs once, and that is no leak. The growth is
-    counted against as many descriptors per process as the first epoch had."""
-    known = [(e.open_fds, e.processes or 1) for e in epochs if e.open_fds is not None]
-    if not known:
+def fds(run: Run, epochs: tuple[EpochSignal, ...]) -> Fds | None:
+    """A process is born holding its parent's open descriptors: a DataLoader worker forked
+    while other workers are alive inherits their pipes, and a second loader's workers (an
+    evaluation loader's, kept alive) add theirs. Totals over processes rise with each extra
+    process, and fall again, with no leak. A leak is a process whose own count rises: the
+    main process from the first epoch's typical sample to the last's, and each worker over
+    its own life."""
+    totals = [e.open_fds for e in epochs if e.open_fds is not None]
+    samples = run.samples
+    if not totals or "main_fds" not in samples:
         return None
-    (start, first_processes), (end, last_processes) = known[0], known[-1]
-    expected = start * last_processes / first_processes
-    return Fds(start, end, round(end - expected))
+    main = samples.dropna(subset=["main_fds"]).groupby("epoch")["main_fds"].median()
+    growth = float(main.iloc[-1] - main.iloc[0]) if len(main) else 0.0
+    workers = run.workers
+    if not workers.empty and "fds" in workers:
+        lives = workers.dropna(subset=["fds"]).sort_values("t").groupby("pid")["fds"]
+        growth += float((lives.last() - lives.first()).clip(lower=0).sum())
+    return Fds(totals[0], totals[-1], round(growth))
