@@ -14,6 +14,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+# A run whose persistent DataLoader workers keep every sample they serve (per_sample_loop.py
+# --fault worker-leak), long enough to attach to in the middle.
+LEAKING_WORKERS = ("--fault", "worker-leak", "--workers", "2", "--persistent-workers", "--hidden", "64",
+                   "--epochs", "1000")
 
 
 def batches_logged(log: Path) -> int:

@@ -15,7 +15,7 @@ import textwrap
 import time
 
 import pytest
-from outside_runs import training, workers_of
+from outside_runs import LEAKING_WORKERS, training, workers_of
 from rich.console import Console
 
 from dcnprobe.cli import main
@@ -610,18 +610,7 @@ def test_a_process_that_is_not_python_is_one_line_and_exit_2(capsys):
 def test_attach_to_a_real_run_with_a_worker_leak(tmp_path):
     """A training script started without dcnprobe, with persistent DataLoader workers that
     keep every sample they serve; attached through one of its workers for 2.5 s."""
-    with training(
-        tmp_path,
-        "--fault",
-        "worker-leak",
-        "--workers",
-        "2",
-        "--persistent-workers",
-        "--hidden",
-        "64",
-        "--epochs",
-        "1000",
-    ) as run:
+    with training(tmp_path, *LEAKING_WORKERS) as run:
         worker = workers_of(run.pid)[0]
         lines = []
         started = time.monotonic()

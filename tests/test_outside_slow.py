@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from outside_runs import batches_logged, training, workers_of
+from outside_runs import LEAKING_WORKERS, batches_logged, training, workers_of
 
 from dcnprobe.outside import thresholds as th
 
@@ -123,18 +123,7 @@ def test_without_ptrace_permission_one_line_says_so_and_the_diagnosis_goes_on(tm
     out = Path(tempfile.mkdtemp(prefix="dcnprobe-nobody-"))
     out.chmod(0o777)
     try:
-        with training(
-            tmp_path,
-            "--fault",
-            "worker-leak",
-            "--workers",
-            "2",
-            "--persistent-workers",
-            "--hidden",
-            "64",
-            "--epochs",
-            "1000",
-        ) as run:
+        with training(tmp_path, *LEAKING_WORKERS) as run:
             done = attach(
                 run.pid,
                 out / "attach",
@@ -168,18 +157,7 @@ def test_without_ptrace_permission_one_line_says_so_and_the_diagnosis_goes_on(tm
     reason="memray attach needs gdb or lldb",
 )
 def test_memory_capture_names_the_line_that_keeps_the_workers_memory(tmp_path):
-    with training(
-        tmp_path,
-        "--fault",
-        "worker-leak",
-        "--workers",
-        "2",
-        "--persistent-workers",
-        "--hidden",
-        "64",
-        "--epochs",
-        "1000",
-    ) as run:
+    with training(tmp_path, *LEAKING_WORKERS) as run:
         worker = workers_of(run.pid)[0]
         done = attach(run.pid, tmp_path / "attach", "--for", "5s", "--memory")
     assert done.returncode == 0, done.stderr

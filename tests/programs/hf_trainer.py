@@ -35,35 +35,17 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
 import torch  # noqa: E402
 from ground_truth import Truth, counted_steps  # noqa: E402
+from rows import FEATURES, Rows  # noqa: E402
 from torch import nn  # noqa: E402
-from torch.utils.data import Dataset, get_worker_info  # noqa: E402
 from transformers import Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
-FEATURES = 32
-KEY_FIELDS = 12
 
-
-class Rows(Dataset):
+class DictRows(Rows):
     """Rows as the Trainer's default collator expects them (a dict per sample)."""
 
-    def __init__(self, rows: int, seed: int, fault: str | None) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(rows, FEATURES, generator=generator)
-        self.y = (self.x[:, :1] - self.x[:, 1:2] > 0).float()
-        self.fault = fault
-        self.history: list[list[float]] = []  # per worker process
-
-    def __len__(self) -> int:
-        return len(self.x)
-
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        x = self.x[index]
-        if self.fault == "worker-history" and get_worker_info() is not None:
-            key = x[:KEY_FIELDS].tolist()
-            for field, value in enumerate(key):
-                sum(1 for seen in self.history if seen[field] == value)
-            self.history.append(key)
-        return {"x": x, "labels": self.y[index]}
+        x, y = self.row(index)
+        return {"x": x, "labels": y}
 
 
 class Classifier(nn.Module):
@@ -171,8 +153,8 @@ def main() -> None:
             dataloader_num_workers=args.workers, dataloader_persistent_workers=args.persistent_workers and args.workers > 0,
             dataloader_pin_memory=False,
         )
-        trainer = Trainer(model=model, args=training, train_dataset=Rows(args.batches * args.batch_size, 0, args.fault),
-                          eval_dataset=Rows(args.val_batches * args.batch_size, 1, None),
+        trainer = Trainer(model=model, args=training, train_dataset=DictRows(args.batches * args.batch_size, 0, args.fault),
+                          eval_dataset=DictRows(args.val_batches * args.batch_size, 1, None),
                           optimizers=(optimizer, None), callbacks=callbacks)
         trainer.train()
     truth.write()

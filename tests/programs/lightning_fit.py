@@ -27,40 +27,14 @@ import warnings
 
 import torch
 from ground_truth import Truth, counted_steps
+from rows import FEATURES, Rows
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, TensorDataset, get_worker_info
+from torch.utils.data import DataLoader, TensorDataset
 
 warnings.filterwarnings("ignore", ".*does not have many workers.*")
 warnings.filterwarnings("ignore", ".*The number of training batches.*")
 
 import pytorch_lightning as pl  # noqa: E402 - after the warning filters
-
-FEATURES = 32
-KEY_FIELDS = 12
-
-
-class Rows(Dataset):
-    """Rows served one at a time; with --fault worker-history each worker checks every
-    new row against the whole history it served (field by field)."""
-
-    def __init__(self, rows: int, seed: int, fault: str | None) -> None:
-        generator = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(rows, FEATURES, generator=generator)
-        self.y = (self.x[:, :1] - self.x[:, 1:2] > 0).float()
-        self.fault = fault
-        self.history: list[list[float]] = []  # per worker process
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, index: int):
-        x = self.x[index]
-        if self.fault == "worker-history" and get_worker_info() is not None:
-            key = x[:KEY_FIELDS].tolist()
-            for field, value in enumerate(key):
-                sum(1 for seen in self.history if seen[field] == value)
-            self.history.append(key)
-        return x, self.y[index]
 
 
 def ranking_metric(predictions: list[float], labels: list[float]) -> float:
