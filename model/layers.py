@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from dcnprobe.model.cross_step import CrossTail
+from dcnprobe.model.dropout import Dropout, fill_keep_mask_
 from torch import nn
 
 
@@ -59,7 +61,7 @@ class CrossNetwork(nn.Module):
         self.norms = nn.ModuleList(nn.LayerNorm(dim // 2) for _ in range(layers))
         # Uniform(0, 1) biases as in the published code: (c + b) starts positive.
         self.biases = nn.ParameterList(nn.Parameter(torch.rand(dim)) for _ in range(layers))
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.logit = nn.Linear(dim, 1)
 
     def forward(self, x0: torch.Tensor) -> torch.Tensor:
@@ -78,32 +80,26 @@ def paired_cross(ecn: CrossNetwork, lcn: CrossNetwork, x0: torch.Tensor) -> tupl
     elementwise op once for both, which halves the ops a step runs (and their backward).
 
     The maths is CrossNetwork.forward's. Dropout draws the same random numbers in the
-    same order as running ecn and then lcn would (each network's layers in turn, as
-    F.dropout draws them: a Bernoulli(1 - p) mask divided by 1 - p), so a seed gives the
-    same masks; sums may run in another order (bmm, layer norm's affine applied after),
-    which moves results in the last bits only.
+    same order as running ecn and then lcn would (each network's layers in turn, one
+    keep-mask each, model.dropout), so a seed gives the same masks; sums may run in
+    another order (bmm, layer norm's affine applied after), which moves results in the
+    last bits only.
     """
     layers = len(ecn.weights)
     if ecn.kind != "exponential" or lcn.kind != "linear" or len(lcn.weights) != layers:
         raise ValueError("paired_cross takes an exponential and a linear network of equal depth")
     masks = _dropout_masks(ecn.dropout, lcn.dropout, layers, x0)
     x = x0.unsqueeze(0).expand(2, *x0.shape)
-    half = x0.shape[-1] // 2
     for layer in range(layers):
         weight = torch.stack([ecn.weights[layer].weight, lcn.weights[layer].weight])  # [2, D/2, D]
         h = torch.bmm(x, weight.transpose(1, 2))  # [2, B, D/2]
         norm_e, norm_l = ecn.norms[layer], lcn.norms[layer]
-        normed = F.layer_norm(h, (half,), eps=norm_e.eps)
         gamma = torch.stack([norm_e.weight, norm_l.weight]).unsqueeze(1)
         beta = torch.stack([norm_e.bias, norm_l.bias]).unsqueeze(1)
-        mask = torch.relu(torch.addcmul(beta, normed, gamma))
-        c = torch.cat([h, h * mask], dim=-1)
         bias = torch.stack([ecn.biases[layer], lcn.biases[layer]]).unsqueeze(1)
         # exponential: x_l * (c + b) + x_l;  linear: x_0 * (c + b) + x_l
-        base = torch.stack([x[0], x0]) if layer else x
-        x = torch.addcmul(x, base, c + bias)
-        if masks is not None:
-            x = x * masks[layer]
+        x = CrossTail.apply(h, x, x0, gamma, beta, bias, None if masks is None else masks[layer],
+                            layer > 0, norm_e.eps)
     weight = torch.stack([ecn.logit.weight, lcn.logit.weight]).transpose(1, 2)  # [2, D, 1]
     bias = torch.stack([ecn.logit.bias, lcn.logit.bias]).unsqueeze(1)  # [2, 1, 1]
     logits = torch.baddbmm(bias, x, weight).squeeze(-1)
@@ -112,24 +108,13 @@ def paired_cross(ecn: CrossNetwork, lcn: CrossNetwork, x0: torch.Tensor) -> tupl
 
 def _dropout_masks(first: nn.Dropout, second: nn.Dropout, layers: int, like: torch.Tensor) -> torch.Tensor | None:
     """[layers, 2, B, D] scaled keep-masks, drawn first network first, layer by layer, as
-    the two networks' own F.dropout calls would draw them; None when dropout is off."""
+    the two networks' own dropout calls would draw them; None when dropout is off."""
     if not first.training or (first.p == 0 and second.p == 0):
         return None
     masks = like.new_empty(layers, 2, *like.shape)
-    keeps = [1.0 - first.p, 1.0 - second.p]
-    for net, keep in enumerate(keeps):
+    for net, p in enumerate((first.p, second.p)):
         for layer in range(layers):
-            if keep == 1.0:
-                masks[layer, net].fill_(1.0)  # F.dropout(p=0) draws nothing
-            else:
-                masks[layer, net].bernoulli_(keep)
-    # 0/1 into 0 and 1/keep, as F.dropout scales; one division for all masks when both
-    # networks keep the same share (the model's case), which is the same per element.
-    if keeps[0] == keeps[1]:
-        masks.div_(keeps[0])
-    else:
-        for net, keep in enumerate(keeps):
-            masks[:, net].div_(keep)
+            fill_keep_mask_(masks[layer, net], 1.0 - p)  # p = 0 draws nothing, as dropout(p=0)
     return masks
 
 
@@ -140,7 +125,7 @@ class MLP(nn.Module):
         super().__init__()
         blocks: list[nn.Module] = []
         for width in hidden:
-            blocks += [nn.Linear(dim, width), nn.ReLU(), nn.Dropout(dropout)]
+            blocks += [nn.Linear(dim, width), nn.ReLU(), Dropout(dropout)]
             dim = width
         blocks.append(nn.Linear(dim, out))
         self.net = nn.Sequential(*blocks)
