@@ -160,7 +160,8 @@ class SlowdownMonitor:
         (bisect). Judged only in `last_epoch` (an earlier healthy epoch says nothing of
         a later one), once `after` of its batches have run (a slowdown that builds up
         within the epoch has time to show), on the same 99% intervals as `check`: both
-        the median's and the mean's wholly below the threshold. None until then."""
+        the median's and the mean's wholly below the threshold, and not wholly below its
+        reciprocal. None until then."""
         epoch = self.last_epoch
         if epoch != last_epoch or epoch < 2 or 1 not in self.totals or not self.batches_per_epoch:
             return None
@@ -175,7 +176,10 @@ class SlowdownMonitor:
         found = None
         for statistic in ("median", "mean"):
             ratio, low, high = ratio_ci(base, steady, statistic, confidence=CONFIDENCE, samples=self.bootstrap_samples)
-            if high >= self.threshold:
+            # Clearly faster than epoch 1, beyond 1/threshold, is no verdict either: epoch 1
+            # was then no baseline (warm-up, load that came and went), and a slowdown
+            # building up after it could hide. The run goes on to be judged whole.
+            if high >= self.threshold or high * self.threshold < 1:
                 return None
             found = found or Evidence(epoch, len(later), statistic, ratio, low, high)
         return found

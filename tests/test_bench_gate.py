@@ -135,7 +135,7 @@ def test_unsure_twice_is_reported_as_undecided_and_does_not_pass(monkeypatch):
 def test_unknown_group_is_one_line(capsys):
     assert runner.main(["--only", "nonsense"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
-        "benchmarks: error: unknown group(s) nonsense (known: epoch, overhead, throughput, reference, profilers, confusion, attach)"]
+        "benchmarks: error: unknown group(s) nonsense (known: epoch, overhead, throughput, reference, plain, profilers, confusion, attach)"]
 
 
 def test_a_directory_for_the_results_file_is_refused_before_anything_runs(tmp_path, capsys, monkeypatch):

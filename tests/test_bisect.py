@@ -87,6 +87,26 @@ def test_bad_not_slow_stops_after_one_trial():
     assert outcome.verdict.startswith("No slowdown")
 
 
+def test_a_bad_side_whose_epoch_1_was_no_baseline_is_inconclusive_not_healthy():
+    """Measured under load: epoch 2 at 0.32x epoch 1 (95% CI 0.15-0.53). 'No slowdown'
+    would have been a confident wrong answer: the planted slowdown hid behind epoch 1."""
+
+    class Unsteady(TableRunner):
+        def failing(self, settings, replicate=0):
+            self.ran += 1
+            self.results.append(TrialResult(key="1", spec=TrialSpec(self.template.command, settings).describe(),
+                                            status="unsteady", ratio=0.32, ratio_ci=[0.15, 0.53],
+                                            outside_load={"1": 0.48, "2": 0.46}))
+            return None
+
+    runner = Unsteady(lambda s: False)
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    assert outcome.finding == "inconclusive" and outcome.culprit == [] and runner.ran == 1
+    assert outcome.verdict.startswith("Inconclusive: with the bad settings epoch 1 ran clearly slower than epoch 2 "
+                                      "(epoch 2 at 0.32x epoch 1, 95% CI 0.15-0.53), so epoch 1 is no baseline")
+    assert "outside CPU load epoch 1 48%, epoch 2 46%" in outcome.verdict
+
+
 def test_good_slow_too_stops():
     runner = TableRunner(lambda s: True)
     outcome = bisect(BAD, DEFAULT_GOOD, runner)

@@ -230,6 +230,27 @@ def test_a_trial_whose_epochs_saw_different_outside_load_is_contended(tmp_path):
     assert result.load_text().startswith("outside CPU load epoch 1 2%, epoch 2 ")
 
 
+def test_a_trial_whose_epoch_1_ran_far_slower_is_unsteady_and_judges_nothing(tmp_path):
+    from synthetic_runs import write_run
+
+    from dcnprobe.harness.runner import _result
+
+    write_run(tmp_path, slowdown=0.3)
+    result = _result(builtin_spec(), tmp_path, 0, None, None, 10.0, 1.2)
+    assert result.status == "unsteady" and result.undecided and not result.failing and not result.contended
+    assert result.ratio_ci[1] < 1 / 1.2 and "no baseline" in result.verdict
+    write_run(tmp_path / "faster", slowdown=0.9)  # faster, but within 1/threshold: a healthy verdict
+    assert _result(builtin_spec(), tmp_path / "faster", 0, None, None, 10.0, 1.2).status == "ok"
+
+
+def test_an_unsteady_trial_is_run_again_and_never_cached(tmp_path, monkeypatch):
+    runner, scripted, _ = scripted_runner(tmp_path, monkeypatch, ["unsteady", "unsteady", "ok"])
+    assert runner.trial(Settings(device="cpu")).status == "ok" and scripted.runs == 3
+    runner, scripted, _ = scripted_runner(tmp_path / "again", monkeypatch, ["unsteady"] * 4, contention_tries=2)
+    assert runner.failing(Settings(device="cpu")) is None and scripted.runs == 2
+    assert runner.failing(Settings(device="cpu")) is None and scripted.runs == 4  # not reused from the cache
+
+
 def test_a_trial_stopped_as_healthy_gets_the_analysis_s_verdict_not_its_exit_code_s(tmp_path):
     """The harness killed it (exit code -15): that is not a crash; what the record shows
     decides, and a record that shows a slowdown after all is still called slow."""

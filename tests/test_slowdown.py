@@ -201,6 +201,23 @@ def test_an_epoch_at_or_over_the_threshold_is_never_called_healthy(ratio):
     assert first_healthy(stop, clock, batches(2, 200, 0.10 * ratio)) is None
 
 
+@pytest.mark.parametrize("ratio", [0.3, 0.8])
+def test_an_epoch_far_faster_than_epoch_1_is_not_called_healthy(ratio):
+    """Beyond 1/threshold faster, epoch 1 was no baseline (warm-up, load that came and
+    went): a slowdown building up after it could hide, so the trial runs on."""
+    clock = Clock()
+    stop = EarlyStop(1.2, batches_per_epoch=200, clock=clock, healthy_in=2)
+    feed(stop, clock, batches(1, 200, 0.10))
+    assert first_healthy(stop, clock, batches(2, 200, 0.10 * ratio)) is None
+
+
+def test_an_epoch_somewhat_faster_than_epoch_1_is_healthy():
+    clock = Clock()
+    stop = EarlyStop(1.2, batches_per_epoch=200, clock=clock, healthy_in=2)
+    feed(stop, clock, batches(1, 200, 0.10))
+    assert first_healthy(stop, clock, batches(2, 200, 0.10 * 0.9)) == 100
+
+
 def test_a_slow_half_hidden_by_the_mean_is_not_called_healthy():
     """Every fifth batch four times longer: the median is unchanged, the mean is not."""
     clock = Clock()

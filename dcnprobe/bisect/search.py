@@ -22,7 +22,7 @@ from typing import Any
 from dcnprobe.analysis.causes import advice_for
 from dcnprobe.bisect.ddmin import Outcome, ddmin
 from dcnprobe.devices import resolve_device
-from dcnprobe.harness.runner import TrialResult
+from dcnprobe.harness.runner import UNSTEADY, TrialResult
 from dcnprobe.harness.trials import CONFIRM_REPLICATE, TrialRunner, describe_settings
 from dcnprobe.settings import Settings, SettingsError, format_value
 
@@ -91,7 +91,7 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
     bad_failing = runner.failing(bad)
     bad_result = runner.results[-1]
     if bad_failing is not True:
-        outcome.finding = ("bad-not-slow" if bad_failing is False else "inconclusive" if bad_result.contended
+        outcome.finding = ("bad-not-slow" if bad_failing is False else "inconclusive" if bad_result.undecided
                            else "unmeasured")
         outcome.verdict = _not_slow_text(bad_result, runner.threshold)
         return
@@ -105,6 +105,8 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
                                "differ: " + (good_result.verdict or good_result.status))
         elif good_result.contended:
             outcome.verdict = f"Inconclusive: the machine was busy while the good settings ran ({good_result.load_text()}); rerun on a quiet machine."
+        elif good_result.status == UNSTEADY:
+            outcome.verdict = f"Inconclusive: with the good settings {_unsteady_text(good_result)}"
         else:
             outcome.verdict = f"The good settings could not be measured ({good_result.status}): {good_result.error or ''}"
         _explain(outcome, bad_result)
@@ -259,7 +261,16 @@ def _culprit_text(outcome: BisectOutcome, bad_result: TrialResult) -> str:
     return text
 
 
+def _unsteady_text(result: TrialResult) -> str:
+    low, high = result.ratio_ci or (float("nan"), float("nan"))
+    return (f"epoch 1 ran clearly slower than epoch 2 (epoch 2 at {result.ratio:.2f}x epoch 1, 95% CI {low:.2f}-{high:.2f}), "
+            f"so epoch 1 is no baseline and a slowdown after it could hide ({result.load_text() or 'no outside load measured'}). "
+            "Rerun with more batches per epoch (--max-batches), or on a quiet machine.")
+
+
 def _not_slow_text(result: TrialResult, threshold: float) -> str:
+    if result.status == UNSTEADY:
+        return f"Inconclusive: with the bad settings {_unsteady_text(result)}"
     if result.contended:
         return (f"Inconclusive: the machine was busy with other work while the bad settings ran "
                 f"({result.load_text()}), so their timing says nothing. Rerun on a quiet machine.")

@@ -18,6 +18,7 @@ from dcnprobe.cli.trials import (
 )
 from dcnprobe.contract import Exit
 from dcnprobe.harness.executor import TrialResources, make_executor
+from dcnprobe.harness.runner import UNDECIDED
 from dcnprobe.report.multi_trial import write_sweep_report
 from dcnprobe.settings import Settings, parse_assignments
 from dcnprobe.sweep import parse_vary, sweep, sweep_json
@@ -62,5 +63,5 @@ def command(vary: tuple[str, ...], fixed: tuple[str, ...], fresh: bool, epochs: 
     md, html = write_sweep_report(out, outcome, runner, command_line())
     click.echo("\n" + outcome.summary())
     click.echo(f"\nwritten: {out / 'sweep.json'}, {md}, {html}")
-    if outcome.results and not any(r.status in ("ok", "slow", "stalled", "contended") for r in outcome.results):
+    if outcome.results and not any(r.status in ("ok", "slow", "stalled", *UNDECIDED) for r in outcome.results):
         raise SystemExit(Exit.UNMEASURED)

@@ -260,6 +260,6 @@ def run_settings_on(executor: Executor, runner, settings_list: Sequence, replica
 
     outcomes = run_specs(specs, runner.cache, executor, labels=labels, threshold=runner.threshold,
                          budget_s=runner.budget_s, stall_after_s=runner.stall_after_s,
-                         rerun=lambda cached: fresh or cached.status == "contended", on_done=done,
+                         rerun=lambda cached: fresh or cached.undecided, on_done=done,
                          on_progress=runner.on_progress)
     return [o.result for o in outcomes]

@@ -33,6 +33,13 @@ DEFAULT_STALL_AFTER_S = DEFAULT_STALL_FLOOR_S  # what `train --stall-after` gets
 RESULT_FILE = "result.json"
 LOG_FILE = "train.log"
 STOPPED_HEALTHY = "stopped-healthy"  # run_trial's own mark; the result's status is the analysis's
+CONTENDED = "contended"
+# Epoch 1 ran clearly slower than the epoch compared, by more than the slowdown threshold
+# the other way (the ratio's whole interval below 1/threshold): warm-up, outside load
+# that came and went within the epochs, a cold cache. Epoch 1 is then no baseline, and a
+# slowdown after it could hide: "not slow" would be a guess, so the trial judges nothing.
+UNSTEADY = "unsteady"
+UNDECIDED = (CONTENDED, UNSTEADY)  # ran, but the timing says nothing about the settings
 FIRST_BATCH_S = 600.0  # validation, checkpoints and worker start-up between passes
 
 
@@ -70,7 +77,12 @@ class TrialResult:
     def contended(self) -> bool:
         """Other work on the machine changed between the epochs compared, or explains the
         ratio: the timing says nothing about the settings either way."""
-        return self.status == "contended"
+        return self.status == CONTENDED
+
+    @property
+    def undecided(self) -> bool:
+        """Contended, or epoch 1 was no baseline: run it again, never cache it as a verdict."""
+        return self.status in UNDECIDED
 
     def load_text(self) -> str:
         if not self.outside_load:
@@ -233,7 +245,11 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
         elif s.contention.contended and result.status in ("ok", "slow") and not s.slowdown:
             # Slow or healthy, the timing tracked someone else's load: not a verdict on the
             # settings (a slowdown beyond what the load explains keeps its verdict).
-            result.status = "contended"
+            result.status = CONTENDED
+        elif result.status == "ok" and result.ratio_ci and result.ratio_ci[1] * threshold < 1:
+            result.status = UNSTEADY
+            result.verdict += (f" Epoch 1 ran clearly slower than the epoch compared (beyond 1/{threshold:g}), so it "
+                               "is no baseline: a slowdown after it could hide.")
     if status is None and code not in (0, None) and not stopped_healthy:
         if code == Exit.STALLED:
             result.status = "stalled"

@@ -4,7 +4,8 @@ the machine disturbed.
 
 A contended trial (outside CPU load changed between its epochs) is run again once the
 machine has calmed down, up to `contention_tries` times; it is never cached as a verdict,
-and if every try is contended it stays `contended`: inconclusive, never a culprit.
+and if every try is contended it stays `contended`: inconclusive, never a culprit. So is
+an unsteady one (epoch 1 ran clearly slower than the epoch compared: no baseline).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from dcnprobe.harness.cache import TrialCache
 from dcnprobe.harness.runner import (
     DEFAULT_BUDGET_S,
     DEFAULT_STALL_AFTER_S,
+    UNSTEADY,
     Progress,
     TrialResult,
     run_trial,
@@ -71,7 +73,7 @@ class TrialRunner:
         """One measured trial: from the cache, or run (again, while contended)."""
         spec = replace(self.template, settings=settings, replicate=replicate)
         cached = None if self.fresh else self.cache.get(spec)
-        if cached is not None and not cached.contended:
+        if cached is not None and not cached.undecided:
             self.reused += 1
             self.results.append(cached)
             self.report(f"[{len(self.results)}] {describe_settings(settings, self.reference, self.shown)}: {summarize(cached)} "
@@ -79,9 +81,14 @@ class TrialRunner:
             return cached
         result = self._run(spec)
         for attempt in range(2, self.contention_tries + 1):
-            if not result.contended:
+            if not result.undecided:
                 break
             load = self.wait_for_calm()
+            if result.status == UNSTEADY:
+                self.report(f"    epoch 1 ran clearly slower than epoch 2 ({result.ratio:.2f}x): it is no baseline; "
+                            f"running it again (try {attempt} of {self.contention_tries})")
+                result = self._run(spec)
+                continue
             self.report(f"    the machine was busy ({result.load_text()}): running it again once it is quieter "
                         f"(now {load:.0%} outside load; try {attempt} of {self.contention_tries})"
                         if load is not None else f"    the machine was busy: running it again (try {attempt})")

@@ -13,7 +13,7 @@ from typing import Any
 from dcnprobe.report.document import Bullets, Document, Heading, Image, Paragraph, Table, write
 from dcnprobe.study import plots
 from dcnprobe.study.plan import describe
-from dcnprobe.study.run import StudyRun, describe_outcome
+from dcnprobe.study.run import MEASURED, StudyRun, describe_outcome
 from dcnprobe.study.stats import Estimate
 from dcnprobe.study.summary import Check, StudySummary
 
@@ -101,7 +101,7 @@ def trial_table(study: StudyRun) -> Table:
 def build_document(study: StudyRun, summary: StudySummary, images: Sequence[Image], command_line: str) -> Document:
     doc = Document("dcnprobe study")
     excluded = [f"{p.preset} seed {seed}: {why}" for p in summary.presets for seed, why in p.excluded.items()]
-    slow = [t for t in study.trials if t.result.status not in ("ok", "contended")]
+    slow = [t for t in study.trials if t.result.status not in MEASURED]
     doc.add(Bullets(verdicts(summary)))
     if slow:
         doc.add(Paragraph(f"{len(slow)} trial(s) did not run cleanly: "

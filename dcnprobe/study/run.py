@@ -15,14 +15,14 @@ from pathlib import Path
 
 from dcnprobe.harness.cache import TrialCache
 from dcnprobe.harness.executor import Executor, TrialOutcome, run_specs
-from dcnprobe.harness.runner import DEFAULT_STALL_AFTER_S, TrialResult
+from dcnprobe.harness.runner import DEFAULT_STALL_AFTER_S, UNDECIDED, TrialResult
 from dcnprobe.ratios import DEFAULT_THRESHOLD
 from dcnprobe.study.plan import StudyConfig, StudyTrial
 from dcnprobe.study.reader import read_seed_run
 from dcnprobe.study.summary import SeedRun
 
 DEFAULT_STUDY_BUDGET_S = 6 * 3600.0  # a whole 5-epoch run on a laptop CPU; a slowdown is caught long before
-MEASURED = ("ok", "contended")  # the speed verdicts of a trial that ran to its end unhindered
+MEASURED = ("ok", *UNDECIDED)  # the speed verdicts of a trial that ran to its end unhindered
 
 
 @dataclass
