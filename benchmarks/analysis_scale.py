@@ -103,7 +103,7 @@ def measure(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
             entry["record_mb"] = round(path.stat().st_size / 1e6, 1)
             results[str(size)] = entry
             print(f"{size:>9,} batches ({entry['record_mb']} MB): {entry['seconds']} s, peak RSS "
-                  f"{entry['peak_rss_mb']} MB, exit {entry['exit']}", flush=True)
+                  f"{entry['peak_rss_mb']} MB, exit {entry['exit']}\n{'':>10}{entry['verdict']}", flush=True)
     return results
 
 
