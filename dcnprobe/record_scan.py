@@ -64,7 +64,7 @@ class LineScanner:
         held, offset = 1, -1
         with open(self.path, "rb", buffering=0) as f:
             while True:
-                if buffer.size - held < self.block_bytes // 2:  # a line as long as a block: room for it
+                if buffer.size - held < max(1, self.block_bytes // 2):  # a line as long as a block: room
                     buffer = np.concatenate([buffer[:held], np.empty(self.block_bytes, np.uint8)])
                     newline = np.empty(buffer.size, dtype=bool)
                 read = f.readinto(memoryview(buffer)[held:])

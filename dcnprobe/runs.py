@@ -40,6 +40,7 @@ from dcnprobe.record_scan import BATCH_LINE, OTHER, SAMPLE_LINE, Lines, LineScan
 from dcnprobe.records import (
     BATCH,
     BATCH_COLUMNS,
+    BATCH_ROW,
     BATCH_TABLE,
     EPOCH,
     FOOTER,
@@ -102,28 +103,34 @@ def read_run(path: str | Path, *, extra_fields: bool = False) -> Run:
     file = run_file(path)
     if not file.is_file():
         raise UsageError(f"no run record at {file} (expected a directory written by the probe)")
-    table = None if extra_fields else _batch_table(file.parent / BATCH_TABLE)
-    reading = _Reading(file, extra_fields, count_batches=table is not None)
+    table = file.parent / BATCH_TABLE
+    rows = 0 if extra_fields else _table_rows(table)
+    reading = _Reading(file, extra_fields, rows)
     reading.read()
-    if table is not None and len(table) != reading.batch_lines:
-        # The table disagrees with the record (written elsewhere, damaged, edited): the lines
-        # decide. The table is let go first, so that the two are never held together.
-        table = None
-        reading = _Reading(file, extra_fields, count_batches=False)
+    batches = _table_batches(table, reading) if rows else None
+    if rows and batches is None:
+        # The table disagrees with the record (written elsewhere, damaged, edited): the lines decide.
+        reading = _Reading(file, extra_fields, 0)
         reading.read()
-    return reading.run(table)
+    return reading.run(batches)
 
 
 class _Reading:
-    """One pass over a record: its lines into tables, damage counted. With count_batches,
-    complete batch lines are counted (batch_lines), not parsed: the writer's table has them."""
+    """One pass over a record: its lines into tables, damage counted.
 
-    def __init__(self, file: Path, extra_fields: bool, count_batches: bool) -> None:
-        self.file, self.count_batches = file, count_batches
+    The writer's table (`table_rows` rows) holds the first batches: the batch lines it
+    covers are counted (batch_lines), not parsed, and the ones after it are parsed. A run
+    killed between the two files' flushes has a few more of one than of the other; the
+    table and the lines are two prefixes of the same batches, and the shorter one decides
+    how many rows the table gives (_table_batches, which checks that they agree)."""
+
+    def __init__(self, file: Path, extra_fields: bool, table_rows: int) -> None:
+        self.file, self.table_rows = file, table_rows
         self.header: dict[str, Any] | None = None
         self.lines = self.damaged = self.batch_lines = 0
         self.truncated = False
         self.batches = _BatchRows(extra_fields)
+        self.batch_line_at: dict[int, bytes] = {}  # the first, the table's last and the last batch line
         self.samples = _SampleTables()
         self.samples_seen = 0
         self.stride = 1  # every stride-th background sample is kept
@@ -152,17 +159,17 @@ class _Reading:
                              f"{SCHEMA_VERSION}; upgrade dcnprobe")
 
     def _block(self, block: Lines) -> None:
-        kinds, first = block.kinds, 0
-        if self.header is None:
-            first = self._header(block)
-        kinds = kinds[first:]
-        batch_lines = int(np.count_nonzero(kinds == BATCH_LINE))
-        self.batch_lines += batch_lines
-        self.lines += batch_lines
+        first = self._header(block) if self.header is None else 0
+        kinds = block.kinds[first:]
+        batches = np.flatnonzero(kinds == BATCH_LINE) + first
+        counted = int(np.clip(self.table_rows - self.batch_lines, 0, batches.size))  # the table's
+        self._keep_batch_lines(block, batches)
+        self.batch_lines += batches.size
+        self.lines += batches.size
         samples = np.flatnonzero(kinds == SAMPLE_LINE) + first
         self._keep_samples(block.offset + block.starts[samples], block.offset + block.ends[samples])
-        # The lines parsed now, in the file's order.
-        parsed = np.flatnonzero(kinds == OTHER if self.count_batches else kinds != SAMPLE_LINE) + first
+        # The lines parsed now, in the file's order: all but samples and the table's batches.
+        parsed = np.union1d(np.flatnonzero(kinds == OTHER) + first, batches[counted:])
         data = memoryview(block.data)
         for start, end, kind in zip(block.starts[parsed].tolist(), block.ends[parsed].tolist(),
                                     block.kinds[parsed].tolist()):
@@ -172,6 +179,16 @@ class _Reading:
                     continue
                 self.lines += 1
             self._take(line)
+
+    def _keep_batch_lines(self, block: Lines, batches: np.ndarray) -> None:
+        """The batch lines _table_batches holds against the table: the first, the table's last
+        and the last so far."""
+        last = self.batch_lines + batches.size - 1
+        for index in (0, self.table_rows - 1, last):
+            if self.batch_lines <= index <= last:
+                self.batch_line_at[index] = block.line(int(batches[index - self.batch_lines]))
+        self.batch_line_at = {i: line for i, line in self.batch_line_at.items()
+                              if i in (0, self.table_rows - 1, max(last, self.batch_lines - 1))}
 
     def _header(self, block: Lines) -> int:
         """Reads the header, the record's first line that is not blank; returns the index of
@@ -190,14 +207,20 @@ class _Reading:
             raise UsageError(f"{self.file}: not a dcnprobe run record (its first line is not a readable header)")
 
     def _last_line(self, line: bytes) -> None:
-        """The file's last line, with no newline after it: torn by a crash, unless it reads whole."""
+        """The file's last line, with no newline after it: torn by a crash, unless it reads
+        whole (then it is a line like any other, a batch the table may hold)."""
         if self.header is None:
             self._read_header(line)
             return
         self.lines += 1
         record = parse_record(line)
-        if record is None or (self.count_batches and record["type"] == BATCH):
-            self.truncated = True  # the process died while writing this line (and before its table row)
+        if record is None:
+            self.truncated = True  # the process died while writing this line
+        elif record["type"] == BATCH:
+            self.batch_line_at[self.batch_lines] = line
+            self.batch_lines += 1
+            if self.batch_lines > self.table_rows:
+                self._add(record)
         else:
             self._add(record)
 
@@ -258,13 +281,19 @@ class _BatchRows:
     def __init__(self, extra_fields: bool) -> None:
         self.extra_fields = extra_fields
         self.rows: list[Any] = []
+        self.count = 0
         self.columns = _CompactColumns(CHUNK_ROWS)
         self.frames: list[pd.DataFrame] = []
 
     def add(self, record: dict[str, Any]) -> None:
         self.rows.append(record if self.extra_fields else batch_row(record))
+        self.count += 1
         if len(self.rows) >= CHUNK_ROWS:
             self._flush()
+
+    def columns_after_flush(self) -> _CompactColumns:
+        self._flush()
+        return self.columns
 
     def _flush(self) -> None:
         if self.rows and self.extra_fields:
@@ -307,6 +336,17 @@ class _CompactColumns:
             column[self.size:self.size + count] = values  # into int32 as astype would: truncated
         self.size += count
 
+    def extend(self, other: _CompactColumns) -> None:
+        """Another's rows after these (an integer column that is float64 in either is in both)."""
+        if self.size + other.size > len(self.columns["epoch"]):
+            self._resize(self.size + other.size)
+        for name, column in self.columns.items():
+            theirs = other.columns[name][:other.size]
+            if column.dtype != theirs.dtype and column.dtype.kind == "i":
+                column = self.columns[name] = column.astype(theirs.dtype)
+            column[self.size:self.size + other.size] = theirs
+        self.size += other.size
+
     def _resize(self, capacity: int) -> None:
         for name, column in self.columns.items():
             grown = np.empty(capacity, dtype=column.dtype)
@@ -322,29 +362,53 @@ class _CompactColumns:
         return batch_frame(columns)
 
 
-def _batch_table(path: Path) -> pd.DataFrame | None:
-    """The writer's batch table, if there is one that reads as the writer wrote it. Whether
-    it agrees with the record (as many rows as complete batch lines) is the caller's check.
-    Read TABLE_CHUNK_ROWS rows at a time (into one buffer) and written into the compact
+def _table_rows(path: Path) -> int:
+    """Rows in the writer's batch table (0: none); a row torn by a crash is left out."""
+    return path.stat().st_size // BATCH_ROW.size if path.is_file() else 0
+
+
+def _table_batches(path: Path, reading: _Reading) -> pd.DataFrame | None:
+    """The batches: the table's rows for the batch lines it covers, then the rows parsed
+    from the lines after them; None where the table does not read as the writer wrote it,
+    or does not agree with the record (its first and last covered rows against their lines).
+    The table is read TABLE_CHUNK_ROWS rows at a time (through one buffer) into the compact
     columns."""
-    if not path.is_file():
-        return None
+    covered = min(reading.table_rows, reading.batch_lines)
+    if covered == 0:
+        return reading.batches.frame()
     width = len(BATCH_COLUMNS)
-    rows = path.stat().st_size // (8 * width)  # a row torn by a crash is left out
-    if rows == 0:
-        return None
-    columns = _CompactColumns(rows)
+    columns = _CompactColumns(covered + reading.batches.count)
     epoch, total = BATCH_COLUMNS.index("epoch"), BATCH_COLUMNS.index("total")
-    buffer = np.empty((min(rows, TABLE_CHUNK_ROWS), width), dtype="<f8")
+    buffer = np.empty((min(covered, TABLE_CHUNK_ROWS), width), dtype="<f8")
     with open(path, "rb", buffering=0) as f:
-        for start in range(0, rows, TABLE_CHUNK_ROWS):
-            values = buffer[:min(TABLE_CHUNK_ROWS, rows - start)]
+        for start in range(0, covered, TABLE_CHUNK_ROWS):
+            values = buffer[:min(TABLE_CHUNK_ROWS, covered - start)]
             if f.readinto(memoryview(values).cast("B")) != values.nbytes:
                 return None  # shorter than it was a moment ago: not to be trusted
             if not (np.isfinite(values[:, epoch]).all() and np.isfinite(values[:, total]).all()):
-                return None  # not what the writer wrote: read the lines
+                return None  # not what the writer wrote
+            for index in {0, covered - 1} & set(range(start, start + len(values))):
+                if not _agrees(values[index - start], reading.batch_line_at[index]):
+                    return None  # not this record's table
             columns.add(values)
+    columns.extend(reading.batches.columns_after_flush())
     return columns.frame()
+
+
+def _agrees(row: np.ndarray, line: bytes) -> bool:
+    """A row of the table holds what its batch line holds, in the compact types: a numpy
+    float32 is written to the line as its shortest decimal and to the table as its double,
+    which differ as doubles and are the same float32."""
+    record = parse_record(line)
+    if record is None or record["type"] != BATCH:
+        return False
+    written = np.frombuffer(batch_row(record), dtype="<f8")
+    for i, name in enumerate(BATCH_COLUMNS):
+        kind = np.float32 if _is_duration(name) else np.float64
+        a, b = kind(row[i]), kind(written[i])
+        if a != b and not (np.isnan(a) and np.isnan(b)):
+            return False
+    return True
 
 
 def _compact_type(name: str) -> type:

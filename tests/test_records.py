@@ -200,10 +200,14 @@ def test_follower_streams_a_big_record_in_chunks(tmp_path):
     path.write_text("".join(json.dumps({"type": "batch", "epoch": 1, "batch": i, "total": 0.1}) + "\n"
                             for i in range(1000)))
     follower = RecordFollower(path, chunk_bytes=4096)
-    seen = []
-    while chunk := follower.read():
-        seen += chunk
+    seen, looks = [], 0
+    while True:
+        seen += follower.read()
+        looks += 1
+        if follower.caught_up:
+            break
     assert [r["batch"] for r in seen] == list(range(1000))
+    assert looks == -(-path.stat().st_size // 4096)  # a chunk a look, and caught up at the end
 
 
 def test_follower_skips_lines_that_are_not_records_and_restarts_on_a_new_file(tmp_path):
