@@ -25,7 +25,8 @@ Beside the record, the writer keeps `batches.f64`: every batch record's standard
 (BATCH_COLUMNS) as one row of little-endian float64, appended with its line. It is an
 index for readers of long runs (a million batches load in a fraction of a second instead
 of being parsed line by line); run.jsonl stays the record, and a reader uses the table
-only where it agrees with it (as many rows as batch lines).
+only where it agrees with it: for the batches both hold (a run killed between the two
+files' flushes has a few more in one of them), its rows checked against their lines.
 
 This module is the contract and its writer, light enough for the probed process (json
 and the standard library only); `dcnprobe.runs.read_run` loads a whole record into

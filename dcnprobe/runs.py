@@ -5,13 +5,15 @@ close to a gigabyte of JSON lines, and reading it must cost neither minutes nor 
 
 - One pass over the file (dcnprobe.record_scan) finds every line and its kind, a block at
   a time, without parsing it; only what is kept is parsed.
-- The batches come from the writer's columnar table (records.BATCH_TABLE) when it agrees
-  with the record (one row per complete batch line); their lines are then counted, never
-  parsed. Otherwise each batch line is parsed into a row of that table's layout
-  (records.batch_row), so that lines and table give the same values. Either way
-  `Run.batches` holds the standard fields (records.BATCH_COLUMNS) in compact types, built
-  a chunk of rows at a time; `read_run(..., extra_fields=True)` keeps the fields a loop
-  added too.
+- The batches come from the writer's columnar table (records.BATCH_TABLE) for the batch
+  lines it covers, which are then counted, never parsed; a run killed between the flushes
+  of the two files has a few lines more than rows, or rows more than lines, and only the
+  lines beyond the table are parsed. The table is used where it agrees with the record
+  (its first and last covered rows against their lines); otherwise every batch line is
+  parsed into a row of the table's layout (records.batch_row), so that lines and table
+  give the same values. Either way `Run.batches` holds the standard fields
+  (records.BATCH_COLUMNS) in compact types, built a chunk of rows at a time;
+  `read_run(..., extra_fields=True)` keeps the fields a loop added too.
 - Background samples beyond MAX_SAMPLES are thinned evenly: every S-th sample line is
   kept, S the smallest power of two that leaves fewer than twice MAX_SAMPLES (so between
   MAX_SAMPLES and twice that). The scan holds the positions of those only (halving them,
@@ -27,7 +29,6 @@ close to a gigabyte of JSON lines, and reading it must cost neither minutes nor 
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,8 +188,7 @@ class _Reading:
         for index in (0, self.table_rows - 1, last):
             if self.batch_lines <= index <= last:
                 self.batch_line_at[index] = block.line(int(batches[index - self.batch_lines]))
-        self.batch_line_at = {i: line for i, line in self.batch_line_at.items()
-                              if i in (0, self.table_rows - 1, max(last, self.batch_lines - 1))}
+        self.batch_line_at = {i: line for i, line in self.batch_line_at.items() if i in (0, self.table_rows - 1, last)}
 
     def _header(self, block: Lines) -> int:
         """Reads the header, the record's first line that is not blank; returns the index of
@@ -237,7 +237,8 @@ class _Reading:
         with open(self.file, "rb") as f:
             for start, end in self.sample_spans.tolist():
                 self.lines += 1
-                self._take(os.pread(f.fileno(), end - start, start))
+                f.seek(start)
+                self._take(f.read(end - start))
 
     def _take(self, line: bytes) -> None:
         record = parse_record(line)
