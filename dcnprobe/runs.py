@@ -36,12 +36,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from dcnprobe.batch_columns import BatchRows, table_batches, table_rows
 from dcnprobe.errors import UsageError
 from dcnprobe.record_scan import BATCH_LINE, OTHER, SAMPLE_LINE, Lines, LineScanner
 from dcnprobe.records import (
     BATCH,
-    BATCH_COLUMNS,
-    BATCH_ROW,
     BATCH_TABLE,
     EPOCH,
     FOOTER,
@@ -51,20 +50,12 @@ from dcnprobe.records import (
     SCHEMA_VERSION,
     STALL,
     WARNING,
-    batch_row,
     parse_record,
 )
 
 MAX_SAMPLES = 10_000  # background samples kept whole: 83 minutes at the default 0.5 s; thinned evenly beyond
-CHUNK_ROWS = 20_000  # batch lines parsed before they become compact columns: bounds what is held as rows
-TABLE_CHUNK_ROWS = 100_000  # rows of the writer's table converted at a time
 READ_BYTES = 1 << 23  # the scan's block
 MOSTLY_DAMAGED = 0.5  # refuse a record in which more than half the lines are damage
-# Compact types for the batch table: counts as 32-bit integers, durations and memory in
-# float32 (a microsecond in a second, 64 bytes in a gigabyte), the clock in float64 (a
-# microsecond after days).
-_INTEGER_COLUMNS = ("epoch", "batch", "step", "gc_gen2", "minflt", "majflt", "rows")
-_WIDE_COLUMNS = ("t",)
 
 
 @dataclass
@@ -105,10 +96,12 @@ def read_run(path: str | Path, *, extra_fields: bool = False) -> Run:
     if not file.is_file():
         raise UsageError(f"no run record at {file} (expected a directory written by the probe)")
     table = file.parent / BATCH_TABLE
-    rows = 0 if extra_fields else _table_rows(table)
+    rows = 0 if extra_fields else table_rows(table)
     reading = _Reading(file, extra_fields, rows)
     reading.read()
-    batches = _table_batches(table, reading) if rows else None
+    batches = None
+    if rows:
+        batches = table_batches(table, min(rows, reading.batch_lines), reading.batch_line_at, reading.batches)
     if rows and batches is None:
         # The table disagrees with the record (written elsewhere, damaged, edited): the lines decide.
         reading = _Reading(file, extra_fields, 0)
@@ -123,14 +116,15 @@ class _Reading:
     covers are counted (batch_lines), not parsed, and the ones after it are parsed. A run
     killed between the two files' flushes has a few more of one than of the other; the
     table and the lines are two prefixes of the same batches, and the shorter one decides
-    how many rows the table gives (_table_batches, which checks that they agree)."""
+    how many rows the table gives (batch_columns.table_batches, which checks that they
+    agree)."""
 
     def __init__(self, file: Path, extra_fields: bool, table_rows: int) -> None:
         self.file, self.table_rows = file, table_rows
         self.header: dict[str, Any] | None = None
         self.lines = self.damaged = self.batch_lines = 0
         self.truncated = False
-        self.batches = _BatchRows(extra_fields)
+        self.batches = BatchRows(extra_fields)
         self.batch_line_at: dict[int, bytes] = {}  # the first, the table's last and the last batch line
         self.samples = _SampleTables()
         self.samples_seen = 0
@@ -182,8 +176,8 @@ class _Reading:
             self._take(line)
 
     def _keep_batch_lines(self, block: Lines, batches: np.ndarray) -> None:
-        """The batch lines _table_batches holds against the table: the first, the table's last
-        and the last so far."""
+        """The batch lines held against the table's rows: the first, the table's last and the
+        last so far."""
         last = self.batch_lines + batches.size - 1
         for index in (0, self.table_rows - 1, last):
             if self.batch_lines <= index <= last:
@@ -271,171 +265,6 @@ class _Reading:
                    samples=samples, workers=workers, epochs=pd.DataFrame(self.epochs), stalls=self.stalls,
                    warnings=self.warnings, others=self.others, footer=self.footer, truncated=self.truncated,
                    damaged=self.damaged, samples_read=self.samples_seen)
-
-
-class _BatchRows:
-    """Batch records into Run.batches, CHUNK_ROWS at a time: their standard fields as rows of
-    the writer's table (records.batch_row: a missing field, or one that is not a number, is
-    NaN), so that a record read from its lines gives what its table would; with
-    extra_fields, every field as written."""
-
-    def __init__(self, extra_fields: bool) -> None:
-        self.extra_fields = extra_fields
-        self.rows: list[Any] = []
-        self.count = 0
-        self.columns = _CompactColumns(CHUNK_ROWS)
-        self.frames: list[pd.DataFrame] = []
-
-    def add(self, record: dict[str, Any]) -> None:
-        self.rows.append(record if self.extra_fields else batch_row(record))
-        self.count += 1
-        if len(self.rows) >= CHUNK_ROWS:
-            self._flush()
-
-    def columns_after_flush(self) -> _CompactColumns:
-        self._flush()
-        return self.columns
-
-    def _flush(self) -> None:
-        if self.rows and self.extra_fields:
-            self.frames.append(pd.DataFrame(self.rows))
-        elif self.rows:
-            self.columns.add(np.frombuffer(b"".join(self.rows), dtype="<f8").reshape(len(self.rows), -1))
-        self.rows = []
-
-    def frame(self) -> pd.DataFrame:
-        self._flush()
-        if not self.extra_fields:
-            return self.columns.frame()
-        if not self.frames:
-            return pd.DataFrame()
-        return self.frames[0] if len(self.frames) == 1 else pd.concat(self.frames, ignore_index=True)
-
-
-class _CompactColumns:
-    """Rows in the writer's table layout (float64, records.BATCH_COLUMNS) written into the
-    compact columns of Run.batches a chunk at a time, so that the float64 rows of a long
-    run are never all held: an integer column is int32 while complete (float64 once a value
-    is missing), durations and memory are float32, the clock float64. The columns are
-    allocated once where the row count is known (the writer's table); otherwise they grow
-    by half, a column at a time."""
-
-    def __init__(self, capacity: int) -> None:
-        self.size = 0
-        self.columns = {name: np.empty(capacity, dtype=_compact_type(name)) for name in BATCH_COLUMNS}
-
-    def add(self, rows: np.ndarray) -> None:
-        count = len(rows)
-        capacity = len(self.columns["epoch"])
-        if self.size + count > capacity:
-            self._resize(max(self.size + count, capacity + capacity // 2))
-        for i, name in enumerate(BATCH_COLUMNS):
-            values = rows[:, i]
-            column = self.columns[name]
-            if column.dtype.kind == "i" and np.isnan(values).any():  # a missing count: the column needs NaN
-                column = self.columns[name] = column.astype(np.float64)
-            column[self.size:self.size + count] = values  # into int32 as astype would: truncated
-        self.size += count
-
-    def extend(self, other: _CompactColumns) -> None:
-        """Another's rows after these (an integer column that is float64 in either is in both)."""
-        if self.size + other.size > len(self.columns["epoch"]):
-            self._resize(self.size + other.size)
-        for name, column in self.columns.items():
-            theirs = other.columns[name][:other.size]
-            if column.dtype != theirs.dtype and column.dtype.kind == "i":
-                column = self.columns[name] = column.astype(theirs.dtype)
-            column[self.size:self.size + other.size] = theirs
-        self.size += other.size
-
-    def _resize(self, capacity: int) -> None:
-        for name, column in self.columns.items():
-            grown = np.empty(capacity, dtype=column.dtype)
-            grown[:self.size] = column[:self.size]
-            self.columns[name] = grown
-
-    def frame(self) -> pd.DataFrame:
-        if self.size == 0:
-            return pd.DataFrame()
-        if self.size < len(self.columns["epoch"]):
-            self._resize(self.size)
-        columns, self.columns = self.columns, {}
-        return batch_frame(columns)
-
-
-def _table_rows(path: Path) -> int:
-    """Rows in the writer's batch table (0: none); a row torn by a crash is left out."""
-    return path.stat().st_size // BATCH_ROW.size if path.is_file() else 0
-
-
-def _table_batches(path: Path, reading: _Reading) -> pd.DataFrame | None:
-    """The batches: the table's rows for the batch lines it covers, then the rows parsed
-    from the lines after them; None where the table does not read as the writer wrote it,
-    or does not agree with the record (its first and last covered rows against their lines).
-    The table is read TABLE_CHUNK_ROWS rows at a time (through one buffer) into the compact
-    columns."""
-    covered = min(reading.table_rows, reading.batch_lines)
-    if covered == 0:
-        return reading.batches.frame()
-    width = len(BATCH_COLUMNS)
-    columns = _CompactColumns(covered + reading.batches.count)
-    epoch, total = BATCH_COLUMNS.index("epoch"), BATCH_COLUMNS.index("total")
-    buffer = np.empty((min(covered, TABLE_CHUNK_ROWS), width), dtype="<f8")
-    with open(path, "rb", buffering=0) as f:
-        for start in range(0, covered, TABLE_CHUNK_ROWS):
-            values = buffer[:min(TABLE_CHUNK_ROWS, covered - start)]
-            if f.readinto(memoryview(values).cast("B")) != values.nbytes:
-                return None  # shorter than it was a moment ago: not to be trusted
-            if not (np.isfinite(values[:, epoch]).all() and np.isfinite(values[:, total]).all()):
-                return None  # not what the writer wrote
-            for index in {0, covered - 1} & set(range(start, start + len(values))):
-                if not _agrees(values[index - start], reading.batch_line_at[index]):
-                    return None  # not this record's table
-            columns.add(values)
-    columns.extend(reading.batches.columns_after_flush())
-    return columns.frame()
-
-
-def _agrees(row: np.ndarray, line: bytes) -> bool:
-    """A row of the table holds what its batch line holds, in the compact types: a numpy
-    float32 is written to the line as its shortest decimal and to the table as its double,
-    which differ as doubles and are the same float32."""
-    record = parse_record(line)
-    if record is None or record["type"] != BATCH:
-        return False
-    written = np.frombuffer(batch_row(record), dtype="<f8")
-    for i, name in enumerate(BATCH_COLUMNS):
-        kind = np.float32 if _is_duration(name) else np.float64
-        a, b = kind(row[i]), kind(written[i])
-        if a != b and not (np.isnan(a) and np.isnan(b)):
-            return False
-    return True
-
-
-def _compact_type(name: str) -> type:
-    return np.int32 if name in _INTEGER_COLUMNS else np.float32 if _is_duration(name) else np.float64
-
-
-def _is_duration(name: str) -> bool:
-    return name not in _INTEGER_COLUMNS and name not in _WIDE_COLUMNS
-
-
-def batch_frame(columns: dict[str, Any]) -> pd.DataFrame:
-    """The batches table in compact types: integer counts (where complete), float32
-    durations, float64 clock and memory. Columns no batch had are left out. Arrays already
-    in those types (integer arrays: complete counts) are used as they are, not copied."""
-    frame = {}
-    for name, values in columns.items():
-        values = np.asarray(values)
-        if values.dtype.kind not in "iu":
-            values = values.astype(np.float32 if _is_duration(name) else np.float64, copy=False)
-            missing = np.isnan(values)
-            if missing.all():
-                continue
-            if name in _INTEGER_COLUMNS and not missing.any():
-                values = values.astype(np.int32)
-        frame[name] = values
-    return pd.DataFrame(frame, copy=False)
 
 
 class _SampleTables:
