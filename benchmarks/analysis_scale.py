@@ -9,6 +9,12 @@ wall time and peak RSS (its own getrusage) are the measures.
 
     python -m dcnprobe.benchmarks.analysis_scale                  # 10k, 100k, 1M
     python -m dcnprobe.benchmarks.analysis_scale --sizes 10000    # one size
+    python -m dcnprobe.benchmarks.analysis_scale --lines          # without the writer's batch table
+    python -m dcnprobe.benchmarks.analysis_scale --slowdown 1.5   # a slow run: its change point found too
+
+With --lines the writer's batch table (records.BATCH_TABLE) is removed before the analysis:
+every batch line is parsed, as for a record from another writer or a table that does not
+agree with its record.
 """
 
 from __future__ import annotations
@@ -25,15 +31,16 @@ from pathlib import Path
 from typing import Any
 
 from dcnprobe.executables import python_module
-from dcnprobe.records import RunWriter
+from dcnprobe.records import BATCH_TABLE, RunWriter
 
 EPOCHS = 5
 SAMPLE_EVERY = 2  # a background sample per two batches: a 0.5 s sampler over 0.25 s batches
 SIZES = (10_000, 100_000, 1_000_000)
 
 
-def write_record(directory: Path, batches: int, epochs: int = EPOCHS, seed: int = 0) -> Path:
-    """A healthy run of `batches` batches over `epochs` epochs, written line by line."""
+def write_record(directory: Path, batches: int, epochs: int = EPOCHS, seed: int = 0, slowdown: float = 1.0) -> Path:
+    """A run of `batches` batches over `epochs` epochs, written line by line: healthy, or
+    with epochs after the first `slowdown` times slower (in backward)."""
     rng = random.Random(seed)
     writer = RunWriter(directory)
     writer.write("header", {"schema": 1, "created": "2026-11-30T00:00:00+0000", "pid": 1, "argv": ["train.py"],
@@ -50,6 +57,8 @@ def write_record(directory: Path, batches: int, epochs: int = EPOCHS, seed: int 
             phases = {"data_wait": 0.002 * rng.random(), "to_device": 5e-5, "forward": 0.1 + 0.01 * rng.random(),
                       "backward": 0.08 + 0.01 * rng.random(), "optimizer": 0.01, "cache_clear": 0.0,
                       "other": 0.001 * rng.random()}
+            if epoch > 1:
+                phases["backward"] += 0.2 * (slowdown - 1)
             total = sum(phases.values())
             t += total
             writer.write("batch", {"epoch": epoch, "batch": batch, "step": step, "t": t, **phases, "total": total,
@@ -94,16 +103,18 @@ def analyse(directory: Path) -> dict[str, Any]:
             "exit": child.returncode, "verdict": (text.splitlines() or [""])[0]}
 
 
-def measure(sizes: tuple[int, ...] = SIZES) -> dict[str, Any]:
+def measure(sizes: tuple[int, ...] = SIZES, lines: bool = False, slowdown: float = 1.0) -> dict[str, Any]:
     results = {}
     for size in sizes:
         with tempfile.TemporaryDirectory() as tmp:
-            path = write_record(Path(tmp), size)
+            path = write_record(Path(tmp), size, slowdown=slowdown)
+            if lines:
+                (Path(tmp) / BATCH_TABLE).unlink()
             entry = analyse(Path(tmp))
             entry["record_mb"] = round(path.stat().st_size / 1e6, 1)
             results[str(size)] = entry
             print(f"{size:>9,} batches ({entry['record_mb']} MB): {entry['seconds']} s, peak RSS "
-                  f"{entry['peak_rss_mb']} MB, exit {entry['exit']}", flush=True)
+                  f"{entry['peak_rss_mb']} MB, exit {entry['exit']}\n{'':>10}{entry['verdict']}", flush=True)
     return results
 
 
@@ -111,9 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m dcnprobe.benchmarks.analysis_scale",
                                      description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default=",".join(map(str, SIZES)), help="batches per record, comma-separated")
+    parser.add_argument("--lines", action="store_true", help="remove the writer's batch table: parse every line")
+    parser.add_argument("--slowdown", type=float, default=1.0,
+                        help="epochs after the first this many times slower (1.5: the verdict's change point too)")
     parser.add_argument("--out", type=Path, help="write the results as JSON here")
     args = parser.parse_args(argv)
-    results = measure(tuple(int(s) for s in args.sizes.split(",")))
+    results = measure(tuple(int(s) for s in args.sizes.split(",")), lines=args.lines, slowdown=args.slowdown)
     if args.out:
         args.out.write_text(json.dumps(results, indent=2))
     return 0

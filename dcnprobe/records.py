@@ -25,7 +25,8 @@ Beside the record, the writer keeps `batches.f64`: every batch record's standard
 (BATCH_COLUMNS) as one row of little-endian float64, appended with its line. It is an
 index for readers of long runs (a million batches load in a fraction of a second instead
 of being parsed line by line); run.jsonl stays the record, and a reader uses the table
-only where it agrees with it (as many rows as batch lines).
+only where it agrees with it: for the batches both hold (a run killed between the two
+files' flushes has a few more in one of them), its rows checked against their lines.
 
 This module is the contract and its writer, light enough for the probed process (json
 and the standard library only); `dcnprobe.runs.read_run` loads a whole record into
@@ -39,6 +40,7 @@ header naming its rank; dcnprobe.distributed.reader reads them together.
 from __future__ import annotations
 
 import math
+import numbers
 import os
 import struct
 import threading
@@ -177,7 +179,8 @@ def batch_row(record: dict[str, Any]) -> bytes:
         kind = type(value)
         if kind is int or (kind is float and value - value == 0.0):
             continue
-        values[i] = (float(value) if isinstance(value, (int, float)) and not isinstance(value, bool)
+        # A number of another type (numpy's) is written to the line as a number: so to the row.
+        values[i] = (float(value) if isinstance(value, numbers.Real) and not isinstance(value, bool)
                      and math.isfinite(value) else math.nan)
     return BATCH_ROW.pack(*values)
 
@@ -286,10 +289,11 @@ class RecordFollower:
     """The records appended to a run file since the last call, for live readers (the
     harness, the probe's early warning, `dcnprobe watch`).
 
-    Reads from where it stopped, never the whole file again. A torn last line (the
-    writer is mid-line, or died there) waits for its end; a line that is not a JSON
-    object is skipped and counted. `path` is a run directory or the file itself; it may
-    not exist yet.
+    Reads from where it stopped, never the whole file again, at most `chunk_bytes` a call:
+    `caught_up` says whether that reached the end (a reader that wants everything so far
+    calls again until it does). A torn last line (the writer is mid-line, or died there)
+    waits for its end; a line that is not a JSON object is skipped and counted. `path` is
+    a run directory or the file itself; it may not exist yet.
     """
 
     def __init__(self, path: str | Path, offset: int = 0, chunk_bytes: int = 1 << 22) -> None:
@@ -299,6 +303,7 @@ class RecordFollower:
         self.chunk_bytes = chunk_bytes  # read at most this much per call: a huge record streams in
         self.started = False  # some record has been read
         self.skipped = 0  # lines that were not records
+        self.caught_up = True  # the last read reached the end of the file as it then was
         self._partial = b""
 
     @property
@@ -315,11 +320,13 @@ class RecordFollower:
                 f.seek(self.offset + len(self._partial))
                 chunk = f.read(self.chunk_bytes)
         except FileNotFoundError:
+            self.caught_up = True
             return []
         data = self._partial + chunk
         lines = data.split(b"\n")
         self._partial = lines.pop()  # an incomplete last line waits for the rest
         self.offset += len(data) - len(self._partial)
+        self.caught_up = self.offset + len(self._partial) >= size
         records = []
         for line in lines:
             if not line.strip():

@@ -200,10 +200,14 @@ def test_follower_streams_a_big_record_in_chunks(tmp_path):
     path.write_text("".join(json.dumps({"type": "batch", "epoch": 1, "batch": i, "total": 0.1}) + "\n"
                             for i in range(1000)))
     follower = RecordFollower(path, chunk_bytes=4096)
-    seen = []
-    while chunk := follower.read():
-        seen += chunk
+    seen, looks = [], 0
+    while True:
+        seen += follower.read()
+        looks += 1
+        if follower.caught_up:
+            break
     assert [r["batch"] for r in seen] == list(range(1000))
+    assert looks == -(-path.stat().st_size // 4096)  # a chunk a look, and caught up at the end
 
 
 def test_follower_skips_lines_that_are_not_records_and_restarts_on_a_new_file(tmp_path):
@@ -237,13 +241,14 @@ def test_batches_come_from_the_writer_s_table_only_where_it_agrees_with_the_reco
 
 
 def test_a_batch_line_torn_by_a_crash_is_not_counted_against_the_table(tmp_path, monkeypatch):
-    from dcnprobe import runs
+    from dcnprobe import batch_columns
 
     path = write_run(tmp_path, batches=4, footer=False)
     with open(path, "a") as f:
         f.write('{"type":"batch","epoch":1,"batch":4,"to')  # killed mid-write: no row either
     used = []
-    monkeypatch.setattr(runs, "batch_frame", lambda columns, real=runs.batch_frame: used.append(1) or real(columns))
+    monkeypatch.setattr(batch_columns, "batch_frame",
+                        lambda columns, real=batch_columns.batch_frame: used.append(1) or real(columns))
     run = read_run(tmp_path)
     assert run.truncated and len(run.batches) == 4 and used == [1]  # one frame: the table's
 

@@ -81,6 +81,37 @@ def test_no_change_point_in_noise():
     assert change_point(np.full(50, 0.2)) is None
 
 
+def test_change_point_fitted_in_chunks_is_the_one_fitted_at_once(monkeypatch):
+    """The candidates are fitted FIT_CHUNK positions at a time (memory); chunks of 7 (the
+    boundaries everywhere, ties across them) find what one chunk of everything finds."""
+    from dcnprobe.analysis import stats
+
+    rng = np.random.default_rng(3)
+    series = []
+    for n in (10, 11, 50, 1001):
+        series += [rng.random(n), np.r_[np.ones(n // 2), 1.5 * np.ones(n - n // 2)],
+                   np.r_[np.ones(n // 3), 1 + 0.01 * np.arange(n - n // 3)],
+                   np.ones(n) + 1e-9 * (np.arange(n) % 2), np.r_[np.ones(n - 3), [5.0, 5.0, 5.0]]]
+    monkeypatch.setattr(stats, "FIT_CHUNK", 1 << 20)
+    whole = [change_point(y) for y in series]
+    assert sum(found is not None for found in whole) >= 8
+    monkeypatch.setattr(stats, "FIT_CHUNK", 7)
+    assert [change_point(y) for y in series] == whole
+
+
+def test_linear_slope_in_place_is_the_plain_least_squares():
+    """linear_slope reuses its working arrays (8 MB each at a million batches): the same
+    arithmetic as the plain expressions, to the bit."""
+    rng = np.random.default_rng(1)
+    x, y = np.arange(5000.0), rng.random(5000) ** 3 + 1e-4 * np.arange(5000)
+    xc = x - x.mean()
+    slope = float(xc @ (y - y.mean()) / float(xc @ xc))
+    residual = y - y.mean() - slope * xc
+    r2 = 1 - float(residual @ residual) / float(((y - y.mean()) ** 2).sum())
+    found = linear_slope(x, y)
+    assert (found.per_step, found.r2) == (slope, r2)
+
+
 def test_mad_outliers_flags_only_spikes():
     y = noisy(100, 0.1, 11)
     y[[10, 50]] = 1.0

@@ -1,15 +1,17 @@
 """`dcnprobe watch`: the view rendered to text and asserted on, fed by a record that grows
 between looks (the `sleep` between looks appends the next piece: no real waiting)."""
 
+import functools
 import io
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
 from dcnprobe.cli import cli
 from dcnprobe.live.state import RunState
 from dcnprobe.live.view import phase_bar, render, sparkline, watch
-from dcnprobe.records import SCHEMA_VERSION, RunWriter
+from dcnprobe.records import SCHEMA_VERSION, RecordFollower, RunWriter
 
 MB = 1 << 20
 
@@ -86,6 +88,19 @@ def test_plain_lines_follow_a_growing_run_to_its_end(tmp_path):
     assert lines[-1] == "run ended: ok"
     assert state.finished and len(state.epochs[2].totals) == 60
     assert run.sleeps == len(pieces()) - 1  # one look per piece: it stopped at the footer
+
+
+@pytest.mark.parametrize("live", [False, True])
+def test_a_record_longer_than_a_chunk_is_caught_up_in_one_look(tmp_path, monkeypatch, live):
+    """Watching a long run that is already far along: everything written so far is read at
+    the first look, a chunk after another, not a chunk per look (a million batches were 220
+    looks, minutes behind the run)."""
+    run = GrowingRun(tmp_path, [[piece for part in pieces() for piece in part]])
+    monkeypatch.setattr("dcnprobe.live.view.RecordFollower", functools.partial(RecordFollower, chunk_bytes=2048))
+    out = Console(file=io.StringIO(), record=True, width=120, force_terminal=live, color_system=None)
+    state = watch(tmp_path, out, exit_at_end=True, live=live, sleep=run)
+    assert (tmp_path / "run.jsonl").stat().st_size > 10 * 2048
+    assert run.sleeps == 0 and state.finished and len(state.epochs[1].totals) == 100
 
 
 def test_the_view_shows_epochs_phases_memory_progress_and_warnings(tmp_path):

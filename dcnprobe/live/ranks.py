@@ -20,7 +20,7 @@ from rich.text import Text
 
 from dcnprobe.distributed.layout import rank_dirs, rank_info
 from dcnprobe.hooks import COLLECTIVE, DATA_WAIT
-from dcnprobe.live.state import RunState
+from dcnprobe.live.state import RunState, catch_up
 from dcnprobe.live.view import PROGRESS_EVERY_S, event_line
 from dcnprobe.records import RUN_FILE, RecordFollower
 
@@ -46,10 +46,10 @@ class RanksState:
                 self.states[rank] = RunState()
         events = []
         for rank, follower in sorted(self._followers.items()):
-            records = follower.read()
-            if records or rank not in self._heard:
+            before = follower.offset
+            events += [(rank, event) for event in catch_up(follower, self.states[rank])]
+            if follower.offset != before or rank not in self._heard:
                 self._heard[rank] = self.clock()
-            events += [(rank, event) for event in self.states[rank].feed(records)]
         return events
 
     @property

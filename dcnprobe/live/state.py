@@ -5,7 +5,7 @@ latest stretch of them)."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -13,7 +13,17 @@ import numpy as np
 
 from dcnprobe.errors import UsageError
 from dcnprobe.ratios import ratio_ci, warmup_batches
-from dcnprobe.records import BATCH, EPOCH, FOOTER, HEADER, LOOP_END, MEMORY, STALL, WARNING
+from dcnprobe.records import (
+    BATCH,
+    EPOCH,
+    FOOTER,
+    HEADER,
+    LOOP_END,
+    MEMORY,
+    STALL,
+    WARNING,
+    RecordFollower,
+)
 from dcnprobe.slowdown import PHASE_NAMES
 
 SERIES_LENGTH = 120  # memory samples kept per series: the sparklines' width, and more
@@ -165,3 +175,18 @@ class RunState:
         totals = self.epochs[epoch].totals
         expected = self.batches_per_epoch or len(totals)
         return np.asarray(totals[warmup_batches(expected):], dtype=float)
+
+
+def catch_up(follower: RecordFollower, state: RunState,
+             each: Callable[[], None] | None = None) -> list[Mapping[str, Any]]:
+    """Everything appended since the last look, fed a chunk at a time (`each` is called
+    after every chunk that is not the last: a live view redraws while it catches up); the
+    events worth a line. A chunk per look took minutes to reach the end of a long run's
+    record (4 MB a look, a look a second: 220 looks for a million batches)."""
+    events = []
+    while True:
+        events += state.feed(follower.read())
+        if follower.caught_up:
+            return events
+        if each is not None:
+            each()

@@ -20,7 +20,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from dcnprobe.live.state import MEMORY_SERIES, RunState
+from dcnprobe.live.state import MEMORY_SERIES, RunState, catch_up
 from dcnprobe.records import EPOCH, FOOTER, LOOP_END, STALL, WARNING, RecordFollower
 from dcnprobe.settings import describe
 from dcnprobe.slowdown import PHASE_NAMES
@@ -250,7 +250,7 @@ def watch(run_dir: Path, console: Console, *, exit_at_end: bool = False, interva
         if live:
             with Live(render(state, source), console=console, refresh_per_second=4, transient=False) as screen:
                 while True:
-                    state.feed(follower.read())
+                    catch_up(follower, state, each=lambda: screen.update(render(state, source)))
                     screen.update(render(state, source))
                     if exit_at_end and state.finished:
                         break
@@ -258,7 +258,7 @@ def watch(run_dir: Path, console: Console, *, exit_at_end: bool = False, interva
         else:
             last_progress = clock()
             while True:
-                for event in state.feed(follower.read()):
+                for event in catch_up(follower, state):
                     console.print(event_line(event, state), markup=False, highlight=False, soft_wrap=True)
                 if exit_at_end and state.finished:
                     break

@@ -18,11 +18,11 @@ from dcnprobe.analysis.signals.epochs import (
     EpochSignal,
     SampledEpoch,
     epoch_signals,
-    steady_batches,
 )
 from dcnprobe.analysis.signals.loop import CacheClearing, Shapes, cache_clearing, shapes
 from dcnprobe.analysis.signals.memory import Growth, Memory, memory
 from dcnprobe.analysis.signals.runtime import Cpu, Fds, Gc, cpu, fds, gc
+from dcnprobe.analysis.signals.steady import SteadyBatches, steady_batches
 from dcnprobe.analysis.signals.timing import (
     Contention,
     Timing,
@@ -34,7 +34,7 @@ from dcnprobe.analysis.signals.timing import (
 from dcnprobe.runs import Run
 
 __all__ = ["COMPUTE", "TIMED", "CacheClearing", "Contention", "Cpu", "EpochSignal", "Fds", "Gc", "Growth", "Memory",
-           "SampledEpoch", "Shapes", "Signals", "Timing", "Trend", "measure", "steady_batches"]
+           "SampledEpoch", "Shapes", "Signals", "SteadyBatches", "Timing", "Trend", "measure", "steady_batches"]
 
 
 @dataclass(frozen=True)
@@ -76,7 +76,7 @@ def measure(run: Run, threshold: float = th.DEFAULT_THRESHOLD) -> Signals:
     batches = run.batches
     if "step" in batches and not batches["step"].is_monotonic_increasing:
         batches = batches.sort_values("step")
-    steady = steady_batches(batches)
+    steady = SteadyBatches(batches)
     epochs = epoch_signals(run, batches, steady)
     timing = compare_epochs(steady, threshold)
     return Signals(

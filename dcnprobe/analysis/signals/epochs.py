@@ -4,16 +4,18 @@ share, switches, descriptors, clock, and other processes' load)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from dcnprobe.analysis.signals.steady import SteadyBatches, epoch_groups
 from dcnprobe.analysis.stats import Bursts, periodic_bursts
 from dcnprobe.hooks import DATA_WAIT, PHASES
 from dcnprobe.machine_load import outside_share
-from dcnprobe.ratios import Summary, summarize, warmup_batches
+from dcnprobe.ratios import Summary, summarize
 from dcnprobe.runs import Run
 
 TIMED = (DATA_WAIT, *PHASES, "collective", "other")  # what a batch's time is split into
@@ -78,28 +80,13 @@ class EpochSignal:
         return self.sampled.cpu_freq_mhz
 
 
-def steady_batches(batches: pd.DataFrame) -> pd.DataFrame:
-    """Batches after each epoch's warm-up."""
-    if batches.empty:
-        return batches
-    epochs = batches["epoch"].to_numpy()
-    keep = np.ones(len(batches), dtype=bool)
-    for epoch in np.unique(epochs):
-        rows = np.flatnonzero(epochs == epoch)
-        keep[rows[:warmup_batches(len(rows))]] = False
-    # One boolean selection (a single copy), in epoch order as before.
-    steady = batches[keep]
-    return steady if steady["epoch"].is_monotonic_increasing else steady.sort_values("epoch", kind="stable")
-
-
-def epoch_signals(run: Run, batches: pd.DataFrame, steady: pd.DataFrame) -> tuple[EpochSignal, ...]:
+def epoch_signals(run: Run, batches: pd.DataFrame, steady: SteadyBatches) -> tuple[EpochSignal, ...]:
     workers = _worker_epochs(run, batches)
     sampled = _sampled_epochs(run)
     result = []
     previous_end = None
-    by_epoch = {int(e): g for e, g in batches.groupby("epoch", sort=True)} if not batches.empty else {}
-    for epoch, group in steady.groupby("epoch", sort=True) if not steady.empty else []:
-        epoch = int(epoch)
+    by_epoch = epoch_groups(batches)
+    for epoch, group in steady.epochs():
         everything = by_epoch[epoch]
         first = everything.iloc[0]
         between = None
@@ -152,12 +139,12 @@ def _sampled_epochs(run: Run) -> dict[int, SampledEpoch]:
         return {}
     cores = run.header.get("environment", {}).get("cpu_count") or 1
     workers_at: dict[float, list[dict[str, Any]]] = {}
-    for worker in run.workers.to_dict("records") if not run.workers.empty else ():
+    for worker in _rows(run.workers, _WORKER_FIELDS):
         workers_at.setdefault(worker["t"], []).append(worker)
     totals: dict[int, dict[str, Any]] = {}
     previous = None
     previous_workers: dict[int, dict[str, Any]] = {}
-    for sample in samples.sort_values("t").to_dict("records"):
+    for sample in _rows(samples.sort_values("t"), _SAMPLE_FIELDS):
         workers = {int(w["pid"]): w for w in workers_at.get(sample["t"], [])}
         epoch = sample.get("epoch")
         if previous is not None and present(epoch):
@@ -221,6 +208,21 @@ def _sampled_epochs(run: Run) -> dict[int, SampledEpoch]:
             if acc["busy_wall"] > 0 else None,
         )
     return result
+
+
+# What _sampled_epochs reads of each sample and each worker's row.
+_SAMPLE_FIELDS = ("t", "epoch", "main_cpu_user", "main_cpu_system", "main_ctx_involuntary", "main_cpu_children",
+                  "helpers_cpu_s", "helpers_ended_cpu_s", "machine_busy_s", "job_cpu_s", "main_threads", "main_fds",
+                  "cpu_freq_mhz")
+_WORKER_FIELDS = ("t", "pid", "cpu_user", "cpu_system", "ctx_involuntary", "threads", "fds")
+
+
+def _rows(table: pd.DataFrame, fields: tuple[str, ...]) -> Iterator[dict[str, Any]]:
+    """The table's rows one at a time, as dicts of those of `fields` it has (Python values,
+    as to_dict("records") gives them): not the whole table as dicts at once, which for the
+    samples of a long run (and their workers) was tens of MB."""
+    names = [name for name in fields if name in table]
+    yield from (dict(zip(names, values)) for values in zip(*(table[name].tolist() for name in names)))
 
 
 def present(value: Any) -> bool:

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dcnprobe.analysis.signals.epochs import COMPUTE
+from dcnprobe.analysis.signals.steady import SteadyBatches
 
 
 @dataclass(frozen=True)
@@ -31,18 +32,18 @@ class Shapes:
     new_shape_share: float | None = None  # the new shapes' extra seconds, of all batch time
 
 
-def cache_clearing(steady: pd.DataFrame) -> CacheClearing:
+def cache_clearing(steady: SteadyBatches) -> CacheClearing:
     if steady.empty or "cache_clear" not in steady:
         return CacheClearing()
     total_time = float(steady["total"].sum())
     clear_time = float(steady["cache_clear"].sum())
-    compute = steady[[p for p in COMPUTE if p in steady]].sum(axis=1)
+    compute = [p for p in COMPUTE if p in steady]
     extra, clears = 0.0, 0
-    for _, group in steady.groupby("epoch", sort=True):
+    for _, group in steady.epochs():
         cleared = group["cache_clear"].to_numpy(float) > 0
         after = np.roll(cleared, 1)
         after[0] = False  # the first steady batch follows a batch the warm-up dropped
-        work = compute.loc[group.index].to_numpy(float)
+        work = group[compute].sum(axis=1).to_numpy(float)
         normal = ~after  # a batch that clears but follows no clear is a fair baseline (clearing every 2nd batch)
         if after.any() and normal.sum() >= 3:
             extra += float(np.clip(work[after] - np.median(work[normal]), 0, None).sum())

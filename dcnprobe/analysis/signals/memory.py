@@ -9,6 +9,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import pandas as pd
 
+from dcnprobe.analysis.signals.steady import SteadyBatches
 from dcnprobe.analysis.stats import linear_slope
 from dcnprobe.runs import Run
 
@@ -82,7 +83,7 @@ SAMPLED_SERIES = (("malloc_in_use", "main_in_use"), ("malloc_free_held", "main_a
                   ("live_tensors", "live_tensors"), ("swap_used", "swap_used"))
 
 
-def memory(run: Run, steady: pd.DataFrame) -> Memory:
+def memory(run: Run, steady: SteadyBatches) -> Memory:
     if steady.empty:
         return Memory()
     found: dict[str, object] = {}
@@ -117,8 +118,10 @@ def growth_of(x: np.ndarray, y: np.ndarray) -> Growth | None:
     keep = np.isfinite(y)
     if keep.sum() < 3:
         return None
-    slope = linear_slope(x[keep], y[keep])
-    return Growth(slope.per_step, slope.growth, slope.t, slope.r2, float(y[keep][0]), float(y[keep][-1]))
+    if not keep.all():
+        x, y = x[keep], y[keep]
+    slope = linear_slope(x, y)
+    return Growth(slope.per_step, slope.growth, slope.t, slope.r2, float(y[0]), float(y[-1]))
 
 
 def _steady_samples(run: Run, first_steady: int) -> pd.DataFrame:
@@ -130,7 +133,7 @@ def _steady_samples(run: Run, first_steady: int) -> pd.DataFrame:
     return samples
 
 
-def _per_worker_growth(run: Run, steady: pd.DataFrame) -> dict[int, float]:
+def _per_worker_growth(run: Run, steady: SteadyBatches) -> dict[int, float]:
     """Each worker's growth from the end of the warm-up of the epoch it was born in: a
     worker started in a later epoch (not persistent) is measured once it serves batches,
     not while it imports and unpickles (a spawned worker's start is hundreds of MB)."""
@@ -138,7 +141,7 @@ def _per_worker_growth(run: Run, steady: pd.DataFrame) -> dict[int, float]:
     if workers.empty:
         return {}
     column = "uss" if "uss" in workers and workers["uss"].notna().any() else "rss"
-    steady_from = steady.groupby("epoch")["step"].min().to_dict()
+    steady_from = {epoch: group["step"].min() for epoch, group in steady.epochs()}
     first_steady = int(steady["step"].min())
     growth = {}
     for pid, rows in workers.groupby("pid"):

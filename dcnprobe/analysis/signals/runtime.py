@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 
 from dcnprobe.analysis.signals.epochs import EpochSignal
+from dcnprobe.analysis.signals.steady import SteadyBatches
 from dcnprobe.analysis.stats import Slope, linear_slope, mad_outliers
 from dcnprobe.runs import Run
 
@@ -49,7 +50,7 @@ class Fds:
     growth: int
 
 
-def gc(run: Run, steady: pd.DataFrame) -> Gc | None:
+def gc(run: Run, steady: SteadyBatches) -> Gc | None:
     if steady.empty or "gc_s" not in steady:
         return None
     collections = {}

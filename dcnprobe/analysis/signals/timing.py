@@ -11,6 +11,7 @@ import pandas as pd
 
 from dcnprobe.analysis import thresholds as th
 from dcnprobe.analysis.signals.epochs import TIMED, EpochSignal
+from dcnprobe.analysis.signals.steady import SteadyBatches
 from dcnprobe.analysis.stats import ChangePoint, Slope, change_point, linear_slope
 from dcnprobe.ratios import ratio_ci
 
@@ -57,7 +58,7 @@ class Trend:
     change_stayed: bool = False  # after the change, the run's last quarter is still away from the earlier level
 
 
-def compare_epochs(steady: pd.DataFrame, threshold: float) -> Timing:
+def compare_epochs(steady: SteadyBatches, threshold: float) -> Timing:
     """Each later epoch against epoch 1, by median and by mean. The median is reported,
     unless the mean moved where the median did not (bursts: in-loop evaluation, logging,
     a loader that delivers in lumps): then the mean, with its interval, even when that
@@ -65,7 +66,7 @@ def compare_epochs(steady: pd.DataFrame, threshold: float) -> Timing:
     if steady.empty:
         return Timing(threshold)
     batch_seconds = float(steady["total"].median())
-    groups = {int(e): g for e, g in steady.groupby("epoch", sort=True)}
+    groups = dict(steady.epochs())
     first_epoch = min(groups)
     base = groups[first_epoch]
     by_epoch: dict[int, dict[str, Interval]] = {}
@@ -114,12 +115,12 @@ def contention(epochs: tuple[EpochSignal, ...], timing: Timing) -> Contention:
     return Contention(loads, very_different or explains, fair_share)
 
 
-def trend(steady: pd.DataFrame, timing: Timing) -> Trend:
+def trend(steady: SteadyBatches, timing: Timing) -> Trend:
     if steady.empty:
         return Trend()
     time_trend = linear_slope(steady["step"].to_numpy(), steady["total"].to_numpy())
     rises = []
-    for _, group in steady.groupby("epoch"):
+    for _, group in steady.epochs():
         quarter = len(group) // 4
         if quarter >= 3:
             totals = group["total"].to_numpy()
@@ -131,7 +132,7 @@ def trend(steady: pd.DataFrame, timing: Timing) -> Trend:
     found = change_point(totals)
     if found is None:
         return Trend(time_trend, within)
-    row = steady.iloc[found.index]
+    row = steady.row(found.index)
     # "Stayed up" (or down) only if the end of the run is still on the far side.
     tail = float(np.median(totals[-max(len(totals) // 4, 1):]))
     stayed = tail > found.before * th.STAYED_UP if found.direction == "up" else tail < found.before / th.STAYED_UP
