@@ -249,6 +249,15 @@ def test_retained_memory_on_a_busy_machine_is_still_named_first(tmp_path):
     assert "quiet machine" in a.verdict
 
 
+def test_a_clearly_healthy_epoch_under_more_outside_load_is_healthy_not_contended(tmp_path):
+    # Load that rose can only have slowed epoch 2; less load in epoch 2 could hide a
+    # slowdown, so that stays contended.
+    a = analyze(tmp_path, outside_load={1: 0.01, 2: 0.3})
+    assert not a.signals.contention.contended and not a.slowdown and a.signals.timing.ratio_ci[1] < 1.2
+    a = analyze(tmp_path / "less", outside_load={1: 0.3, 2: 0.01})
+    assert a.signals.contention.contended and a.top_cause == "machine-contention"
+
+
 def test_steady_outside_load_in_both_epochs_is_not_contention(tmp_path):
     a = analyze(tmp_path, outside_load={1: 0.4, 2: 0.4})
     assert not a.signals.contention.contended and a.top_cause == "none"

@@ -107,6 +107,11 @@ def contention(epochs: tuple[EpochSignal, ...], timing: Timing) -> Contention:
         return Contention(loads)
     shift = later - first
     fair_share = (1 - first) / max(1 - later, 0.05)
+    if shift > 0 and timing.ratio_ci is not None and timing.ratio_ci[1] < timing.threshold:
+        # More outside load in the later epoch can only have made it slower: an epoch
+        # that is clearly not slow even so is healthy, whatever the load did. (Bisect
+        # reran such trials as contended, a trial's worth of batches each time.)
+        return Contention(loads, False, fair_share)
     very_different = abs(shift) >= th.OUTSIDE_LOAD_SHIFT
     explains = shift >= th.OUTSIDE_LOAD_MIN_SHIFT and timing.ratio <= fair_share * th.CONTENTION_SLACK
     # Contended timings say nothing about the code, however large the ratio: measured on
