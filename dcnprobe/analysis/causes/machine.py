@@ -14,7 +14,8 @@ from dcnprobe.analysis.signals import Signals
 
 @cause("machine-contention",
        sees="CPU used by processes outside the run's own tree (machine busy time from `/proc/stat` less the run's "
-            "main process and workers) differs between the epochs compared, or rises enough to explain the ratio. "
+            "main process and workers) differs between the epochs compared, or rises enough to explain the ratio "
+            "(an epoch clearly not slow while the load rose is healthy: load can only have slowed it). "
             'The run is not called slow for it (`"slowdown": false`, `"contended": true`, `outside_load` per epoch).',
        fix="rerun on a quiet machine (or pin the run to cores nothing else uses); do not change the code on the "
            "strength of these timings",
