@@ -18,17 +18,16 @@ change that gives back the step work's speed-up fails the gate.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from dcnprobe.benchmarks.reference import DATA, ROUNDS, SAME_ARCHITECTURE, SETTINGS, THREADS
-from dcnprobe.benchmarks.timing import WARMUP_BATCHES, batch_times, paired_ratio
+from dcnprobe.benchmarks.timing import batch_times, paired_ratio, step_times
 from dcnprobe.model.data.loader import EpochBatchSampler, make_dataset
 from dcnprobe.model.data.source import load_data
-from dcnprobe.model.gated_dcnv3 import GatedDCNv3, ModelConfig, ModelOutput, training_loss
+from dcnprobe.model.gated_dcnv3 import GatedDCNv3, ModelConfig, ModelOutput
 from dcnprobe.model.layers import MLP, CrossNetwork
 from dcnprobe.model.trainer import TrainJob, build_model
 from torch import nn
@@ -68,20 +67,13 @@ def plain_forward(model: GatedDCNv3, categorical: torch.Tensor, numeric: torch.T
 
 def plain_times(job: TrainJob, batches: list[tuple[torch.Tensor, ...]], model: GatedDCNv3,
                 optimizer: torch.optim.Optimizer) -> np.ndarray:
-    """Seconds between successive ends of the plain step, warm-up dropped."""
-    torch.set_num_threads(THREADS)
-    hp = job.hyperparams
-    model.train()
-    stamps = [time.perf_counter()]
-    for categorical, numeric, label in batches:
-        out = plain_forward(model, categorical, numeric)
-        loss = training_loss(out, label, hp.label_smoothing, job.model.tri_bce)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), hp.clip_norm)
-        optimizer.step()
-        stamps.append(time.perf_counter())
-    return np.diff(stamps)[WARMUP_BATCHES:]
+    """Seconds of each plain step, warm-up dropped."""
+    torch.set_num_threads(THREADS)  # fit() of the other side sets it per run
+
+    def forward(categorical: torch.Tensor, numeric: torch.Tensor) -> ModelOutput:
+        return plain_forward(model, categorical, numeric)
+
+    return step_times(forward, model, optimizer, batches, job.hyperparams, job.model.tri_bce)
 
 
 def compare(model: ModelConfig, profile: str, preset: str = "phase3-revised") -> dict[str, Any]:

@@ -14,16 +14,13 @@
 from __future__ import annotations
 
 import tempfile
-import time
 from typing import Any
 
 import numpy as np
-from dcnprobe.benchmarks.timing import WARMUP_BATCHES, batch_times, paired_ratio
+from dcnprobe.benchmarks.timing import WARMUP_BATCHES, batch_times, paired_ratio, step_times
 from dcnprobe.model.data.loader import EpochBatchSampler, make_dataset
 from dcnprobe.model.data.source import load_data
-from dcnprobe.model.gated_dcnv3 import training_loss
 from dcnprobe.model.trainer import TrainJob, build_model
-from torch import nn
 
 from dcnprobe.devices import resolve_device
 from dcnprobe.probe import Probe
@@ -40,18 +37,7 @@ def pure_compute_times(job: TrainJob, batches: int) -> np.ndarray:
     sampler = EpochBatchSampler(len(data.train), settings.batch_size, settings.seed, batches)
     loaded = [tuple(t.to(device) for t in dataset[index]) for index in sampler]
     model, optimizer, config = build_model(job, settings, data.schema, device)
-    model.train()
-    times = []
-    for categorical, numeric, label in loaded:
-        began = time.perf_counter()
-        out = model(categorical, numeric)
-        loss = training_loss(out, label, hp.label_smoothing, config.tri_bce)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), hp.clip_norm)
-        optimizer.step()
-        times.append(time.perf_counter() - began)
-    return np.array(times[WARMUP_BATCHES:])
+    return step_times(model, model, optimizer, loaded, hp, config.tri_bce)
 
 
 def data_wait_share(job: TrainJob) -> float:

@@ -8,11 +8,14 @@ so that drift of the machine's speed hits both sides alike.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+import torch
+from dcnprobe.model.gated_dcnv3 import ModelOutput, training_loss
 from dcnprobe.model.plugins import TrainerPlugin
+from dcnprobe.model.presets import Hyperparams
 from dcnprobe.model.trainer import TrainJob, fit
 
 from dcnprobe.hooks import ProbeLike
@@ -30,6 +33,25 @@ def batch_times(job: TrainJob, probe: ProbeLike | None = None, plugins: Sequence
     stamps: list[float] = []
     fit(job, probe=probe, plugins=plugins, on_batch=lambda *_: stamps.append(time.perf_counter()))
     return np.diff(stamps)[WARMUP_BATCHES:]
+
+
+def step_times(forward: Callable[[torch.Tensor, torch.Tensor], ModelOutput], model: torch.nn.Module,
+               optimizer: torch.optim.Optimizer, batches: Sequence[tuple[torch.Tensor, ...]], hp: Hyperparams,
+               tri_bce: bool) -> np.ndarray:
+    """Seconds of each training step (forward, loss, backward, clip, optimizer step) on
+    batches already in memory, warm-up dropped: a step with nothing of the trainer's
+    loop around it."""
+    model.train()
+    times = []
+    for categorical, numeric, label in batches:
+        began = time.perf_counter()
+        loss = training_loss(forward(categorical, numeric), label, hp.label_smoothing, tri_bce)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), hp.clip_norm)
+        optimizer.step()
+        times.append(time.perf_counter() - began)
+    return np.array(times[WARMUP_BATCHES:])
 
 
 def median_ratio(numerator: np.ndarray, denominator: np.ndarray) -> float:

@@ -51,17 +51,12 @@ def fill_keep_mask_(out: torch.Tensor, keep: float) -> torch.Tensor:
     return out.copy_(kept.view(out.shape)).mul_(RESOLUTION / threshold)
 
 
-def dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
-    """F.dropout with keep_masks' masks."""
-    if not training or p == 0.0:
-        return x
-    if p >= 1.0:
-        return x * 0.0
-    return x * keep_masks(tuple(x.shape), 1.0 - p, x.device)
-
-
 class Dropout(nn.Dropout):
     """nn.Dropout drawing its masks with keep_masks (same argument, same state_dict)."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return dropout(x, self.p, self.training)
+        if not self.training or self.p == 0.0:
+            return x
+        if self.p >= 1.0:
+            return x * 0.0
+        return x * keep_masks(tuple(x.shape), 1.0 - self.p, x.device)

@@ -262,7 +262,7 @@ def _culprit_text(outcome: BisectOutcome, bad_result: TrialResult) -> str:
 
 
 def _unsteady_text(result: TrialResult) -> str:
-    low, high = result.ratio_ci or (float("nan"), float("nan"))
+    low, high = result.ratio_ci  # an unsteady trial has one: it is what made it unsteady
     return (f"epoch 1 ran clearly slower than epoch 2 (epoch 2 at {result.ratio:.2f}x epoch 1, 95% CI {low:.2f}-{high:.2f}), "
             f"so epoch 1 is no baseline and a slowdown after it could hide ({result.load_text() or 'no outside load measured'}). "
             "Rerun with more batches per epoch (--max-batches), or on a quiet machine.")

@@ -87,11 +87,11 @@ class TrialRunner:
             if result.status == UNSTEADY:
                 self.report(f"    epoch 1 ran clearly slower than epoch 2 ({result.ratio:.2f}x): it is no baseline; "
                             f"running it again (try {attempt} of {self.contention_tries})")
-                result = self._run(spec)
-                continue
-            self.report(f"    the machine was busy ({result.load_text()}): running it again once it is quieter "
-                        f"(now {load:.0%} outside load; try {attempt} of {self.contention_tries})"
-                        if load is not None else f"    the machine was busy: running it again (try {attempt})")
+            elif load is not None:
+                self.report(f"    the machine was busy ({result.load_text()}): running it again once it is quieter "
+                            f"(now {load:.0%} outside load; try {attempt} of {self.contention_tries})")
+            else:
+                self.report(f"    the machine was busy: running it again (try {attempt})")
             result = self._run(spec)
         return result
 
