@@ -72,7 +72,9 @@ def _measure(loop: str, profile: str) -> dict[str, Any]:
             raise RuntimeError(f"attach overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
         times = json.loads(line[len(RESULT_PREFIX):])
     result = paired_ratio(times["segments"][2:])  # the first pair holds the warm-up
-    result["detail"].update(loop=loop, epochs=epochs, recorded_batches=times["recorded_batches"])
+    cpu = paired_ratio(times["cpu_segments"][2:])
+    result["detail"].update(loop=loop, epochs=epochs, recorded_batches=times["recorded_batches"],
+                            cpu_ratio=cpu["value"], cpu_interval=cpu["interval"])
     return result
 
 
@@ -87,18 +89,21 @@ class _Switch:
         if self.agent is None:
             raise SystemExit("the attach agent is not installed in this process")
         self.segments: list[tuple[bool, list[float]]] = [(True, [])]  # one per epoch: (attached, batch times)
-        self.attached, self.last = True, 0.0
+        self.cpu_segments: list[tuple[bool, list[float]]] = [(True, [])]  # the same, in CPU seconds
+        self.attached, self.last, self.last_cpu = True, 0.0, 0.0
 
     def batch_done(self, done: int) -> None:
-        now = time.perf_counter()
+        now, cpu = time.perf_counter(), time.process_time()
         if done > 1:  # the first batch of an epoch carries validation, start-up and the switch
             self.segments[-1][1].append(now - self.last)
-        self.last = now
+            self.cpu_segments[-1][1].append(cpu - self.last_cpu)
+        self.last, self.last_cpu = now, cpu
 
     def epoch_done(self) -> None:
         agent = self.agent
         self.attached = not self.attached
         self.segments.append((self.attached, []))
+        self.cpu_segments.append((self.attached, []))
         if self.attached:
             agent.hooks.install_measuring()
             agent.probe.sampler.start()
@@ -109,6 +114,7 @@ class _Switch:
     def report(self) -> None:
         recorded = self.agent.probe.step if self.agent.probe is not None else 0
         print(RESULT_PREFIX + json.dumps({"segments": [s for s in self.segments if s[1]],
+                                          "cpu_segments": [s for s in self.cpu_segments if s[1]],
                                           "recorded_batches": recorded}), flush=True)
 
 

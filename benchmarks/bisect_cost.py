@@ -23,6 +23,7 @@ from dcnprobe.records import BATCH, RUN_FILE, parse_record
 
 ROOT = Path(__file__).resolve().parents[1]
 MAX_BATCHES = 60
+SHOWN = ("num_workers", "persistent_workers", "cache_clear")
 COMMANDS = {
     "trainer": ["--data", "synthetic:train_rows=32768,val_rows=4096", "--batch-size", "512",
                 "--fault", f"{ROOT / 'tests' / 'plugins' / 'slow_loader.py'}:SlowPersistentLoader"],
@@ -59,6 +60,8 @@ def measure(loop: str, out: Path, before: bool = False) -> dict[str, Any]:
         "batches": sum(batches), "per_trial": batches,
         "full_trials": round(sum(batches) / (epochs * MAX_BATCHES), 2),
         "stopped": [t.get("stopped") for t in trials],
+        # What each trial ran, in the order run: the settings bisect moves, and the replicate.
+        "ran": [" ".join(f"{k}={t['settings'].get(k)}" for k in SHOWN) + f" r{t.get('replicate', 0)}" for t in trials],
     }
 
 

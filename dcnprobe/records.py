@@ -15,7 +15,9 @@ dcnprobe.attach.notes.COLUMNS); readers skip types they do not know.
 Every line is written whole. Batch lines are flushed together, at most FLUSH_EVERY_S after
 they were written (a flush per batch was a write system call per batch, the dearest part
 of the record); every other record flushes at once, with the batches before it, and the
-memory sampler writes one every half second. So a run killed at any moment, even by
+memory sampler writes one every half second. A batch record waits as the dict it is and
+is encoded only when flushed: mostly on the sampler's thread, while the training thread
+runs the model, and in one burst rather than between a loop's steps. So a run killed at any moment, even by
 SIGKILL, is readable up to its last flush, and loses at most the batches of the last
 FLUSH_EVERY_S; readers ignore a torn last line. A line that is
 not a record (a disk error, a second writer, garbage bytes) is skipped and counted, never
@@ -45,6 +47,7 @@ import os
 import struct
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -227,29 +230,51 @@ class RunWriter:
         self.flush_every_s, self.clock = flush_every_s, clock
         self._file = open(self.path, "ab")  # noqa: SIM115 - lives as long as the run
         self._table = None  # BATCH_TABLE, opened with the first batch
+        self._waiting: deque[dict[str, Any]] = deque()  # batch records not yet encoded
         self._lock = threading.Lock()
         self._flushed_at = clock()
 
     def write(self, kind: str, record: dict[str, Any]) -> None:
-        line = self._line(kind, record)
-        row = batch_row(record) if kind == BATCH else None
+        """Write a record; a batch's waits (unencoded) for the next flush. The caller does
+        not change a record it has handed over."""
+        if kind == BATCH:
+            # The training thread's whole cost per batch, until a flush is due: a deque's
+            # append is atomic, so no lock is taken here.
+            self._waiting.append(record)
+            if self.clock() - self._flushed_at < self.flush_every_s:
+                return
+            line = None
+        else:
+            line = self._line(kind, record)
         with self._lock:
             if self._file.closed:
                 return
-            self._file.write(line)
-            if row is not None:
-                if self._table is None:
-                    self._table = open(self.directory / BATCH_TABLE, "ab")  # noqa: SIM115 - lives as long as the run
-                self._table.write(row)
-                if self.clock() - self._flushed_at < self.flush_every_s:
-                    return  # waits for the next flush
+            self._write_waiting()
+            if line is not None:
+                self._file.write(line)
             self._flush()
 
     def flush(self) -> None:
         """Everything written so far, to the files now."""
         with self._lock:
             if not self._file.closed:
+                self._write_waiting()
                 self._flush()
+
+    def _write_waiting(self) -> None:
+        """The batch records waiting, encoded into both files (the lock is held)."""
+        waiting = self._waiting
+        if not waiting:
+            return
+        lines, rows = [], []
+        while waiting:  # popleft, not a swap: a batch appended meanwhile is never lost
+            record = waiting.popleft()
+            lines.append(self._line(BATCH, record))
+            rows.append(batch_row(record))
+        self._file.write(b"".join(lines))
+        if self._table is None:
+            self._table = open(self.directory / BATCH_TABLE, "ab")  # noqa: SIM115 - lives as long as the run
+        self._table.write(b"".join(rows))
 
     def _flush(self) -> None:
         # The table first: a run killed in between has more rows than batch lines, which
@@ -265,11 +290,14 @@ class RunWriter:
         line = self._line(FOOTER, {"status": status, **fields})
         with self._lock:
             if not self._file.closed:
+                self._write_waiting()
                 self._file.write(line)
             self._close_files()
 
     def close(self) -> None:
         with self._lock:
+            if not self._file.closed:
+                self._write_waiting()
             self._close_files()
 
     def _close_files(self) -> None:

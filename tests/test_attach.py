@@ -65,6 +65,63 @@ def test_per_sample_loop_with_workers_from_outside_and_bounds(tmp_path, capsys):
     assert "record:" in stdout and (out / "analysis.json").exists()
 
 
+SECOND_MODEL_FROM_EPOCH_2 = """
+import time
+import torch
+from torch import nn
+from torch.nn.modules import module as nn_module
+from torch.utils.data import DataLoader, TensorDataset
+
+
+class Slow(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(4, 1)
+
+    def forward(self, x):
+        time.sleep(0.02)  # a forward that takes at least 20 ms
+        return self.linear(x)
+
+
+torch.manual_seed(0)
+loader = DataLoader(TensorDataset(torch.randn(48, 4), torch.rand(48, 1)), batch_size=8)
+model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+second = Slow()
+optimizer = torch.optim.SGD([*model.parameters(), *second.parameters()], lr=0.01)
+loss_fn = nn.BCEWithLogitsLoss()
+for epoch in (1, 2, 3):
+    for step, (x, y) in enumerate(loader):
+        out = model(x)
+        if epoch >= 2:
+            out = out + second(x)  # another outermost module, called only from epoch 2 on
+        loss = loss_fn(out, y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step == 3:
+            print(f"epoch {epoch}: global forward hooks {len(nn_module._global_forward_pre_hooks)}")
+    print(f"epoch {epoch}: {step + 1} batches")
+"""
+
+
+@pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
+def test_forward_hooks_move_to_the_outermost_modules_and_relearn_each_epoch(tmp_path, capsys):
+    """After one step with a hook on every module (torch's slow call path for each of them),
+    the forward hooks sit on the outermost modules alone; each epoch's first step learns them
+    again, so a module first called in epoch 2 has its forward timed from then on."""
+    script = tmp_path / "second_model.py"
+    script.write_text(SECOND_MODEL_FROM_EPOCH_2)
+    out = tmp_path / "run"
+    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--", sys.executable, str(script))
+    assert code == 0
+    run = read_run(out)
+    assert script_counts(stdout) == {1: 6, 2: 6, 3: 6} == record_counts(run)
+    assert re.findall(r"global forward hooks (\d+)", stdout) == ["0", "0", "0"]  # narrowed by the 4th step
+    later = run.batches[run.batches["epoch"] >= 2]
+    assert (later["forward"] >= 0.02).all()  # every batch of epochs 2-3 timed the slow module's forward
+    assert (later["other"] < 0.02).all()
+
+
 @pytest.mark.slow  # a real script run per mode; test_per_sample_loop... is the default suite's attach run
 @pytest.mark.parametrize("mode", ["no_grad", "eval-mode"])
 def test_validation_passes_are_not_epochs(tmp_path, capsys, mode):

@@ -12,7 +12,7 @@ import pytest
 from dcnprobe.contract import Exit
 from dcnprobe.harness.early_stop import EarlyStop
 from dcnprobe.launched import warn_on_slowdown
-from dcnprobe.live.early_warning import EarlyWarning, SlowdownStop
+from dcnprobe.live.early_warning import CHECK_INTERVAL_S, EarlyWarning, SlowdownStop
 from dcnprobe.probe import Probe
 from dcnprobe.runs import read_run
 from dcnprobe.slowdown import SlowdownMonitor
@@ -269,6 +269,23 @@ def test_warn_writes_one_line_and_one_record(tmp_path):
     line = lines[0]
     assert line.startswith("dcnprobe: warning: epoch 2 runs 1.5") and "99% CI" in line
     assert "data_wait" in line and f"dcnprobe analyze {tmp_path}" in line
+
+
+def test_the_check_runs_at_most_every_quarter_second_and_a_fast_loop_is_still_warned(tmp_path):
+    """Batches of 2 ms: the check (every 10 batches) would run 50 times a second in the
+    training thread; it runs at most every CHECK_INTERVAL_S of the run's clock, and the
+    slowdown is still found, about that much later."""
+    clock = Clock()
+    warning, written, lines = listener("warn", tmp_path, clock)
+    checks = []  # when the monitor looked at the batches (its steady sample of the running epoch)
+    steady = warning.monitor._steady
+    warning.monitor._steady = lambda totals, expected, recent: (recent and checks.append(clock.now)) or steady(
+        totals, expected, recent)
+    run_listener(warning, clock, batches(1, 200, 0.002))
+    run_listener(warning, clock, batches(2, 200, 0.003))
+    assert len(lines) == 1 and written[0][1]["epoch"] == 2
+    assert len(checks) >= 2 and min(np.diff(checks)) >= CHECK_INTERVAL_S
+    assert written[0][1]["batch"] <= 30 + CHECK_INTERVAL_S / 0.003 + 10
 
 
 def test_warn_again_only_when_the_ratio_has_doubled(tmp_path):

@@ -79,6 +79,11 @@ class Agent:
         self._building_probe = False
         self._loaders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loader -> its number
         self._models: weakref.WeakSet = weakref.WeakSet()  # outermost modules seen training
+        # The outermost modules called since the forward hooks were last put on every module
+        # (at each epoch's start), and the optimizer steps counted then: one whole step later
+        # the hooks move to these modules alone (TorchHooks.narrow).
+        self._outermost: weakref.WeakSet = weakref.WeakSet()
+        self._steps_when_widened = 0
         self._device_known = False
         self.rank: dict[str, Any] | None = None  # the header's rank fields, in a distributed job
         # Nesting of forward, backward and step calls, kept from the start: a claim happens
@@ -165,7 +170,7 @@ class Agent:
             self.probe.reader.job_root = os.getppid()
         self.recorder = Recorder(self.probe, self.config, mode, self.clock, phases=self.phases,
                                  clear_cache=self._clear_cache, clear_each_epoch=self.clear_each_epoch,
-                                 clear_every=self.clear_every, end_run=self._end_run,
+                                 clear_every=self.clear_every, end_run=self._end_run, epoch_began=self._relearn_modules,
                                  start_record=lambda p: self._write_header(trigger, p, loader))
         self.state = AgentState.RECORDING
         if mode is not EpochMode.LOADER_PASS:  # the first epoch begins with this very step
@@ -274,6 +279,7 @@ class Agent:
         if not self.recording:
             return iterate(loader)
         loader_pass = self.recorder.pass_started(id(loader), self._loaders.get(loader), why, _length(loader))
+        self._relearn_modules()  # a new pass may call other modules (an epoch's, a validation's)
         return TimedIterator(iterate(loader), loader_pass, self)
 
     def next_item(self, loader_pass: LoaderPass, iterator: Any) -> Any:
@@ -319,13 +325,16 @@ class Agent:
             phases.forward_depth += 1
             return
         grad = torch.is_grad_enabled()
-        self.hooks.collectives.adopt(module)  # a DDP module: its gradient all-reduce, timed
+        learning = not self.hooks.narrowed  # once narrowed, the hooked modules are those learnt
+        if learning:
+            self._outermost.add(module)
+            self.hooks.collectives.adopt(module)  # a DDP module: its gradient all-reduce, timed
         if self.state is AgentState.IDLE and not phases.step_depth and module.training and grad:
             self._claim("forward")
         if not self.recording:
             phases.forward_begin(timed=False)
             return
-        if module.training and grad:
+        if learning and module.training and grad:
             self._models.add(module)
         self.recorder.forward_began(module.training, grad)
 
@@ -355,6 +364,19 @@ class Agent:
         else:
             self.phases.backward_end()
 
+    def _between_calls(self) -> bool:
+        phases = self.phases
+        return not (phases.forward_depth or phases.backward_depth or phases.step_depth)
+
+    def _relearn_modules(self) -> None:
+        """Learn the outermost modules afresh, over the next step, at each pass over a
+        DataLoader and each epoch: one that only a later epoch calls (a second model trained
+        from epoch 2) is timed from its first batch on."""
+        if self.hooks.narrowed and self._between_calls():
+            self.hooks.widen()
+            self._outermost = weakref.WeakSet()
+            self._steps_when_widened = self.recorder.steps
+
     def collective_waited(self, seconds: float) -> None:
         """Time blocked in a collective (dcnprobe.attach.collectives), on the training thread."""
         if seconds > 0 and self.recording:
@@ -368,6 +390,8 @@ class Agent:
             return None
         if not self._device_known:
             self._learn_device(optimizer)
+        if not self.hooks.narrowed and self.recorder.steps > self._steps_when_widened and self._between_calls():
+            self.hooks.narrow(list(self._outermost))
         self.recorder.step_began()
         return with_timed_closure(self.phases, args, kwargs)  # torch steps with what this returns
 

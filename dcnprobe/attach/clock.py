@@ -15,6 +15,9 @@ import time
 from collections.abc import Callable, Iterator
 
 
+_RUNNING = contextlib.nullcontext()
+
+
 class HeldClock:
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
@@ -24,14 +27,15 @@ class HeldClock:
         held = self._held
         return self.clock() if held is None else held
 
+    def held_at(self, reading: float | None) -> contextlib.AbstractContextManager[None]:
+        """Within the block, the clock reads `reading` (None: the clock runs as usual; the
+        common case, every batch, costs no generator). Another thread reading it meanwhile
+        (the memory sampler) gets that reading too, a few microseconds early: harmless for
+        a sample's time stamp."""
+        return _RUNNING if reading is None else self._held_at(reading)
+
     @contextlib.contextmanager
-    def held_at(self, reading: float | None) -> Iterator[None]:
-        """Within the block, the clock reads `reading` (None: the clock runs as usual).
-        Another thread reading it meanwhile (the memory sampler) gets that reading too,
-        a few microseconds early: harmless for a sample's time stamp."""
-        if reading is None:
-            yield
-            return
+    def _held_at(self, reading: float) -> Iterator[None]:
         self._held = reading
         try:
             yield

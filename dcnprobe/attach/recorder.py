@@ -37,6 +37,7 @@ class Recorder:
                  phases: PhaseSpans | None = None, clear_cache: Callable[[], float] | None = None,
                  clear_each_epoch: bool = False, clear_every: int | None = None,
                  end_run: Callable[[str], NoReturn] = _raise_bound,
+                 epoch_began: Callable[[], None] = lambda: None,
                  start_record: Callable[[LoaderPass | None], None] | None = None) -> None:
         self.probe, self.config, self.clock = probe, config, clock
         # The record (its header) begins with the first epoch, so that the header describes
@@ -51,7 +52,7 @@ class Recorder:
         self.phases = phases or PhaseSpans(clock, probe.timer.add)
         self.phases.add = probe.timer.add
         self.clear_cache, self.clear_each_epoch, self.clear_every = clear_cache, clear_each_epoch, clear_every
-        self.end_run = end_run
+        self.end_run, self.epoch_began = end_run, epoch_began
         self.epochs: EpochStrategy = STRATEGIES[mode](self)
         self.validations: list[LoaderPass] = []  # validation passes not yet ended
         self.mark_called = False
@@ -176,6 +177,7 @@ class Recorder:
             self.ensure_started(self.epochs.top)
             self.probe.begin_pass()
         self.epoch_steps = 0
+        self.epoch_began()
 
     def end_epoch(self, p: LoaderPass | None, ended_by: str, at: float | None = None) -> None:
         counted = self.epoch_steps > 0 or p is not None

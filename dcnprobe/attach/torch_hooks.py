@@ -4,7 +4,9 @@
     DataLoader.__iter__          a TimedIterator: data_wait, passes (epochs, validation)
     torch.autograd.backward      backward (Tensor.backward calls it)
     optimizer step pre/post      optimizer; a batch ends at the step
-    module forward pre/post      forward of the outermost module; train or eval mode
+    module forward pre/post      forward of the outermost module; train or eval mode:
+                                 on every module while the agent learns which modules
+                                 are called outermost, then on those alone (`narrow`)
     torch.set_num_threads        the script's own calls yield to `threads` from outside
     torch.distributed, DDP       time blocked in collectives (dcnprobe.attach.collectives)
 
@@ -32,6 +34,8 @@ class TorchHooks:
         self.agent = agent
         self._originals: dict[tuple[Any, str], Any] = {}
         self._handles: list[Any] = []
+        self._forward_handles: list[Any] = []  # the global forward hooks, or those on the outermost modules
+        self.narrowed = False
         # Bucket completions are noted on communication threads: the running clock, never
         # the agent's held reading.
         self.collectives = Collectives(lambda seconds: agent.collective_waited(seconds), agent.clock.clock)
@@ -95,13 +99,40 @@ class TorchHooks:
         self._handles += [
             optim_module.register_optimizer_step_pre_hook(agent.step_starting),
             optim_module.register_optimizer_step_post_hook(agent.step_ended),
-            nn_module.register_module_forward_pre_hook(agent.forward_starting),
-            nn_module.register_module_forward_hook(agent.forward_ended, always_call=True),
         ]
+        self.widen()
         self.collectives.install()
+
+    def widen(self) -> None:
+        """Forward hooks on every module: how the agent finds the outermost ones. A global
+        hook costs every module call of the model (torch's slow call path, about 4 us a
+        call here), which is why it is only on while the agent learns."""
+        self._remove_forward()
+        self._forward_handles = [
+            nn_module.register_module_forward_pre_hook(self.agent.forward_starting),
+            nn_module.register_module_forward_hook(self.agent.forward_ended, always_call=True),
+        ]
+        self.narrowed = False
+
+    def narrow(self, modules: list[Any]) -> None:
+        """Forward hooks on `modules` alone (the outermost ones seen): their children run
+        torch's fast call path. Call only between forwards."""
+        self._remove_forward()
+        agent = self.agent
+        for module in modules:
+            self._forward_handles += [module.register_forward_pre_hook(agent.forward_starting),
+                                      module.register_forward_hook(agent.forward_ended, always_call=True)]
+        self.narrowed = True
+
+    def _remove_forward(self) -> None:
+        for handle in self._forward_handles:
+            handle.remove()
+        self._forward_handles = []
 
     def remove_measuring(self) -> None:
         self.collectives.remove()
+        self._remove_forward()
+        self.narrowed = False
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

@@ -1,11 +1,14 @@
 """Bisect: from a slow ("bad") and a healthy ("good") settings object, the smallest set
 of setting changes that turns healthy into slow.
 
-1. Confirm: bad must be slow and good healthy, else say so and stop.
+1. Confirm: bad must be slow, else say so and stop. Good must be healthy: shown by any
+   trial found healthy (adding changes does not make slow settings healthy), or else by
+   running good itself; if it is not, say so and name no culprit.
 2. ddmin over the settings that differ; an invalid combination is unresolved.
 3. Look again in what is left: a second, independent culprit is reported too.
 4. Before a culprit is named, it must hold up: the smallest slow configuration and its
-   healthy neighbour are run once more, and the whole table of trials must agree with
+   healthy neighbour are run once more (the neighbour with the other changes added, which
+   answers step 3 in the same trial when healthy), and the whole table of trials must agree with
    itself (a set of changes that is slow while a larger set containing it is healthy is a
    contradiction). Otherwise the verdict is "inconclusive", with the trials that disagree:
    a confident false culprit is the worst thing a bisect can say.
@@ -95,29 +98,17 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
                            else "unmeasured")
         outcome.verdict = _not_slow_text(bad_result, runner.threshold)
         return
-    runner.report("confirming that the good settings are healthy")
-    good_failing = runner.failing(good)
-    good_result = runner.results[-1]
-    if good_failing is not False:
-        outcome.finding = "good-is-slow" if good_failing else "inconclusive"
-        if good_failing:
-            outcome.verdict = ("The good settings are slow too, so the slowdown does not come from the settings that "
-                               "differ: " + (good_result.verdict or good_result.status))
-        elif good_result.contended:
-            outcome.verdict = f"Inconclusive: the machine was busy while the good settings ran ({good_result.load_text()}); rerun on a quiet machine."
-        elif good_result.status == UNSTEADY:
-            outcome.verdict = f"Inconclusive: with the good settings {_unsteady_text(good_result)}"
-        else:
-            outcome.verdict = f"The good settings could not be measured ({good_result.status}): {good_result.error or ''}"
-        _explain(outcome, bad_result)
-        return
     names = list(outcome.differences)
     if not names:
         outcome.finding = "unresolved"
         outcome.verdict = "The bad and good settings are the same on this machine; nothing to bisect."
         return
-
-    trials: dict[frozenset, list[TrialResult]] = {frozenset(): [good_result], frozenset(names): [bad_result]}
+    # The good settings are healthy by hypothesis until a trial shows it: any trial found
+    # healthy does, since adding changes does not make slow settings healthy (the
+    # contradiction check holds the trials to that). They are run themselves only when no
+    # trial has (or as a confirmation), which spares a trial in the common case.
+    trials: dict[frozenset, list[TrialResult]] = {frozenset(names): [bad_result]}
+    measured: dict[frozenset, list[Outcome]] = {frozenset(names): [Outcome.FAIL]}  # each trial's answer
 
     def test(subset: frozenset, replicate: int = 0) -> Outcome:
         changes = {name: outcome.differences[name][0] for name in subset}
@@ -128,10 +119,13 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
             return Outcome.UNRESOLVED
         failing = runner.failing(settings, replicate=replicate)
         trials.setdefault(frozenset(subset), []).append(runner.results[-1])
-        return {True: Outcome.FAIL, False: Outcome.PASS, None: Outcome.UNRESOLVED}[failing]
+        answer = {True: Outcome.FAIL, False: Outcome.PASS, None: Outcome.UNRESOLVED}[failing]
+        measured.setdefault(frozenset(subset), []).append(answer)
+        return answer
 
     history: dict[frozenset, Outcome] = {frozenset(): Outcome.PASS, frozenset(names): Outcome.FAIL}
     remaining = names
+    disagreements: list[str] | None = None
     while remaining:
         result = ddmin(remaining, test, known=history)
         history.update(result.history)
@@ -140,9 +134,15 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
         # Another, independent culprit among the rest? Ask about the largest runnable part
         # of it (persistent_workers alone, say, cannot run and would answer nothing).
         remaining = _largest_runnable([n for n in remaining if n not in result.minimal], good, outcome)
+        if disagreements is None:  # the first culprit is confirmed before any other is looked for
+            disagreements, rest_healthy = _confirm(outcome.culprit, remaining, history, test, runner)
+            if rest_healthy:
+                break
         if not remaining or _ask(remaining, test, history, outcome) is not Outcome.FAIL:
             break
-    disagreements = _confirm(outcome.culprit, history, test, runner) + _contradictions(history, trials)
+    if not _good_is_healthy(outcome, runner, trials, measured, test, bad_result):
+        return
+    disagreements = (disagreements or []) + _contradictions(history, trials)
     # The cause is read off the slowest failing trial that names one (a trial stopped early
     # may have too few batches for any rule to speak).
     explained = [r for r in runner.results if r.failing and r.causes and r.causes[0]["id"] != "none"]
@@ -162,9 +162,49 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
 
 
 
-def _confirm(culprit: list[str], history: dict[frozenset, Outcome], test, runner: TrialRunner) -> list[str]:
-    """Run the smallest slow configuration and its healthy neighbour once more; what did
-    not hold up, in words (empty when both did)."""
+def _good_is_healthy(outcome: BisectOutcome, runner: TrialRunner, trials: dict[frozenset, list[TrialResult]],
+                     measured: dict[frozenset, list[Outcome]], test, bad_result: TrialResult) -> bool:
+    """Whether the trials show the good settings healthy, running them if none has; if
+    not, the outcome says why and the bisect names no culprit."""
+    good = frozenset()
+    if good not in measured:
+        if any(Outcome.PASS in answers for answers in measured.values()):
+            return True
+        runner.report("no trial was healthy: running the good settings")
+        test(good)
+    if all(answer is Outcome.PASS for answer in measured[good]):
+        return True
+    good_result = trials[good][-1]
+    outcome.culprits = []
+    if Outcome.FAIL in measured[good]:
+        outcome.finding = "good-is-slow"
+        outcome.verdict = ("The good settings are slow too, so the slowdown does not come from the settings that "
+                           "differ: " + (good_result.verdict or good_result.status))
+    else:
+        outcome.finding = "inconclusive"
+        if good_result.contended:
+            outcome.verdict = (f"Inconclusive: the machine was busy while the good settings ran "
+                               f"({good_result.load_text()}); rerun on a quiet machine.")
+        elif good_result.status == UNSTEADY:
+            outcome.verdict = f"Inconclusive: with the good settings {_unsteady_text(good_result)}"
+        else:
+            outcome.verdict = f"The good settings could not be measured ({good_result.status}): {good_result.error or ''}"
+    _explain(outcome, bad_result)
+    return False
+
+
+def _confirm(culprit: list[str], rest: list[str], history: dict[frozenset, Outcome], test,
+             runner: TrialRunner) -> tuple[list[str], bool]:
+    """Run the smallest slow configuration again, and its healthy neighbour with the rest of
+    the changes added; what did not hold up, in words (empty when both did), and whether
+    the rest is healthy.
+
+    The neighbour with the rest is one trial for two questions. Adding changes does not
+    make a slow configuration healthy (the contradiction check holds the trials to that),
+    so if it is healthy, so is the neighbour (confirmed by another process than the one
+    that first said so) and so is the rest alone: no second culprit there, and no trial
+    spent asking. If it is not healthy, the neighbour is run again alone, and the rest is
+    asked about as before."""
     smallest = frozenset(culprit)
     healthy = [s for s, o in history.items() if s < smallest and o is Outcome.PASS]
     neighbour = max(healthy, key=len, default=frozenset())
@@ -173,10 +213,15 @@ def _confirm(culprit: list[str], history: dict[frozenset, Outcome], test, runner
     again = test(smallest, replicate=CONFIRM_REPLICATE)
     if again is not Outcome.FAIL:
         problems.append(f"Run again, {_subset_text(smallest)} was {_outcome_word(again)}, not slow.")
+    wider = neighbour | frozenset(rest)
+    if rest and wider not in history:
+        history[wider] = test(wider)
+        if history[wider] is Outcome.PASS:
+            return problems, True
     again = test(neighbour, replicate=CONFIRM_REPLICATE)
     if again is not Outcome.PASS:
         problems.append(f"Run again, {_subset_text(neighbour)} was {_outcome_word(again)}, not healthy.")
-    return problems
+    return problems, False
 
 
 def _contradictions(history: dict[frozenset, Outcome], trials: dict[frozenset, list[TrialResult]]) -> list[str]:

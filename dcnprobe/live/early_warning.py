@@ -37,6 +37,10 @@ from dcnprobe.slowdown import Evidence, SlowdownMonitor
 REWARN_FACTOR = 2.0  # warn again only once the ratio is clearly above this multiple of the last
 ANALYSIS_WAIT_S = 20.0  # under `stop`, the longest the ending run waits for the cause
 FINISH_WAIT_S = 10.0  # at the end of a run, the longest it waits for a warning or profile still being written
+# The check runs in the training thread: every CHECK_EVERY batches, but not more often
+# than this. A loop of 1 ms batches would otherwise pay for 100 checks a second; a warning
+# comes at most this much later. (Batches of 25 ms or more never meet this limit.)
+CHECK_INTERVAL_S = 0.25
 
 
 def _stderr(line: str) -> None:
@@ -60,7 +64,7 @@ class EarlyWarning(ProbeListener):
             raise ValueError(f"on_slowdown must be one of {', '.join(ON_SLOWDOWN)}, not {action!r}")
         self.action, self.run_dir, self.write, self.emit = action, Path(run_dir), write, emit
         self.threshold, self.clock, self.analyze = threshold, clock, analyze
-        self.monitor = SlowdownMonitor(threshold, clock=clock)
+        self.monitor = SlowdownMonitor(threshold, clock=clock, min_interval_s=CHECK_INTERVAL_S)
         self.rank: int | None = None  # a rank of a distributed run: its warnings name it
         self.warnings: list[dict[str, Any]] = []
         self._pending: list[threading.Thread] = []  # warnings waiting for their cause
