@@ -62,7 +62,8 @@ def _groups() -> dict[str, Group]:
         "profilers": Group(profiler_overhead.run, ("full",)),
         "confusion": Group(confusion.run, ("full",)),
         "attach": Group(attach_overhead.run, ("full",), {"attach_overhead": attach_overhead.measure_attach,
-                                                         "attach_overhead_example": attach_overhead.measure_example}),
+                                                         "attach_overhead_example": attach_overhead.measure_example,
+                                                         "attach_overhead_modules": attach_overhead.measure_modules}),
     }
 
 

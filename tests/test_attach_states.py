@@ -278,3 +278,21 @@ def test_every_field_the_attach_writes_is_documented(tmp_path):
         table = records.COLUMNS.get(kind) or notes.COLUMNS[kind]
         if kind in (records.BATCH, notes.VALIDATION_RECORD, notes.PASS_RECORD):
             assert set(record) <= set(table) | {"t"}, kind
+
+
+def test_a_held_clock_is_held_for_the_holding_thread_only():
+    """The recorder closes a batch as of an earlier reading; the memory sampler, reading the
+    same clock from its thread meanwhile, must get the time, not that reading."""
+    import threading
+
+    now = [10.0]
+    clock = HeldClock(lambda: now[0])
+    seen = []
+    with clock.held_at(3.0):
+        with clock.held_at(2.0):
+            assert clock() == 2.0
+        assert clock() == 3.0  # the outer hold is back
+        thread = threading.Thread(target=lambda: seen.append(clock()))
+        thread.start()
+        thread.join()
+    assert seen == [10.0] and clock() == 10.0

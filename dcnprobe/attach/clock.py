@@ -5,7 +5,8 @@ whose loader fetches ahead runs out of data before its last batch is trained, an
 pass is over only when the loop moves on (the next pass starts, the run ends). The
 batch and the epoch are then closed as of the last optimizer step or backward seen,
 by handing the probe this clock held at that reading, so that the probe's own timer
-and record fields need no second code path for "ended earlier".
+and record fields need no second code path for "ended earlier". Only the holding thread
+reads the held time: the memory sampler stamps its samples with the running clock meanwhile.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Callable, Iterator
+from threading import get_ident
 
 
 _RUNNING = contextlib.nullcontext()
@@ -22,22 +24,33 @@ class HeldClock:
     def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
         self.clock = clock
         self._held: float | None = None
+        self._holder: int | None = None  # the thread that holds it; others read the running clock
 
     def __call__(self) -> float:
         held = self._held
-        return self.clock() if held is None else held
+        if held is None or self._holder != get_ident():
+            return self.clock()
+        return held
+
+    def hold(self, reading: float) -> tuple[float | None, int | None]:
+        """Hold the clock at `reading`, for this thread only (the memory sampler's thread
+        goes on reading the time); returns what `restore` puts back."""
+        previous = self._held, self._holder
+        self._held, self._holder = reading, get_ident()
+        return previous
+
+    def restore(self, previous: tuple[float | None, int | None]) -> None:
+        self._held, self._holder = previous
 
     def held_at(self, reading: float | None) -> contextlib.AbstractContextManager[None]:
-        """Within the block, the clock reads `reading` (None: the clock runs as usual; the
-        common case, every batch, costs no generator). Another thread reading it meanwhile
-        (the memory sampler) gets that reading too, a few microseconds early: harmless for
-        a sample's time stamp."""
+        """Within the block, the clock reads `reading` in this thread (None: the clock runs
+        as usual; the common case, every batch, costs no generator)."""
         return _RUNNING if reading is None else self._held_at(reading)
 
     @contextlib.contextmanager
     def _held_at(self, reading: float) -> Iterator[None]:
-        self._held = reading
+        previous = self.hold(reading)
         try:
             yield
         finally:
-            self._held = None
+            self.restore(previous)
