@@ -111,6 +111,23 @@ def test_a_bad_side_whose_epoch_1_was_no_baseline_is_inconclusive_not_healthy():
     assert "outside CPU load epoch 1 48%, epoch 2 46%" in outcome.verdict
 
 
+def test_a_bad_side_healthy_on_a_busy_machine_is_inconclusive_not_no_slowdown():
+    """Measured: a one-core busy loop hid the planted loader slowdown for a whole trial."""
+    runner = TableRunner(lambda s: False)
+    failing = runner.failing
+
+    def busy(settings, replicate=0):
+        answer = failing(settings, replicate)
+        runner.results[-1].outside_load = {"1": 0.5, "2": 0.48}
+        return answer
+
+    runner.failing = busy
+    outcome = bisect(BAD, DEFAULT_GOOD, runner)
+    assert outcome.finding == "inconclusive" and outcome.culprit == [] and runner.ran == 1
+    assert outcome.verdict.startswith("Inconclusive: with the bad settings later epochs run 1.00x epoch 1")
+    assert "outside CPU load epoch 1 50%, epoch 2 48%" in outcome.verdict and "quiet machine" in outcome.verdict
+
+
 def test_good_slow_too_is_said_and_no_culprit_named():
     """Every trial slow: no trial shows the good settings healthy, so they are run, and
     found slow."""

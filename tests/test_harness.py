@@ -266,24 +266,54 @@ def test_a_trial_stopped_as_healthy_gets_the_analysis_s_verdict_not_its_exit_cod
     assert result.status == "slow" and result.failing
 
 
+def test_a_trial_stopped_early_as_healthy_on_a_busy_machine_is_no_verdict(tmp_path):
+    """Other programs on half the machine slow the loop's own work and can hide a slowdown
+    that builds up: the early healthy stop is then undecided, whatever the ratio said."""
+    from synthetic_runs import write_run
+
+    from dcnprobe.harness.runner import STOPPED_HEALTHY, _result
+
+    write_run(tmp_path / "busy", slowdown=1.0, outside_load={1: 0.5, 2: 0.5})
+    result = _result(builtin_spec(), tmp_path / "busy", -15, STOPPED_HEALTHY, "stopped as healthy: ...", 5.0, 1.2)
+    assert result.status == "contended" and result.undecided and result.stopped_healthy
+    assert "busy machine" in result.verdict
+    write_run(tmp_path / "quiet", slowdown=1.0, outside_load={1: 0.02, 2: 0.03})
+    result = _result(builtin_spec(), tmp_path / "quiet", -15, STOPPED_HEALTHY, "stopped as healthy: ...", 5.0, 1.2)
+    assert result.status == "ok"
+    write_run(tmp_path / "whole", slowdown=1.0, outside_load={1: 0.5, 2: 0.5})  # ran to its end: judged as ever
+    assert _result(builtin_spec(), tmp_path / "whole", 0, None, None, 5.0, 1.2).status == "ok"
+
+
+def test_a_busy_early_healthy_stop_runs_again_to_its_end(tmp_path, monkeypatch):
+    runner, scripted, _ = scripted_runner(tmp_path, monkeypatch, ["contended", "ok"],
+                                          stopped=["stopped as healthy: ...", None])
+    template = runner.template = replace(runner.template, stop_when_healthy=True)
+    assert runner.trial(Settings(device="cpu")).status == "ok" and scripted.runs == 2
+    assert [spec.stop_when_healthy for spec in scripted.specs] == [True, False]
+    assert template.stop_when_healthy  # the next trial may stop early again
+
+
 class ScriptedTrials:
     """Stands in for run_trial with results given in advance (the real one is tested above)."""
 
-    def __init__(self, statuses):
+    def __init__(self, statuses, stopped=None):
         self.statuses = list(statuses)
+        self.stopped = list(stopped or [None] * len(self.statuses))
         self.runs = 0
+        self.specs = []
 
     def __call__(self, spec, out, **kwargs):
         self.runs += 1
+        self.specs.append(spec)
         return TrialResult(key=spec.key(), spec=spec.describe(), status=self.statuses.pop(0), ratio=1.0,
                            ratio_ci=[0.9, 1.1], outside_load={"1": 0.0, "2": 0.5}, run_dir=str(out),
-                           finished_at="2026-11-25 10:00:00")
+                           finished_at="2026-11-25 10:00:00", stopped=self.stopped.pop(0))
 
 
-def scripted_runner(tmp_path, monkeypatch, statuses, **kwargs):
+def scripted_runner(tmp_path, monkeypatch, statuses, stopped=None, **kwargs):
     import dcnprobe.harness.trials as trials
 
-    scripted = ScriptedTrials(statuses)
+    scripted = ScriptedTrials(statuses, stopped)
     monkeypatch.setattr(trials, "run_trial", scripted)
     calms = []
     runner = TrialRunner(tmp_path, builtin_spec(), wait_for_calm=lambda: calms.append(1) or 0.05, **kwargs)

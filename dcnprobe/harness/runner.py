@@ -20,6 +20,7 @@ from typing import Any
 import psutil
 
 from dcnprobe.analysis import DEFAULT_THRESHOLD
+from dcnprobe.analysis import thresholds as th
 from dcnprobe.contract import Exit
 from dcnprobe.errors import UsageError
 from dcnprobe.harness import launch
@@ -33,6 +34,7 @@ DEFAULT_STALL_AFTER_S = DEFAULT_STALL_FLOOR_S  # what `train --stall-after` gets
 RESULT_FILE = "result.json"
 LOG_FILE = "train.log"
 STOPPED_HEALTHY = "stopped-healthy"  # run_trial's own mark; the result's status is the analysis's
+STOPPED_AS_HEALTHY = "stopped as healthy"  # how a result's `stopped` begins then
 CONTENDED = "contended"
 # Epoch 1 ran clearly slower than the epoch compared, by more than the slowdown threshold
 # the other way (the ratio's whole interval below 1/threshold): warm-up, outside load
@@ -78,6 +80,11 @@ class TrialResult:
         """Other work on the machine changed between the epochs compared, or explains the
         ratio: the timing says nothing about the settings either way."""
         return self.status == CONTENDED
+
+    @property
+    def stopped_healthy(self) -> bool:
+        """Ended by the harness once clearly healthy, before its last epoch was done."""
+        return (self.stopped or "").startswith(STOPPED_AS_HEALTHY)
 
     @property
     def undecided(self) -> bool:
@@ -181,7 +188,7 @@ def run_trial(
             if reason:
                 stopped, status = f"stopped as slow: {reason}", "slow"
             elif healthy:
-                stopped, status = f"stopped as healthy: {healthy}", STOPPED_HEALTHY
+                stopped, status = f"{STOPPED_AS_HEALTHY}: {healthy}", STOPPED_HEALTHY
             elif now - started > budget_s:
                 stopped, status = f"stopped at the {budget_s:.0f} s budget", "timeout"
             elif tail.started and now - last_record_at > (FIRST_BATCH_S if between_passes else harness_stall_s):
@@ -246,6 +253,11 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
             # Slow or healthy, the timing tracked someone else's load: not a verdict on the
             # settings (a slowdown beyond what the load explains keeps its verdict).
             result.status = CONTENDED
+        elif stopped_healthy and max(s.contention.outside_load.values(), default=0.0) >= th.BUSY_MACHINE:
+            result.status = CONTENDED
+            result.verdict += (f" Stopped early as healthy on a busy machine ({result.load_text()}): other "
+                               "programs' load can hide a slowdown that builds up, so this is no verdict; it runs "
+                               "again to its end.")
         elif result.status == "ok" and result.ratio_ci and result.ratio_ci[1] * threshold < 1:
             result.status = UNSTEADY
             result.verdict += (f" Epoch 1 ran clearly slower than the epoch compared (beyond 1/{threshold:g}), so it "

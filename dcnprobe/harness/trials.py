@@ -84,7 +84,11 @@ class TrialRunner:
             if not result.undecided:
                 break
             load = self.wait_for_calm()
-            if result.status == UNSTEADY:
+            if result.contended and result.stopped_healthy:  # the early stop was the doubt: none this time
+                spec = replace(spec, stop_when_healthy=False)
+                self.report(f"    stopped early as healthy on a busy machine ({result.load_text()}): running it again "
+                            f"to its end (try {attempt} of {self.contention_tries})")
+            elif result.status == UNSTEADY:
                 self.report(f"    epoch 1 ran clearly slower than epoch 2 ({result.ratio:.2f}x): it is no baseline; "
                             f"running it again (try {attempt} of {self.contention_tries})")
             elif load is not None:
