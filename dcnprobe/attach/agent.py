@@ -15,7 +15,9 @@ says how they were found:
             epoch-every: every N optimizer steps (AttachConfig.epoch_every), for loops with
             no DataLoader; mark_epoch: where the script calls dcnprobe.mark_epoch().
 Phases: data_wait (blocked in next()), forward (the outermost module's forward, with
-gradients), backward (torch.autograd.backward), optimizer (the step hooks, less the step's
+gradients: hooked on every module until a step has shown which modules the loop calls
+outermost, then on those alone, learnt again at each pass and epoch; a module first
+called as the outermost mid-epoch is timed from the next pass on), backward (torch.autograd.backward), optimizer (the step hooks, less the step's
 closure: Lightning's training_step, LBFGS's evaluations), cache_clear (the attach's own
 clearing), other (the loop's own code, a closure's included), total.
 
