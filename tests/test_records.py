@@ -1,9 +1,9 @@
 import json
-import threading
 import signal
 import subprocess
 import sys
 import textwrap
+import threading
 
 import pytest
 

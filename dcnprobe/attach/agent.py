@@ -17,9 +17,10 @@ says how they were found:
 Phases: data_wait (blocked in next()), forward (the outermost module's forward, with
 gradients: hooked on every module until a step has shown which modules the loop calls
 outermost, then on those alone, learnt again at each pass and epoch; a module first
-called as the outermost mid-epoch is timed from the next pass on), backward (torch.autograd.backward), optimizer (the step hooks, less the step's
-closure: Lightning's training_step, LBFGS's evaluations), cache_clear (the attach's own
-clearing), other (the loop's own code, a closure's included), total.
+called as the outermost mid-epoch is timed from the next pass on), backward
+(torch.autograd.backward), optimizer (the step hooks, less the step's closure:
+Lightning's training_step, LBFGS's evaluations), cache_clear (the attach's own clearing),
+other (the loop's own code, a closure's included), total.
 
 The record's header is written when the first epoch begins (its settings are those of the
 loader that epoch iterates); validation passes before it follow the header.
@@ -82,7 +83,7 @@ class Agent:
         self._loaders: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # loader -> its number
         self._models: weakref.WeakSet = weakref.WeakSet()  # outermost modules seen training
         # The outermost modules called since the forward hooks were last put on every module
-        # (at each epoch's start), and the optimizer steps counted then: one whole step later
+        # (at each pass and epoch), and the optimizer steps counted then: one whole step later
         # the hooks move to these modules alone (TorchHooks.narrow).
         self._outermost: weakref.WeakSet = weakref.WeakSet()
         self._steps_when_widened = 0

@@ -16,7 +16,6 @@ import time
 from collections.abc import Callable, Iterator
 from threading import get_ident
 
-
 _RUNNING = contextlib.nullcontext()
 
 
