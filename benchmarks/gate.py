@@ -83,6 +83,18 @@ def _outside_loads(entry: dict) -> list[float]:
 
 def assess(name: str, threshold: Threshold, entry: dict, reference: float | None = None,
            higher_is_better: bool = False, quiet: Threshold | None = None) -> tuple[str, str | None]:
+    """_assess, where a pass after a failed first run is unsure (benchmarks.runner measures
+    a failure again): never a pass."""
+    verdict, message = _assess(name, threshold, entry, reference, higher_is_better, quiet)
+    first = entry.get("detail", {})
+    if verdict == PASS and first.get("first_try_failed"):
+        return UNSURE, (f"{name} = {entry['value']:.4g} passes '{threshold.text}', but the first run failed it "
+                        f"({first.get('first_try')}): the machine, or a regression that comes and goes")
+    return verdict, message
+
+
+def _assess(name: str, threshold: Threshold, entry: dict, reference: float | None = None,
+            higher_is_better: bool = False, quiet: Threshold | None = None) -> tuple[str, str | None]:
     """(verdict, message) for one measured entry. An entry with an "interval" is judged on
     it, and only on a quiet machine: UNSURE whatever its value when it is marked
     "contended" (outside load changed between the things it compares) or when the outside

@@ -132,6 +132,24 @@ def test_unsure_twice_is_reported_as_undecided_and_does_not_pass(monkeypatch):
     assert "0 of 1 thresholds failed, 1 undecided (not a pass: rerun on a quieter machine; exit 3)" in text
 
 
+def test_a_failure_is_measured_again_and_a_pass_then_is_unsure_never_a_pass(monkeypatch):
+    calls = _fake_groups(monkeypatch, {"value": 1.14, "interval": [1.12, 1.17]}, {"value": 1.0, "interval": [0.98, 1.02]})
+    results = runner.run_groups("quick", None, (), {"epoch_ratio": "<= 1.10"})
+    assert calls == ["run", "remeasure"] and results["epoch_ratio"]["value"] == 1.0
+    baseline = {"thresholds": {"epoch_ratio": "<= 1.10"}}
+    rows = check(results, baseline, None)
+    assert [verdict for _, _, verdict, _ in rows] == [UNSURE]
+    assert "but the first run failed it (1.14 [1.12, 1.17])" in rows[0][3]
+    assert "the first run failed (1.14 [1.12, 1.17])" in summary(results, rows, baseline, "quick")
+
+
+def test_a_failure_confirmed_by_the_second_run_fails(monkeypatch):
+    _fake_groups(monkeypatch, {"value": 1.14, "interval": [1.12, 1.17]}, {"value": 1.2, "interval": [1.15, 1.25]})
+    results = runner.run_groups("quick", None, (), {"epoch_ratio": "<= 1.10"})
+    rows = check(results, {"thresholds": {"epoch_ratio": "<= 1.10"}}, None)
+    assert [verdict for _, _, verdict, _ in rows] == [FAIL]
+
+
 def test_unknown_group_is_one_line(capsys):
     assert runner.main(["--only", "nonsense"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
