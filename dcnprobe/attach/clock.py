@@ -31,16 +31,6 @@ class HeldClock:
             return self.clock()
         return held
 
-    def hold(self, reading: float) -> tuple[float | None, int | None]:
-        """Hold the clock at `reading`, for this thread only (the memory sampler's thread
-        goes on reading the time); returns what `restore` puts back."""
-        previous = self._held, self._holder
-        self._held, self._holder = reading, get_ident()
-        return previous
-
-    def restore(self, previous: tuple[float | None, int | None]) -> None:
-        self._held, self._holder = previous
-
     def held_at(self, reading: float | None) -> contextlib.AbstractContextManager[None]:
         """Within the block, the clock reads `reading` in this thread (None: the clock runs
         as usual; the common case, every batch, costs no generator)."""
@@ -48,8 +38,9 @@ class HeldClock:
 
     @contextlib.contextmanager
     def _held_at(self, reading: float) -> Iterator[None]:
-        previous = self.hold(reading)
+        previous = self._held, self._holder  # a hold inside another gives the outer one back
+        self._held, self._holder = reading, get_ident()
         try:
             yield
         finally:
-            self.restore(previous)
+            self._held, self._holder = previous

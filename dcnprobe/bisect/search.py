@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dcnprobe.analysis import thresholds as th
 from dcnprobe.analysis.causes import advice_for
 from dcnprobe.bisect.ddmin import Outcome, ddmin
 from dcnprobe.devices import resolve_device
@@ -95,7 +94,7 @@ def _search(outcome: BisectOutcome, runner: TrialRunner) -> None:
     bad_failing = runner.failing(bad)
     bad_result = runner.results[-1]
     if bad_failing is not True:
-        busy = bad_failing is False and _busy(bad_result)
+        busy = bad_failing is False and bad_result.busy
         outcome.finding = ("inconclusive" if busy or bad_result.undecided else "bad-not-slow" if bad_failing is False
                            else "unmeasured")
         outcome.verdict = _not_slow_text(bad_result, runner.threshold)
@@ -315,11 +314,6 @@ def _unsteady_text(result: TrialResult) -> str:
             "Rerun with more batches per epoch (--max-batches), or on a quiet machine.")
 
 
-def _busy(result: TrialResult) -> bool:
-    """Other programs used a quarter of the machine or more in an epoch of this trial."""
-    return max(result.outside_load.values(), default=0.0) >= th.BUSY_MACHINE
-
-
 def _not_slow_text(result: TrialResult, threshold: float) -> str:
     if result.status == UNSTEADY:
         return f"Inconclusive: with the bad settings {_unsteady_text(result)}"
@@ -332,7 +326,7 @@ def _not_slow_text(result: TrialResult, threshold: float) -> str:
         return "The bad settings ran only one epoch; nothing to compare."
     low, high = result.ratio_ci
     measured = f"later epochs run {result.ratio:.2f}x epoch 1 (95% CI {low:.2f}-{high:.2f}, threshold {threshold:g})"
-    if _busy(result):
+    if result.busy:
         return (f"Inconclusive: with the bad settings {measured}, but other programs kept the machine busy "
                 f"({result.load_text()}), which can hide a slowdown that builds up. Rerun on a quiet machine.")
     return f"No slowdown: with the bad settings, {measured}. Nothing to bisect on this machine."

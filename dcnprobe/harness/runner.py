@@ -91,6 +91,12 @@ class TrialResult:
         """Contended, or epoch 1 was no baseline: run it again, never cache it as a verdict."""
         return self.status in UNDECIDED
 
+    @property
+    def busy(self) -> bool:
+        """Other programs used a quarter of the machine or more in an epoch of this trial:
+        a healthy verdict then says little (th.BUSY_MACHINE)."""
+        return max(self.outside_load.values(), default=0.0) >= th.BUSY_MACHINE
+
     def load_text(self) -> str:
         if not self.outside_load:
             return ""
@@ -253,7 +259,7 @@ def _result(spec: TrialSpec, out: Path, code: int | None, status: str | None, st
             # Slow or healthy, the timing tracked someone else's load: not a verdict on the
             # settings (a slowdown beyond what the load explains keeps its verdict).
             result.status = CONTENDED
-        elif stopped_healthy and max(s.contention.outside_load.values(), default=0.0) >= th.BUSY_MACHINE:
+        elif stopped_healthy and result.busy:
             result.status = CONTENDED
             result.verdict += (f" Stopped early as healthy on a busy machine ({result.load_text()}): other "
                                "programs' load can hide a slowdown that builds up, so this is no verdict; it runs "
