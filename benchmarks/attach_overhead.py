@@ -83,45 +83,88 @@ def _measure(loop: str, profile: str) -> dict[str, Any]:
         if done.returncode != 0 or line is None:
             raise RuntimeError(f"attach overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
         times = json.loads(line[len(RESULT_PREFIX):])
-    result = paired_ratio(times["segments"][2:])  # the first pair holds the warm-up
-    result["detail"].update(loop=loop, epochs=epochs, recorded_batches=times["recorded_batches"])
+    pairs = times["pairs"][len(times["pairs"]) // 20:]  # the first twentieth: allocator and cache warm-up
+    result = paired_ratio([segment for measured, bare in pairs for segment in ((True, [measured]), (False, [bare]))])
+    hooks, share = result["value"], times["sampler_cpu_share"]
+    # The sampler thread runs on both sides: the most it can take from the loop (all of its
+    # CPU time, as if every cycle of it held the loop up) is added to the hooks' ratio.
+    result["value"] = hooks + share
+    result["interval"] = [end + share for end in result["interval"]]
+    result["detail"].update(loop=loop, epochs=epochs, pairs=len(pairs), hooks_ratio=hooks, sampler_cpu_share=share,
+                            recorded_batches=times["recorded_batches"])
     return result
 
 
-class _Switch:
-    """In the attached process: batch times per epoch, the agent's hooks and sampler
-    switched on and off at each epoch's end."""
+# The sides of a pass's timed batches, repeating: bare first, then measured twice, then
+# bare, so that a drift of the machine's speed within an epoch weighs on both sides alike.
+PATTERN = (False, True, True, False)
 
-    def __init__(self) -> None:
+
+class _Switch:
+    """In the attached process: the loop's own batch times, measured and bare batches in
+    turns within each pass (PATTERN). A measured batch runs with the agent's hooks and is
+    recorded as in any attached run (its record closed inside its own time, where the
+    loop's next request for data would close it); a bare batch runs with the hooks removed
+    (Agent.pause). The switching itself happens between the two stopwatch readings, outside
+    both. A pass's first batch (the loader's start, the hooks learning the outermost
+    modules) and its last (the pass ends recorded) are run measured and not timed.
+
+    The sampler thread runs throughout, on both sides alike, so its cost is not in the
+    ratio: its CPU time over the timed span is reported beside it (`sampler_cpu_share`)."""
+
+    def __init__(self, batches: int) -> None:
         from dcnprobe.attach import active
 
         self.agent = active.current()
         if self.agent is None:
             raise SystemExit("the attach agent is not installed in this process")
-        self.segments: list[tuple[bool, list[float]]] = [(True, [])]  # one per epoch: (attached, batch times)
-        self.attached, self.last = True, 0.0
+        if (batches - 2) % len(PATTERN):
+            raise SystemExit(f"batches per epoch must be 2 + a multiple of {len(PATTERN)}")
+        self.batches = batches
+        self.pairs: list[tuple[float, float]] = []  # (measured, bare) seconds
+        self._open: dict[bool, float] = {}  # a side's time waiting for the other side's
+        self.last = 0.0
+        self._sampler_cpu: tuple[float, float] | None = None  # (sampler CPU s, wall s) at the first timed batch
+
+    def side(self, done: int) -> bool | None:
+        """Which side batch `done` (1-based) of a pass runs on; None: not timed, measured."""
+        if done <= 1 or done >= self.batches:
+            return None
+        return PATTERN[(done - 2) % len(PATTERN)]
 
     def batch_done(self, done: int) -> None:
+        side = self.side(done)
+        agent = self.agent
+        if side:
+            agent.close_batch()  # within the batch's time: a measured batch pays its record
         now = time.perf_counter()
-        if done > 1:  # the first batch of an epoch carries validation, start-up and the switch
-            self.segments[-1][1].append(now - self.last)
-        self.last = now
+        if side is not None:
+            if self._sampler_cpu is None:
+                self._sampler_cpu = (self._sampler_seconds(), now)
+            other = self._open.pop(not side, None)
+            if other is None:
+                self._open[side] = now - self.last
+            else:
+                self.pairs.append((now - self.last, other) if side else (other, now - self.last))
+        if self.side(done + 1) is False:
+            agent.pause()
+        else:
+            agent.resume()
+        self.last = time.perf_counter()
 
     def epoch_done(self) -> None:
-        agent = self.agent
-        self.attached = not self.attached
-        self.segments.append((self.attached, []))
-        if self.attached:
-            agent.hooks.install_measuring()
-            agent.probe.sampler.start()
-        else:
-            agent.hooks.remove_measuring()
-            agent.probe.sampler.stop()
+        self._open.clear()
+
+    def _sampler_seconds(self) -> float:
+        thread = self.agent.probe.sampler._thread
+        return time.clock_gettime(time.pthread_getcpuclockid(thread.ident)) if thread is not None else 0.0
 
     def report(self) -> None:
         recorded = self.agent.probe.step if self.agent.probe is not None else 0
-        print(RESULT_PREFIX + json.dumps({"segments": [s for s in self.segments if s[1]],
-                                          "recorded_batches": recorded}), flush=True)
+        began_cpu, began = self._sampler_cpu or (0.0, time.perf_counter())
+        share = (self._sampler_seconds() - began_cpu) / max(time.perf_counter() - began, 1e-9)
+        print(RESULT_PREFIX + json.dumps({"pairs": self.pairs, "recorded_batches": recorded,
+                                          "sampler_cpu_share": share}), flush=True)
 
 
 def _trainer_child(epochs: int, batches: int) -> None:
@@ -130,7 +173,7 @@ def _trainer_child(epochs: int, batches: int) -> None:
     from dcnprobe.hooks import NullProbe
     from dcnprobe.settings import Settings
 
-    switch = _Switch()
+    switch = _Switch(batches)
     job = TrainJob(settings=Settings(device="cpu", batch_size=BATCH_SIZE), epochs=epochs, max_batches=batches,
                    data=DATA, checkpoints=False)
     fit(job, probe=NullProbe(), on_batch=lambda epoch, done, total: switch.batch_done(done),
@@ -192,7 +235,7 @@ def _modules_child(epochs: int, batches: int) -> None:
 def _alternate(epochs: int, batches: int, model: Any, loader: Any, optimizer: Any, loss_fn: Any,
                on_epoch: Callable[[int], None] = lambda epoch: None) -> None:
     """A plain training loop of `batches` steps an epoch, attached and bare in turns."""
-    switch = _Switch()
+    switch = _Switch(batches)
     for epoch in range(1, epochs + 1):
         on_epoch(epoch)
         model.train()

@@ -98,7 +98,7 @@ for epoch in (1, 2, 3):
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if step == 3:
+        if step == 1:
             print(f"epoch {epoch}: global forward hooks {len(nn_module._global_forward_pre_hooks)}")
     print(f"epoch {epoch}: {step + 1} batches")
 """
@@ -107,7 +107,7 @@ for epoch in (1, 2, 3):
 @pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
 def test_forward_hooks_move_to_the_outermost_modules_and_relearn_each_epoch(tmp_path, capsys):
     """After one step with a hook on every module (torch's slow call path for each of them),
-    the forward hooks sit on the outermost modules alone; each epoch's first step learns them
+    the forward hooks sit on the outermost modules alone from the pass's second batch on; each epoch's first step learns them
     again, so a module first called in epoch 2 has its forward timed from then on."""
     script = tmp_path / "second_model.py"
     script.write_text(SECOND_MODEL_FROM_EPOCH_2)
@@ -116,10 +116,61 @@ def test_forward_hooks_move_to_the_outermost_modules_and_relearn_each_epoch(tmp_
     assert code == 0
     run = read_run(out)
     assert script_counts(stdout) == {1: 6, 2: 6, 3: 6} == record_counts(run)
-    assert re.findall(r"global forward hooks (\d+)", stdout) == ["0", "0", "0"]  # narrowed by the 4th step
+    assert re.findall(r"global forward hooks (\d+)", stdout) == ["0", "0", "0"]  # narrowed from the 2nd batch on
     later = run.batches[run.batches["epoch"] >= 2]
     assert (later["forward"] >= 0.02).all()  # every batch of epochs 2-3 timed the slow module's forward
     assert (later["other"] < 0.02).all()
+
+
+PAUSED_BATCHES = """
+import torch
+from torch.nn.modules import module as nn_module
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+from dcnprobe.attach import active
+
+BARE = {2, 4}  # the batches run with measuring switched off (0-based, each epoch)
+torch.manual_seed(0)
+loader = DataLoader(TensorDataset(torch.randn(48, 4), torch.rand(48, 1)), batch_size=8)
+model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+agent = active.current()
+for epoch in (1, 2):
+    measured = 0
+    for step, (x, y) in enumerate(loader):
+        hooked = hasattr(torch.autograd.backward, "__wrapped__") or bool(nn_module._global_forward_pre_hooks) \\
+            or bool(model._forward_pre_hooks)
+        print(f"epoch {epoch} step {step}: {'hooked' if hooked else 'bare'}")
+        loss = nn.functional.binary_cross_entropy_with_logits(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        measured += step not in BARE
+        if step + 1 in BARE:
+            agent.pause()
+        else:
+            agent.resume()
+    print(f"epoch {epoch}: {measured} batches")
+"""
+
+
+@pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
+def test_paused_batches_run_bare_and_are_not_recorded(tmp_path, capsys):
+    """The overhead benchmark's switch: a paused batch runs with no hook of the agent's in
+    place and is left out of the record; the batch before it is recorded at the pause, and
+    epochs end as usual."""
+    script = tmp_path / "paused.py"
+    script.write_text(PAUSED_BATCHES)
+    out = tmp_path / "run"
+    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--", sys.executable, str(script))
+    assert code == 0
+    run = read_run(out)
+    assert script_counts(stdout) == {1: 4, 2: 4} == record_counts(run)
+    assert read_run(out, extra_fields=True).batches["loader_batches"].tolist() == [1] * 8
+    states = re.findall(r"step (\d): (hooked|bare)", stdout)
+    assert [state for step, state in states if int(step) in (2, 4)] == ["bare"] * 4
+    assert [state for step, state in states if int(step) not in (2, 4)] == ["hooked"] * 8
+    assert (run.batches["forward"] > 0).all() and (run.batches["backward"] > 0).all()
 
 
 @pytest.mark.slow  # a real script run per mode; test_per_sample_loop... is the default suite's attach run

@@ -87,6 +87,7 @@ class Agent:
         # the hooks move to these modules alone (TorchHooks.narrow).
         self._outermost: weakref.WeakSet = weakref.WeakSet()
         self._steps_when_widened = 0
+        self._narrowed_to: list[Any] | None = None  # the modules hooked when paused
         self._device_known = False
         self.rank: dict[str, Any] | None = None  # the header's rank fields, in a distributed job
         # Nesting of forward, backward and step calls, kept from the start: a claim happens
@@ -124,7 +125,7 @@ class Agent:
     def _forked(self) -> None:
         # A forked DataLoader worker (or any fork) inherits this object: it must not record.
         # Only a flag here: a fork handler runs with one thread, and must do little.
-        if self.state in (AgentState.IDLE, AgentState.RECORDING):
+        if self.state in (AgentState.IDLE, AgentState.RECORDING, AgentState.PAUSED):
             self.state = AgentState.OFF
 
     def _switch_off(self) -> None:
@@ -202,7 +203,7 @@ class Agent:
         return self.overrides.summary(loaders_seen=bool(self.overrides.loaders))
 
     def _finish(self, status: str) -> None:
-        if self.state is not AgentState.RECORDING:
+        if self.state not in (AgentState.RECORDING, AgentState.PAUSED):
             return
         rec = self.recorder
         rec.finish()
@@ -260,6 +261,33 @@ class Agent:
         self.state = AgentState.STOOD_DOWN
         api_probe.add_listener(_SettingsNotes(api_probe, self))
 
+    def pause(self) -> None:
+        """Switch measuring off between batches: the batch under way is recorded now, as
+        the loop's next request for data would have, and the hooks come off until resume().
+        The overhead benchmark alternates paused and measured batches in one loop, so that
+        the machine's drift cancels between neighbours."""
+        if not self.recording or not self._between_calls():
+            return
+        self._narrow_if_learnt()
+        self.close_batch()
+        self._narrowed_to = list(self._outermost) if self.hooks.narrowed else None
+        self.hooks.remove_measuring()
+        self.state = AgentState.PAUSED
+
+    def close_batch(self) -> None:
+        """Record the batch under way now, if anything happened in it (between calls only)."""
+        if self.recording and self._between_calls():
+            self.recorder.ledger_pause()
+
+    def resume(self) -> None:
+        """Measuring on again, with the forward hooks where they were."""
+        if self.state is not AgentState.PAUSED:
+            return
+        self.hooks.install_measuring()
+        if self._narrowed_to is not None:
+            self.hooks.narrow(self._narrowed_to)
+        self.state = AgentState.RECORDING
+
     def mark_epoch(self) -> None:
         if self.recording:
             self.recorder.mark()
@@ -288,6 +316,8 @@ class Agent:
     def next_item(self, loader_pass: LoaderPass, iterator: Any) -> Any:
         if not self.recording or loader_pass.ended:
             return next(iterator)
+        if not self.hooks.narrowed:
+            self._narrow_if_learnt()
         rec = self.recorder
         if rec.item_requested(loader_pass):
             raise StopIteration  # max_batches from outside: the loop sees the loader run out
@@ -380,6 +410,13 @@ class Agent:
             self._outermost = weakref.WeakSet()
             self._steps_when_widened = self.recorder.steps
 
+    def _narrow_if_learnt(self) -> None:
+        """A whole step has passed since the hooks went on every module: move them to the
+        outermost modules it showed. Asked when the loop requests the next batch (so that
+        the second batch of a pass runs narrowed) and at each step (loops with no loader)."""
+        if not self.hooks.narrowed and self.recorder.steps > self._steps_when_widened and self._between_calls():
+            self.hooks.narrow(list(self._outermost))
+
     def collective_waited(self, seconds: float) -> None:
         """Time blocked in a collective (dcnprobe.attach.collectives), on the training thread."""
         if seconds > 0 and self.recording:
@@ -393,8 +430,7 @@ class Agent:
             return None
         if not self._device_known:
             self._learn_device(optimizer)
-        if not self.hooks.narrowed and self.recorder.steps > self._steps_when_widened and self._between_calls():
-            self.hooks.narrow(list(self._outermost))
+        self._narrow_if_learnt()
         self.recorder.step_began()
         return with_timed_closure(self.phases, args, kwargs)  # torch steps with what this returns
 

@@ -3,7 +3,8 @@
     AgentState  whether this process records: IDLE until the first training event claims
                 the run, then RECORDING; OFF in a process that must not record (a forked
                 worker, a process that lost the claim); STOOD_DOWN when the script has a
-                Probe of its own.
+                Probe of its own; PAUSED between batches while measuring is switched off
+                (Agent.pause: the overhead benchmark's bare batches).
     EpochMode   where epochs come from (the header's `boundaries.epoch`): one pass over
                 the training DataLoader, every N optimizer steps, or the script's
                 dcnprobe.mark_epoch() calls. dcnprobe.attach.epochs has one strategy per mode.
@@ -25,6 +26,7 @@ class AgentState(Enum):
     RECORDING = "recording"
     STOOD_DOWN = "stood-down"
     OFF = "off"
+    PAUSED = "paused"
 
 
 class EpochMode(Enum):
