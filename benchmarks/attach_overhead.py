@@ -42,9 +42,9 @@ BATCH_SIZE = 1024
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "per_sample_loop.py"
 # (epochs, batches per epoch) per profile and loop: short epochs, so that the sides
 # alternate often and the machine's drift hits both alike.
-SIZES = {"trainer": {"quick": (16, 10), "full": (64, 10)},
-         "example": {"quick": (40, 20), "full": (200, 20)},
-         "modules": {"quick": (16, 10), "full": (64, 10)}}
+SIZES = {"trainer": {"quick": (8, 22), "full": (60, 42)},
+         "example": {"quick": (16, 22), "full": (120, 42)},
+         "modules": {"quick": (8, 22), "full": (60, 42)}}
 
 
 def run(profile: str) -> dict[str, Any]:

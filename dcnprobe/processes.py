@@ -99,9 +99,10 @@ class ProcessReader:
         self._job_handles = {proc.pid: proc for proc in found}
         return found
 
-    def worker_pids(self) -> list[int]:
+    def worker_pids(self, children: list[int] | None = None) -> list[int]:
+        """children: this process's child pids, when just read (the sampler reads them once a tick)."""
         pids = []
-        for pid in self._child_pids():
+        for pid in self.child_pids() if children is None else children:
             if pid in _HELPERS:
                 continue
             proc = self.handle(pid)
@@ -109,13 +110,13 @@ class ProcessReader:
                 pids.append(pid)
         return sorted(pids)
 
-    def _child_pids(self) -> list[int]:
+    def child_pids(self) -> list[int]:
         return _children_of(self.me)
 
-    def helper_cpu(self) -> dict[int, float]:
+    def helper_cpu(self, children: list[int] | None = None) -> dict[int, float]:
         """CPU seconds so far of each of this process's own helpers alive now (run_helper)."""
         found = {}
-        for pid in self._child_pids():
+        for pid in self.child_pids() if children is None else children:
             if pid in _HELPERS and (proc := self.handle(pid)) is not None:
                 with contextlib.suppress(psutil.Error):
                     cpu = proc.cpu_times()
@@ -149,6 +150,17 @@ class ProcessReader:
     def stats(self, pid: int, with_uss: bool) -> dict[str, Any] | None:
         """rss, uss (or None), threads, CPU seconds, involuntary switches, open file
         descriptors (None where the platform has no count), page faults."""
+        if _IS_LINUX:
+            stats = _proc_stats(pid)
+            if stats is None:
+                return None
+            if stats:
+                if with_uss:
+                    proc = self.handle(pid)
+                    stats["uss"] = getattr(_safe(proc.memory_full_info) if proc else None, "uss", None)
+                else:
+                    stats["uss"] = None
+                return stats
         proc = self.handle(pid)
         if proc is None:
             return None
@@ -173,6 +185,41 @@ class ProcessReader:
         except psutil.Error:
             return None
         return stats
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def _proc_stats(pid: int) -> dict[str, Any] | None:
+    """The sampler's per-tick figures from /proc/PID/stat and status read directly (man 5
+    proc): a third of what psutil's five reads cost, which the sampler pays every tick for
+    every process. None: the process is gone; {}: not readable here (psutil instead)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        with open(f"/proc/{pid}/status", "rb") as f:
+            status = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    except OSError:
+        return {}
+    try:
+        fds: int | None = len(os.listdir(f"/proc/{pid}/fd"))
+    except FileNotFoundError:
+        return None
+    except OSError:
+        fds = None
+    try:
+        # Fields after the ')' that closes the command name; field N of the man page is
+        # at N - 3: minflt 10, majflt 12, utime 14, stime 15, cutime 16, cstime 17,
+        # num_threads 20, rss 24 (pages).
+        f = stat.rsplit(b")", 1)[1].split()
+        involuntary = int(status.split(b"nonvoluntary_ctxt_switches:", 1)[1].split(None, 1)[0])
+        return {"rss": int(f[21]) * _PAGE_SIZE, "threads": int(f[17]), "cpu_user": int(f[11]) / _CLOCK_TICKS,
+                "cpu_system": int(f[12]) / _CLOCK_TICKS, "cpu_children": (int(f[13]) + int(f[14])) / _CLOCK_TICKS,
+                "ctx_involuntary": involuntary, "fds": fds, "minflt": int(f[7]), "majflt": int(f[9])}
+    except (IndexError, ValueError):
+        return {}
 
 
 def _children_of(proc: psutil.Process) -> list[int]:

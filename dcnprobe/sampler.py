@@ -4,7 +4,9 @@ the machine's busy CPU time (for other processes' load) and the CPU clock freque
 
 It runs in a daemon thread and emits flat dict records (see dcnprobe.records). RSS is
 read every tick; USS, which costs the kernel a page-table walk (about 10 ms for a process
-mapping the 2.1 M-row store), every `uss_every` ticks (4 s by default).
+mapping the 2.1 M-row store, 14 ms for one with torch and a 64 MB tensor), every
+`uss_every` ticks (4 s by default), and for each process no more often than keeps its
+walks within USS_CPU_SHARE of a core: a process whose walk took 14 ms is walked every 14 s.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dcnprobe.processes import ProcessReader, cpu_frequency_mhz, system_memory
 
 DEFAULT_INTERVAL = 0.5
 DEFAULT_USS_EVERY = 8
+USS_CPU_SHARE = 0.001  # of one core, per process: what the sampler's USS walks may cost
 
 
 class MemorySampler:
@@ -38,12 +41,14 @@ class MemorySampler:
         live_tensors: bool = False,
         reader: ProcessReader | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        cpu_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         if interval <= 0:
             raise ValueError("sample interval must be positive")
         self.emit, self.interval, self.uss_every = emit, interval, max(1, uss_every)
         self.device_memory, self.context, self.gc_watch = device_memory, context, gc_watch
-        self.live_tensors, self.clock = live_tensors, clock
+        self.live_tensors, self.clock, self.cpu_clock = live_tensors, clock, cpu_clock
+        self._uss_next: dict[int, float] = {}  # pid -> when its USS may be read again (the budget)
         self.reader = reader or ProcessReader()
         self.worker_pids: list[int] = []
         self._helper_cpu: dict[int, float] = {}  # the probe's own helpers alive at the last sample
@@ -52,20 +57,23 @@ class MemorySampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def sample(self, with_uss: bool = True) -> dict[str, Any]:
+    def sample(self, with_uss: bool = True, budgeted: bool = False) -> dict[str, Any]:
+        """One record. budgeted: USS only for processes within their USS budget (the
+        thread's ticks); otherwise for all when with_uss (the run's last sample)."""
         reader = self.reader
         # The workers first, then the loop's position: a worker started for the next epoch
         # then always carries that epoch. The other way round, the slow reads in between
         # (USS walks page tables) let a new epoch's workers be filed under the last epoch.
-        pids = reader.worker_pids()
+        children = reader.child_pids()
+        pids = reader.worker_pids(children)
         record: dict[str, Any] = {"t": self.clock(), **self.context()}
-        main = reader.stats(reader.pid, with_uss) or {}
+        main = self._stats(reader.pid, with_uss, budgeted) or {}
         record.update({f"main_{k}": v for k, v in main.items()})
         record.update(system_memory())
         # Machine-wide busy CPU-seconds: less our own CPU (main + workers, below), the
         # analysis gets the load of other processes, so that contention is not blamed on code.
         record["machine_busy_s"] = machine_busy_seconds()
-        record.update(self._helpers())
+        record.update(self._helpers(children))
         if reader.job_root is not None:  # a rank: its sibling ranks' CPU is the job's
             record["job_cpu_s"] = reader.job_cpu_seconds()
         record["cpu_freq_mhz"] = cpu_frequency_mhz()
@@ -79,21 +87,32 @@ class MemorySampler:
         if self.live_tensors:
             record["live_tensors"] = _count_tensors()
         reader.forget_others(pids)
+        self._uss_next = {pid: due for pid, due in self._uss_next.items() if pid in pids or pid == reader.pid}
         self.worker_pids = pids
         workers = []
         for pid in pids:
-            stats = reader.stats(pid, with_uss)
+            stats = self._stats(pid, with_uss, budgeted)
             if stats is not None:
                 workers.append({"pid": pid, **stats})
         record["workers"] = workers
         return record
 
-    def _helpers(self) -> dict[str, float]:
+    def _stats(self, pid: int, with_uss: bool, budgeted: bool) -> dict[str, Any] | None:
+        if with_uss and budgeted and self.clock() < self._uss_next.get(pid, -1.0):
+            with_uss = False
+        if not with_uss:
+            return self.reader.stats(pid, False)
+        began, cpu_began = self.clock(), self.cpu_clock()
+        stats = self.reader.stats(pid, True)
+        self._uss_next[pid] = began + (self.cpu_clock() - cpu_began) / USS_CPU_SHARE
+        return stats
+
+    def _helpers(self, children: list[int]) -> dict[str, float]:
         """The probe's own helper processes (the early warning's analysis): their CPU is the
         run's, not outside load, while they run, though not DataLoader workers'. Two rising
         counters: all of it (live helpers now, ended ones as last seen), and the ended part,
         which the reaped-children figure repeats once they are reaped."""
-        live = self.reader.helper_cpu()
+        live = self.reader.helper_cpu(children)
         self._helpers_ended += sum(cpu for pid, cpu in self._helper_cpu.items() if pid not in live)
         self._helper_cpu = live
         return {"helpers_cpu_s": self._helpers_ended + sum(live.values()), "helpers_ended_cpu_s": self._helpers_ended}
@@ -114,7 +133,7 @@ class MemorySampler:
         while not self._stop.wait(self.interval):
             self._ticks += 1
             try:
-                self.emit(self.sample(with_uss=self._ticks % self.uss_every == 0))
+                self.emit(self.sample(with_uss=self._ticks % self.uss_every == 0, budgeted=True))
             except Exception as exc:  # a sampling failure must never kill the training run
                 self.emit({"t": self.clock(), "sampler_error": f"{type(exc).__name__}: {exc}", "workers": []})
 

@@ -40,6 +40,7 @@ BOOTSTRAP_SAMPLES = 1000
 MAX_SAMPLE = 1024  # batches per side given to the bootstrap: bounds a check's cost on huge epochs
 DEFAULT_TIME_FACTOR = 2.0
 HEALTHY_AFTER = 0.5  # share of the last epoch run before it may be called clearly healthy
+SUM_EVERY = 64  # batches whose phases are added to the running sums at once
 # Every phase a batch record may carry: the optional collective wait (distributed runs) too.
 PHASE_NAMES = (*(name for name in BATCH_TIMES if name not in ("other", "total")), COLLECTIVE, "other")
 
@@ -86,6 +87,9 @@ class SlowdownMonitor:
         self.totals: dict[int, list[float]] = {}
         self.arrived: dict[int, float] = {}  # clock time at which each epoch's first batch began
         self.phase_sums: dict[int, dict[str, float]] = {}
+        # Batches whose phases are not yet in phase_sums: added up in bulk (a loop over the
+        # phases for every batch costs the training thread more than the rest of add()).
+        self._unsummed: list[tuple[int, Mapping[str, Any]]] = []
         self.epoch1_s: float | None = None
         self.last_epoch = 0
         self.last: Evidence | None = None  # the latest ratio computed, slow or not
@@ -114,12 +118,19 @@ class SlowdownMonitor:
                 self._checked_at = 0
         self.totals[epoch].append(total)
         if phases is not None:
+            self._unsummed.append((epoch, phases))
+            if len(self._unsummed) >= SUM_EVERY:
+                self._sum_phases()
+        self.last_epoch = max(self.last_epoch, epoch)
+
+    def _sum_phases(self) -> None:
+        for epoch, phases in self._unsummed:
             sums = self.phase_sums[epoch]
             for name in PHASE_NAMES:
                 value = phases.get(name)
                 if value is not None:
                     sums[name] += value
-        self.last_epoch = max(self.last_epoch, epoch)
+        self._unsummed.clear()
 
     # -- decisions ------------------------------------------------------------------------
 
@@ -203,6 +214,7 @@ class SlowdownMonitor:
         epoch = epoch or self.last_epoch
         if 1 not in self.totals or epoch not in self.totals or epoch == 1:
             return {}
+        self._sum_phases()
         n1, n = len(self.totals[1]), len(self.totals[epoch])
         growth = {name: self.phase_sums[epoch][name] / n - self.phase_sums[1][name] / n1 for name in PHASE_NAMES}
         return dict(sorted(growth.items(), key=lambda item: item[1], reverse=True))

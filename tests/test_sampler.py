@@ -71,13 +71,13 @@ def test_a_worker_started_for_the_next_epoch_is_filed_under_that_epoch():
     child = None
 
     class StartsAWorkerWhenListed(ProcessReader):
-        def worker_pids(self):
+        def child_pids(self):
             nonlocal child
             if child is None:  # the loop enters epoch 2 and starts its worker
                 position["epoch"] = 2
                 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
                 time.sleep(0.2)
-            return super().worker_pids()
+            return super().child_pids()
 
     try:
         record = MemorySampler(lambda record: None, context=lambda: dict(position),
@@ -118,3 +118,69 @@ def test_the_probes_own_helper_is_the_runs_cpu_not_outside_load(tmp_path):
     writer.close()
     epochs = _sampled_epochs(read_run(tmp_path))
     assert {e: round(s.outside_load, 3) for e, s in epochs.items()} == {1: 0.0, 2: 0.0, 3: 0.0}
+
+
+class _CountingReader(ProcessReader):
+    """The real reader of this process, each USS read said to cost `uss_cpu` CPU seconds."""
+
+    def __init__(self, cpu: list[float], uss_cpu: float) -> None:
+        super().__init__()
+        self.cpu, self.uss_cpu, self.uss_reads = cpu, uss_cpu, 0
+
+    def stats(self, pid, with_uss):
+        if with_uss:
+            self.uss_reads += 1
+            self.cpu[0] += self.uss_cpu
+        return super().stats(pid, False)
+
+
+def test_uss_walks_keep_within_their_share_of_a_core():
+    """A process whose USS walk costs 14 ms is walked every 14 s (USS_CPU_SHARE 0.1%), not
+    every 4 s (at the first 4 s tick after 14 s have passed); a cheap walk keeps the tick
+    cadence; the run's last sample reads it anyway."""
+    from dcnprobe import sampler as sampler_module
+
+    now, cpu = [0.0], [0.0]
+    for uss_cpu, expected in ((0.014, [4, 20, 36]), (0.001, [4, 8, 12, 16, 20, 24, 28, 32, 36, 40])):
+        reader = _CountingReader(cpu, uss_cpu)
+        sampler = MemorySampler(lambda record: None, reader=reader, clock=lambda: now[0], cpu_clock=lambda: cpu[0])
+        reads = []
+        for tick in range(1, 81):  # 40 s of 0.5 s ticks, USS due every 8th
+            now[0] = tick * sampler.interval
+            before = reader.uss_reads
+            sampler.sample(with_uss=tick % sampler.uss_every == 0, budgeted=True)
+            if reader.uss_reads > before:
+                reads.append(now[0])
+        assert reads == expected, (uss_cpu, sampler_module.USS_CPU_SHARE)
+        before = reader.uss_reads
+        sampler.sample(with_uss=True)
+        assert reader.uss_reads == before + 1
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_proc_reader_agrees_with_psutil(monkeypatch):
+    """The sampler's direct /proc reads give what psutil gives, for this process and a child."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        time.sleep(0.2)
+        for pid in (ProcessReader().pid, child.pid):
+            direct = ProcessReader().stats(pid, with_uss=True)
+            with monkeypatch.context() as m:
+                m.setattr(processes, "_IS_LINUX", False)
+                through_psutil = ProcessReader().stats(pid, with_uss=True)
+            through_psutil.update(processes.page_faults(psutil.Process(pid)))  # /proc/PID/stat on Linux
+            assert direct.keys() == through_psutil.keys()
+            for key in ("threads", "fds", "majflt"):
+                assert direct[key] == through_psutil[key], key
+            for key in ("rss", "uss"):
+                assert abs(direct[key] - through_psutil[key]) <= 0.05 * through_psutil[key], key
+            for key in ("cpu_user", "cpu_system", "cpu_children"):
+                assert abs(direct[key] - through_psutil[key]) <= 0.05, key
+            assert 0 <= through_psutil["ctx_involuntary"] - direct["ctx_involuntary"] <= 50
+            assert 0 <= through_psutil["minflt"] - direct["minflt"] <= 5000
+        child.kill()
+        child.wait()
+        assert ProcessReader().stats(child.pid, with_uss=False) is None  # gone: None, as psutil's
+    finally:
+        child.kill()
+        child.wait()

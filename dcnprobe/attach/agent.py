@@ -430,7 +430,8 @@ class Agent:
             return None
         if not self._device_known:
             self._learn_device(optimizer)
-        self._narrow_if_learnt()
+        if not self.hooks.narrowed:
+            self._narrow_if_learnt()
         self.recorder.step_began()
         return with_timed_closure(self.phases, args, kwargs)  # torch steps with what this returns
 
