@@ -1,14 +1,18 @@
 """The attach's overhead: a training loop bare and with the probe attached from outside,
-interleaved, as the ratio of median batch times (goal 1.01), judged on its bootstrap
-interval over (attached, bare) epoch pairs as the probe's overhead is.
+batch by batch, as a ratio of batch times (goal 1.01) with a bootstrap interval over
+(measured, bare) batch pairs, plus the sampler thread's CPU share.
 
 The loop runs in a child process started the way `dcnprobe run` starts one (the attach
 site on PYTHONPATH, DCNPROBE_ATTACH set), with no probe of its own (NullProbe), so every
-measurement comes from the attach's hooks. Epochs alternate: in odd ones the agent's
-hooks and sampler are in place, in even ones they are removed, so both sides share one
-process, one model, one allocator state and the same stretch of machine time. The
-stopwatch is the loop's own; each epoch's first batch (validation, loader start-up and
-the switch itself come before it) is dropped. Three loops:
+measurement comes from the attach. Within each pass over the loader, batches alternate
+(bare, measured, measured, bare, ...: _Switch): a measured batch runs with the agent's
+hooks and pays its record, a bare batch with the hooks removed (Agent.pause). Neighbouring
+batches share the machine's state. Alternating whole epochs of 20 batches left the
+machine's drift in the ratio: epochs' median batch times spread 14% here, neighbours
+correlated at only 0.71, so each (attached, bare) epoch pair's ratio scattered by 9%.
+The sampler thread runs on both sides, so its cost cannot show in the ratio: its CPU
+seconds over the run's are added to it, the most it could take if every cycle of it held
+the loop up. The stopwatch is the loop's own. Three loops:
 
     attach_overhead           the built-in trainer, batch 1024 (about 45 ms a batch here)
     attach_overhead_example   examples/per_sample_loop.py's dataset (a `__getitem__` per row

@@ -288,7 +288,7 @@ class Probe:
             "rss": self._rss(),
             # At batch end the step's activations are freed: what glibc still hands out is
             # what the loop keeps. A steadier measure of retention than a mid-step sample.
-            "in_use": self._in_use_at_batch_end(now),
+            "in_use": self._in_use_value if now - self._in_use_read_at < self.sampler.interval else self._read_in_use(now),
             "py_blocks": self._py_blocks,  # as of the latest memory sample
             "gc_s": gc_seconds - self._gc_seconds,
             "gc_gen2": gc_gen2 - self._gc_gen2,
@@ -312,12 +312,12 @@ class Probe:
 
     # -- internals ---------------------------------------------------------------
 
-    def _in_use_at_batch_end(self, now: float) -> int | None:
+    def _read_in_use(self, now: float) -> int | None:
         """mallinfo2 walks every arena's free lists: 2 us in a quiet process, tens of us in
         a training process with many threads and a fragmented heap. So it is read at a batch
-        end at most once per sample interval, and the batches in between carry that reading."""
-        if now - self._in_use_read_at >= self.sampler.interval:
-            self._in_use_value, self._in_use_read_at = self._in_use(), now
+        end at most once per sample interval (end_batch checks), and the batches in between
+        carry that reading."""
+        self._in_use_value, self._in_use_read_at = self._in_use(), now
         return self._in_use_value
 
     @staticmethod

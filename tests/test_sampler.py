@@ -184,3 +184,11 @@ def test_the_proc_reader_agrees_with_psutil(monkeypatch):
     finally:
         child.kill()
         child.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_system_memory_read_directly_agrees_with_psutil():
+    direct = processes._proc_system_memory()
+    vm, swap = psutil.virtual_memory(), psutil.swap_memory()
+    assert abs(direct["sys_available"] - vm.available) <= 0.05 * vm.available
+    assert (direct["swap_used"], direct["swap_in"], direct["swap_out"]) == (swap.used, swap.sin, swap.sout)

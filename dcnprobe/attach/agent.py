@@ -71,6 +71,9 @@ class Agent:
     def __init__(self, config: AttachConfig, clock=time.perf_counter) -> None:
         self.config = config
         self.clock = HeldClock(clock)
+        # The hooks' own readings: never taken while the clock is held (a hold lasts for one
+        # call into the probe), so they read the running clock without asking the hold.
+        self._read = clock
         self.pid = os.getpid()
         self.state = AgentState.IDLE
         self.overrides = Overrides(config.settings)
@@ -92,14 +95,22 @@ class Agent:
         self.rank: dict[str, Any] | None = None  # the header's rank fields, in a distributed job
         # Nesting of forward, backward and step calls, kept from the start: a claim happens
         # only at an outermost call, and the recorder takes these over.
-        self.phases = PhaseSpans(self.clock, lambda phase, seconds: None)
+        self.phases = PhaseSpans(clock, lambda phase, seconds: None)
         clear = self.overrides.wanted.get("cache_clear", "never")
         self.clear_each_epoch = clear == "epoch"
         self.clear_every = int(clear.split(":")[1]) if clear.startswith("every:") else None
 
     @property
-    def recording(self) -> bool:
-        return self.state is AgentState.RECORDING
+    def state(self) -> AgentState:
+        return self._state
+
+    @state.setter
+    def state(self, state: AgentState) -> None:
+        # Two flags the hooks read on every call, kept with the state rather than derived
+        # from it each time: the hooks run between a model's kernels, where every call counts.
+        self._state = state
+        self.recording = state is AgentState.RECORDING
+        self.idle = state is AgentState.IDLE
 
     # -- installation ----------------------------------------------------------------------
 
@@ -305,7 +316,7 @@ class Agent:
     def iterate(self, loader: Any, iterate: Any) -> Any:
         """DataLoader.__iter__, attached."""
         why = self._validation_reason()
-        if self.state is AgentState.IDLE:
+        if self.idle:
             self._claim(CLAIMED_BY_LOADER, loader)
         if not self.recording:
             return iterate(loader)
@@ -322,7 +333,7 @@ class Agent:
         if rec.item_requested(loader_pass):
             raise StopIteration  # max_batches from outside: the loop sees the loader run out
         # A training pass's first wait counts from iter(): where workers are started.
-        began = loader_pass.first_wait_from or self.clock()
+        began = loader_pass.first_wait_from or self._read()
         loader_pass.first_wait_from = None
         try:
             item = next(iterator)
@@ -330,7 +341,7 @@ class Agent:
             if self.recording:
                 rec.pass_exhausted(loader_pass)
             raise
-        rec.item_received(loader_pass, self.clock() - began)
+        rec.item_received(loader_pass, self._read() - began)
         return item
 
     def pass_dropped(self, loader_pass: LoaderPass) -> None:
@@ -362,7 +373,7 @@ class Agent:
         if learning:
             self._outermost.add(module)
             self.hooks.collectives.adopt(module)  # a DDP module: its gradient all-reduce, timed
-        if self.state is AgentState.IDLE and not phases.step_depth and module.training and grad:
+        if self.idle and not phases.step_depth and module.training and grad:
             self._claim("forward")
         if not self.recording:
             phases.forward_begin(timed=False)
@@ -382,7 +393,7 @@ class Agent:
             phases.forward_end()
 
     def backward_starting(self) -> None:
-        if self.state is AgentState.IDLE and not (self.phases.backward_depth or self.phases.step_depth):
+        if self.idle and not (self.phases.backward_depth or self.phases.step_depth):
             self._claim("backward")
         if self.recording:
             self.recorder.backward_began()
@@ -391,7 +402,9 @@ class Agent:
 
     def backward_ended(self) -> None:
         if self.phases.backward_depth == 1:  # the outermost: DDP waited for its buckets here
-            self.collective_waited(self.hooks.collectives.backward_wait())
+            waited = self.hooks.collectives.backward_wait()
+            if waited:
+                self.collective_waited(waited)
         if self.recording:
             self.recorder.backward_ended()
         else:
@@ -423,7 +436,7 @@ class Agent:
             self.phases.collective(seconds)
 
     def step_starting(self, optimizer: Any, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
-        if self.state is AgentState.IDLE and not self.phases.step_depth:
+        if self.idle and not self.phases.step_depth:
             self._claim("optimizer-step")
         if not self.recording:
             self.phases.step_begin()

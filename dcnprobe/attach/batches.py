@@ -29,15 +29,18 @@ class BatchLedger:
 
     @property
     def open(self) -> bool:
-        return self.timer.in_batch
+        return self.timer._start is not None  # timer.in_batch, a call less: read at every hook
 
     @property
     def stepped(self) -> bool:
         return self.steps > 0
 
     def begin(self, at: float | None = None) -> None:
-        with self.clock.held_at(at):
+        if at is None:  # every batch: no hold to set up
             self.timer.begin()
+        else:
+            with self.clock.held_at(at):
+                self.timer.begin()
         self.items, self.steps, self.worked = 0, 0, False
 
     def item(self, waited: float) -> None:
@@ -47,14 +50,17 @@ class BatchLedger:
     def work_done(self, now: float, step: bool) -> None:
         """A backward or (step=True) an optimizer step ended."""
         self.last_work_at = now
-        if self.open:
+        if self.timer._start is not None:  # open
             self.worked = True
             self.steps += step
 
     def close(self, at: float | None = None) -> None:
         """Record the batch, as of `at` if given (its last work, learnt later)."""
-        with self.clock.held_at(at):
+        if at is None:
             self.probe.end_batch(loader_batches=self.items, optimizer_steps=self.steps)
+        else:
+            with self.clock.held_at(at):
+                self.probe.end_batch(loader_batches=self.items, optimizer_steps=self.steps)
         self.items, self.steps, self.worked = 0, 0, False
 
     def drop(self) -> None:

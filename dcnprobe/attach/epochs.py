@@ -82,9 +82,6 @@ class EpochStrategy:
     def training_work(self, what: str) -> None:
         """A forward in train mode with gradients, a backward or an optimizer step begins."""
 
-    def work_done(self) -> None:
-        """A backward or an optimizer step ended."""
-
     def mark(self) -> None:
         pass
 

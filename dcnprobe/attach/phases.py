@@ -117,13 +117,11 @@ class PhaseSpans:
         if began is None:
             return None
         now = self.clock()
-        self._spent(phase, now - began - waited)
-        return now
-
-    def _spent(self, phase: str, seconds: float) -> None:
+        seconds = now - began - waited
         self.add(phase, seconds)
         if self.step_depth and not self.closure_depth:  # a closure's time is taken whole
             self._inside_step += seconds
+        return now
 
 
 def with_timed_closure(spans: PhaseSpans, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:

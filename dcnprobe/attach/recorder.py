@@ -92,7 +92,7 @@ class Recorder:
 
     def item_requested(self, p: LoaderPass) -> bool:
         """True: the pass is cut here (max_batches); the loop is told the loader ran out."""
-        if p.kind is not PassKind.VALIDATION:
+        if self.validations and p.kind is not PassKind.VALIDATION:
             self.end_validations()  # back to training
         return self.epochs.item_requested(p)
 
@@ -223,7 +223,7 @@ class Recorder:
         top = self.epochs.top
         if not training and top is not None and not self.validations:
             top.eval_forwards += 1  # counted against the top pass; said only if it trained
-        if training and not self.phases.in_step:
+        if training and not self.phases.step_depth:
             self.epochs.training_work("forward")
 
     def forward_ended(self) -> None:
@@ -233,7 +233,8 @@ class Recorder:
 
     def backward_began(self) -> None:
         if self.phases.backward_begin():
-            self.end_validations()
+            if self.validations:
+                self.end_validations()
             self.epochs.training_work("backward")
 
     def backward_ended(self) -> None:
@@ -244,7 +245,8 @@ class Recorder:
     def step_began(self) -> None:
         self._counted_inside.append(False)
         if self.phases.step_begin():
-            self.end_validations()
+            if self.validations:
+                self.end_validations()
             self.epochs.training_work("step")
 
     def step_ended(self, counts: bool) -> None:
@@ -274,7 +276,6 @@ class Recorder:
         top = self.epochs.top
         if top is not None:
             top.worked_since_item = True
-        self.epochs.work_done()
 
     # -- notes ------------------------------------------------------------------------------------------
 
