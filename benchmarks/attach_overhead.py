@@ -26,6 +26,7 @@ the loop up. The stopwatch is the loop's own. Three loops:
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -95,6 +96,7 @@ def _measure(loop: str, profile: str) -> dict[str, Any]:
     result["value"] = hooks + share
     result["interval"] = [end + share for end in result["interval"]]
     result["detail"].update(loop=loop, epochs=epochs, pairs=len(pairs), hooks_ratio=hooks, sampler_cpu_share=share,
+                            sampler_user_fraction=times["sampler_user_fraction"],
                             recorded_batches=times["recorded_batches"])
     return result
 
@@ -163,12 +165,25 @@ class _Switch:
         thread = self.agent.probe.sampler._thread
         return time.clock_gettime(time.pthread_getcpuclockid(thread.ident)) if thread is not None else 0.0
 
+    def _sampler_user_seconds(self) -> float | None:
+        """The sampler thread's CPU in user mode over its life (Linux): the part of it that
+        runs Python, holding the GIL; the rest is the kernel's work on /proc reads."""
+        thread = self.agent.probe.sampler._thread
+        try:
+            with open(f"/proc/self/task/{thread.native_id}/stat", "rb") as f:
+                return int(f.read().rsplit(b")", 1)[1].split()[11]) / os.sysconf("SC_CLK_TCK")
+        except (AttributeError, OSError, IndexError, ValueError):
+            return None
+
     def report(self) -> None:
         recorded = self.agent.probe.step if self.agent.probe is not None else 0
         began_cpu, began = self._sampler_cpu or (0.0, time.perf_counter())
-        share = (self._sampler_seconds() - began_cpu) / max(time.perf_counter() - began, 1e-9)
-        print(RESULT_PREFIX + json.dumps({"pairs": self.pairs, "recorded_batches": recorded,
-                                          "sampler_cpu_share": share}), flush=True)
+        cpu = self._sampler_seconds()
+        user = self._sampler_user_seconds()
+        share = (cpu - began_cpu) / max(time.perf_counter() - began, 1e-9)
+        print(RESULT_PREFIX + json.dumps({"pairs": self.pairs, "recorded_batches": recorded, "sampler_cpu_share": share,
+                                          "sampler_user_fraction": user / cpu if user is not None and cpu else None}),
+              flush=True)
 
 
 def _trainer_child(epochs: int, batches: int) -> None:
