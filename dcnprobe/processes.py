@@ -54,6 +54,7 @@ class ProcessReader:
         # their workers) are the job's own load on this machine, not someone else's.
         self.job_root: int | None = None
         self._job_handles: dict[int, psutil.Process] = {}
+        self._forking_tids: set[int] = {self.pid}  # threads seen with children (child_pids)
 
     def job_cpu_seconds(self) -> float | None:
         """CPU seconds of the job's other processes: the launcher's tree less this
@@ -110,14 +111,31 @@ class ProcessReader:
                 pids.append(pid)
         return sorted(pids)
 
-    def child_pids(self) -> list[int]:
-        return _children_of(self.me)
+    def child_pids(self, full: bool = True) -> list[int]:
+        """This process's children. full=False (Linux): only the children of threads seen
+        forking before and of the main thread (where DataLoader workers are started): an
+        open and a read per thread is the dearest part of a sample, and a process has many
+        threads that never fork. The sampler scans all of them every few ticks."""
+        if not _IS_LINUX or full:
+            pids, forking = _children_by_thread(self.me)
+            self._forking_tids |= forking
+            return pids
+        pids = []
+        for tid in list(self._forking_tids):
+            try:
+                with open(f"/proc/{self.pid}/task/{tid}/children", "rb") as f:
+                    pids += [int(p) for p in f.read().split()]
+            except OSError:
+                if tid != self.pid:
+                    self._forking_tids.discard(tid)  # the thread has ended
+        return pids
 
-    def helper_cpu(self, children: list[int] | None = None) -> dict[int, float]:
-        """CPU seconds so far of each of this process's own helpers alive now (run_helper)."""
+    def helper_cpu(self) -> dict[int, float]:
+        """CPU seconds so far of each of this process's own helpers alive now (run_helper
+        knows their pids: no look at the children needed)."""
         found = {}
-        for pid in self.child_pids() if children is None else children:
-            if pid in _HELPERS and (proc := self.handle(pid)) is not None:
+        for pid in list(_HELPERS):
+            if (proc := self.handle(pid)) is not None:
                 with contextlib.suppress(psutil.Error):
                     cpu = proc.cpu_times()
                     found[pid] = cpu.user + cpu.system
@@ -223,18 +241,27 @@ def _proc_stats(pid: int) -> dict[str, Any] | None:
 
 
 def _children_of(proc: psutil.Process) -> list[int]:
-    """Linux lists each thread's children in /proc: 30 us, where psutil scans every
-    process on the machine (over a millisecond). Elsewhere, psutil."""
+    return _children_by_thread(proc)[0]
+
+
+def _children_by_thread(proc: psutil.Process) -> tuple[list[int], set[int]]:
+    """A process's children, and the threads that started them. Linux lists each thread's
+    children in /proc: 30 us, where psutil scans every process on the machine (over a
+    millisecond). Elsewhere, psutil (and no threads)."""
     if _IS_LINUX:
         try:
             pids: list[int] = []
+            forking: set[int] = set()
             for tid in os.listdir(f"/proc/{proc.pid}/task"):
-                with open(f"/proc/{proc.pid}/task/{tid}/children") as f:
-                    pids += [int(p) for p in f.read().split()]
-            return pids
+                with open(f"/proc/{proc.pid}/task/{tid}/children", "rb") as f:
+                    found = f.read().split()
+                if found:
+                    pids += [int(p) for p in found]
+                    forking.add(int(tid))
+            return pids, forking
         except OSError:
             pass
-    return [child.pid for child in _safe(proc.children, default=[])]
+    return [child.pid for child in _safe(proc.children, default=[])], set()
 
 
 class RssReader:

@@ -25,6 +25,7 @@ from dcnprobe.processes import ProcessReader, cpu_frequency_mhz, system_memory
 
 DEFAULT_INTERVAL = 0.5
 DEFAULT_USS_EVERY = 8
+FULL_SCAN_EVERY = 8  # ticks between looks at every thread's children (ProcessReader.child_pids)
 USS_CPU_SHARE = 0.001  # of one core, per process: what the sampler's USS walks may cost
 
 
@@ -57,23 +58,26 @@ class MemorySampler:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
-    def sample(self, with_uss: bool = True, budgeted: bool = False) -> dict[str, Any]:
-        """One record. budgeted: USS only for processes within their USS budget (the
-        thread's ticks); otherwise for all when with_uss (the run's last sample)."""
+    def sample(self, with_uss: bool = True, periodic: bool = False) -> dict[str, Any]:
+        """One record. periodic (the thread's ticks): USS only for processes within their
+        USS budget, every thread's children only every FULL_SCAN_EVERY ticks; otherwise
+        (the run's last sample) USS for all when with_uss, and every thread looked at."""
         reader = self.reader
         # The workers first, then the loop's position: a worker started for the next epoch
         # then always carries that epoch. The other way round, the slow reads in between
         # (USS walks page tables) let a new epoch's workers be filed under the last epoch.
-        children = reader.child_pids()
+        # Every thread's children every FULL_SCAN_EVERY ticks, and on a call from outside
+        # the thread (the run's last sample); in between, the threads known to fork.
+        children = reader.child_pids(full=not periodic or self._ticks % FULL_SCAN_EVERY == 0)
         pids = reader.worker_pids(children)
         record: dict[str, Any] = {"t": self.clock(), **self.context()}
-        main = self._stats(reader.pid, with_uss, budgeted) or {}
+        main = self._stats(reader.pid, with_uss, periodic) or {}
         record.update({f"main_{k}": v for k, v in main.items()})
         record.update(system_memory())
         # Machine-wide busy CPU-seconds: less our own CPU (main + workers, below), the
         # analysis gets the load of other processes, so that contention is not blamed on code.
         record["machine_busy_s"] = machine_busy_seconds()
-        record.update(self._helpers(children))
+        record.update(self._helpers())
         if reader.job_root is not None:  # a rank: its sibling ranks' CPU is the job's
             record["job_cpu_s"] = reader.job_cpu_seconds()
         record["cpu_freq_mhz"] = cpu_frequency_mhz()
@@ -91,14 +95,14 @@ class MemorySampler:
         self.worker_pids = pids
         workers = []
         for pid in pids:
-            stats = self._stats(pid, with_uss, budgeted)
+            stats = self._stats(pid, with_uss, periodic)
             if stats is not None:
                 workers.append({"pid": pid, **stats})
         record["workers"] = workers
         return record
 
-    def _stats(self, pid: int, with_uss: bool, budgeted: bool) -> dict[str, Any] | None:
-        if with_uss and budgeted and self.clock() < self._uss_next.get(pid, -1.0):
+    def _stats(self, pid: int, with_uss: bool, periodic: bool) -> dict[str, Any] | None:
+        if with_uss and periodic and self.clock() < self._uss_next.get(pid, -1.0):
             with_uss = False
         if not with_uss:
             return self.reader.stats(pid, False)
@@ -107,12 +111,12 @@ class MemorySampler:
         self._uss_next[pid] = began + (self.cpu_clock() - cpu_began) / USS_CPU_SHARE
         return stats
 
-    def _helpers(self, children: list[int]) -> dict[str, float]:
+    def _helpers(self) -> dict[str, float]:
         """The probe's own helper processes (the early warning's analysis): their CPU is the
         run's, not outside load, while they run, though not DataLoader workers'. Two rising
         counters: all of it (live helpers now, ended ones as last seen), and the ended part,
         which the reaped-children figure repeats once they are reaped."""
-        live = self.reader.helper_cpu(children)
+        live = self.reader.helper_cpu()
         self._helpers_ended += sum(cpu for pid, cpu in self._helper_cpu.items() if pid not in live)
         self._helper_cpu = live
         return {"helpers_cpu_s": self._helpers_ended + sum(live.values()), "helpers_ended_cpu_s": self._helpers_ended}
@@ -133,7 +137,7 @@ class MemorySampler:
         while not self._stop.wait(self.interval):
             self._ticks += 1
             try:
-                self.emit(self.sample(with_uss=self._ticks % self.uss_every == 0, budgeted=True))
+                self.emit(self.sample(with_uss=self._ticks % self.uss_every == 0, periodic=True))
             except Exception as exc:  # a sampling failure must never kill the training run
                 self.emit({"t": self.clock(), "sampler_error": f"{type(exc).__name__}: {exc}", "workers": []})
 

@@ -71,13 +71,13 @@ def test_a_worker_started_for_the_next_epoch_is_filed_under_that_epoch():
     child = None
 
     class StartsAWorkerWhenListed(ProcessReader):
-        def child_pids(self):
+        def child_pids(self, full=True):
             nonlocal child
             if child is None:  # the loop enters epoch 2 and starts its worker
                 position["epoch"] = 2
                 child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
                 time.sleep(0.2)
-            return super().child_pids()
+            return super().child_pids(full)
 
     try:
         record = MemorySampler(lambda record: None, context=lambda: dict(position),
@@ -148,7 +148,7 @@ def test_uss_walks_keep_within_their_share_of_a_core():
         for tick in range(1, 81):  # 40 s of 0.5 s ticks, USS due every 8th
             now[0] = tick * sampler.interval
             before = reader.uss_reads
-            sampler.sample(with_uss=tick % sampler.uss_every == 0, budgeted=True)
+            sampler.sample(with_uss=tick % sampler.uss_every == 0, periodic=True)
             if reader.uss_reads > before:
                 reads.append(now[0])
         assert reads == expected, (uss_cpu, sampler_module.USS_CPU_SHARE)
@@ -192,3 +192,36 @@ def test_system_memory_read_directly_agrees_with_psutil():
     vm, swap = psutil.virtual_memory(), psutil.swap_memory()
     assert abs(direct["sys_available"] - vm.available) <= 0.05 * vm.available
     assert (direct["swap_used"], direct["swap_in"], direct["swap_out"]) == (swap.used, swap.sin, swap.sout)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_children_of_other_threads_are_found_by_the_full_look_and_kept_after():
+    """Between full looks the reader reads only the main thread's children and those of
+    threads seen forking: a child started from another thread shows at the next full look,
+    and from then on at every look."""
+    import threading
+
+    reader = ProcessReader()
+    started, stop, box = threading.Event(), threading.Event(), {}
+
+    def start_a_child():
+        box["child"] = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+        started.set()
+        stop.wait(30)
+
+    thread = threading.Thread(target=start_a_child)
+    thread.start()
+    started.wait(10)
+    from_main = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        from_thread = box["child"].pid
+        partial = reader.child_pids(full=False)
+        assert from_main.pid in partial and from_thread not in partial
+        assert {from_main.pid, from_thread} <= set(reader.child_pids(full=True))
+        assert {from_main.pid, from_thread} <= set(reader.child_pids(full=False))
+    finally:
+        for child in (from_main, box["child"]):
+            child.kill()
+            child.wait()
+        stop.set()
+        thread.join()
