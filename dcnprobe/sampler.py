@@ -5,8 +5,10 @@ the machine's busy CPU time (for other processes' load) and the CPU clock freque
 It runs in a daemon thread and emits flat dict records (see dcnprobe.records). RSS is
 read every tick; USS, which costs the kernel a page-table walk (about 10 ms for a process
 mapping the 2.1 M-row store, 14 ms for one with torch and a 64 MB tensor), every
-`uss_every` ticks (4 s by default), and for each process no more often than keeps its
-walks within USS_CPU_SHARE of a core: a process whose walk took 14 ms is walked every 14 s.
+`uss_every` ticks (4 s by default). The main process's USS is read no more often than
+keeps its walks within USS_CPU_SHARE of a core (a 14 ms walk every 14 s): its memory
+growth is judged on the per-batch RSS and allocator figures first. The workers' USS keeps
+the tick cadence: a forked worker's private growth (copy-on-write) shows in nothing else.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dcnprobe.processes import ProcessReader, cpu_frequency_mhz, system_memory
 DEFAULT_INTERVAL = 0.5
 DEFAULT_USS_EVERY = 8
 FULL_SCAN_EVERY = 8  # ticks between looks at every thread's children (ProcessReader.child_pids)
-USS_CPU_SHARE = 0.001  # of one core, per process: what the sampler's USS walks may cost
+USS_CPU_SHARE = 0.001  # of one core: what the main process's USS walks may cost
 
 
 class MemorySampler:
@@ -49,7 +51,7 @@ class MemorySampler:
         self.emit, self.interval, self.uss_every = emit, interval, max(1, uss_every)
         self.device_memory, self.context, self.gc_watch = device_memory, context, gc_watch
         self.live_tensors, self.clock, self.cpu_clock = live_tensors, clock, cpu_clock
-        self._uss_next: dict[int, float] = {}  # pid -> when its USS may be read again (the budget)
+        self._main_uss_next = -1.0  # when the main process's USS may be read again (the budget)
         self.reader = reader or ProcessReader()
         self.worker_pids: list[int] = []
         self._helper_cpu: dict[int, float] = {}  # the probe's own helpers alive at the last sample
@@ -59,8 +61,8 @@ class MemorySampler:
         self._thread: threading.Thread | None = None
 
     def sample(self, with_uss: bool = True, periodic: bool = False) -> dict[str, Any]:
-        """One record. periodic (the thread's ticks): USS only for processes within their
-        USS budget, every thread's children only every FULL_SCAN_EVERY ticks; otherwise
+        """One record. periodic (the thread's ticks): the main process's USS only within
+        its budget, every thread's children only every FULL_SCAN_EVERY ticks; otherwise
         (the run's last sample) USS for all when with_uss, and every thread looked at."""
         reader = self.reader
         # The workers first, then the loop's position: a worker started for the next epoch
@@ -71,7 +73,7 @@ class MemorySampler:
         children = reader.child_pids(full=not periodic or self._ticks % FULL_SCAN_EVERY == 0)
         pids = reader.worker_pids(children)
         record: dict[str, Any] = {"t": self.clock(), **self.context()}
-        main = self._stats(reader.pid, with_uss, periodic) or {}
+        main = self._main_stats(with_uss, periodic) or {}
         record.update({f"main_{k}": v for k, v in main.items()})
         record.update(system_memory())
         # Machine-wide busy CPU-seconds: less our own CPU (main + workers, below), the
@@ -91,24 +93,24 @@ class MemorySampler:
         if self.live_tensors:
             record["live_tensors"] = _count_tensors()
         reader.forget_others(pids)
-        self._uss_next = {pid: due for pid, due in self._uss_next.items() if pid in pids or pid == reader.pid}
         self.worker_pids = pids
         workers = []
         for pid in pids:
-            stats = self._stats(pid, with_uss, periodic)
+            stats = reader.stats(pid, with_uss)
             if stats is not None:
                 workers.append({"pid": pid, **stats})
         record["workers"] = workers
         return record
 
-    def _stats(self, pid: int, with_uss: bool, periodic: bool) -> dict[str, Any] | None:
-        if with_uss and periodic and self.clock() < self._uss_next.get(pid, -1.0):
+    def _main_stats(self, with_uss: bool, periodic: bool) -> dict[str, Any] | None:
+        pid = self.reader.pid
+        if with_uss and periodic and self.clock() < self._main_uss_next:
             with_uss = False
         if not with_uss:
             return self.reader.stats(pid, False)
         began, cpu_began = self.clock(), self.cpu_clock()
         stats = self.reader.stats(pid, True)
-        self._uss_next[pid] = began + (self.cpu_clock() - cpu_began) / USS_CPU_SHARE
+        self._main_uss_next = began + (self.cpu_clock() - cpu_began) / USS_CPU_SHARE
         return stats
 
     def _helpers(self) -> dict[str, float]:

@@ -125,36 +125,43 @@ class _CountingReader(ProcessReader):
 
     def __init__(self, cpu: list[float], uss_cpu: float) -> None:
         super().__init__()
-        self.cpu, self.uss_cpu, self.uss_reads = cpu, uss_cpu, 0
+        self.cpu, self.uss_cpu, self.uss_reads = cpu, uss_cpu, {}
 
     def stats(self, pid, with_uss):
         if with_uss:
-            self.uss_reads += 1
+            self.uss_reads[pid] = self.uss_reads.get(pid, 0) + 1
             self.cpu[0] += self.uss_cpu
         return super().stats(pid, False)
 
 
-def test_uss_walks_keep_within_their_share_of_a_core():
-    """A process whose USS walk costs 14 ms is walked every 14 s (USS_CPU_SHARE 0.1%), not
-    every 4 s (at the first 4 s tick after 14 s have passed); a cheap walk keeps the tick
-    cadence; the run's last sample reads it anyway."""
-    from dcnprobe import sampler as sampler_module
-
-    now, cpu = [0.0], [0.0]
-    for uss_cpu, expected in ((0.014, [4, 20, 36]), (0.001, [4, 8, 12, 16, 20, 24, 28, 32, 36, 40])):
-        reader = _CountingReader(cpu, uss_cpu)
-        sampler = MemorySampler(lambda record: None, reader=reader, clock=lambda: now[0], cpu_clock=lambda: cpu[0])
-        reads = []
-        for tick in range(1, 81):  # 40 s of 0.5 s ticks, USS due every 8th
-            now[0] = tick * sampler.interval
-            before = reader.uss_reads
-            sampler.sample(with_uss=tick % sampler.uss_every == 0, periodic=True)
-            if reader.uss_reads > before:
-                reads.append(now[0])
-        assert reads == expected, (uss_cpu, sampler_module.USS_CPU_SHARE)
-        before = reader.uss_reads
-        sampler.sample(with_uss=True)
-        assert reader.uss_reads == before + 1
+def test_the_main_process_uss_walks_keep_within_their_share_of_a_core():
+    """A main process whose USS walk costs 14 ms is walked every 14 s (USS_CPU_SHARE 0.1%),
+    not every 4 s (at the first 4 s tick after 14 s have passed); a cheap walk keeps the
+    tick cadence; the run's last sample reads it anyway. A worker's USS, the only sign of
+    its copy-on-write growth, keeps the tick cadence however dear."""
+    worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        now, cpu = [0.0], [0.0]
+        for uss_cpu, expected in ((0.014, [4, 20, 36]), (0.001, [4, 8, 12, 16, 20, 24, 28, 32, 36, 40])):
+            reader = _CountingReader(cpu, uss_cpu)
+            main = reader.pid
+            sampler = MemorySampler(lambda record: None, reader=reader, clock=lambda: now[0], cpu_clock=lambda: cpu[0])
+            main_reads = []
+            for tick in range(1, 81):  # 40 s of 0.5 s ticks, USS due every 8th
+                now[0] = tick * sampler.interval
+                before = reader.uss_reads.get(main, 0)
+                record = sampler.sample(with_uss=tick % sampler.uss_every == 0, periodic=True)
+                if reader.uss_reads.get(main, 0) > before:
+                    main_reads.append(now[0])
+            assert [w["pid"] for w in record["workers"]] == [worker.pid]
+            assert main_reads == expected, uss_cpu
+            assert reader.uss_reads[worker.pid] == 10  # every 4 s
+            before = reader.uss_reads[main]
+            sampler.sample(with_uss=True)
+            assert reader.uss_reads[main] == before + 1
+    finally:
+        worker.kill()
+        worker.wait()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

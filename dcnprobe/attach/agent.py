@@ -297,6 +297,7 @@ class Agent:
         self.hooks.install_measuring()
         if self._narrowed_to is not None:
             self.hooks.narrow(self._narrowed_to)
+            self._narrowed_to = None  # no reference to the script's modules kept
         self.state = AgentState.RECORDING
 
     def mark_epoch(self) -> None:
