@@ -12,7 +12,9 @@ machine's drift in the ratio: epochs' median batch times spread 14% here, neighb
 correlated at only 0.71, so each (attached, bare) epoch pair's ratio scattered by 9%.
 The sampler thread runs on both sides, so its cost cannot show in the ratio: its CPU
 seconds over the run's are added to it, the most it could take if every cycle of it held
-the loop up. The stopwatch is the loop's own. Three loops:
+the loop up. What it does take is measured beside that (`sampler_measured_share`): the
+batches its ticks overlapped against those they did not. The stopwatch is the loop's
+own. Three loops:
 
     attach_overhead           the built-in trainer, batch 1024 (about 45 ms a batch here)
     attach_overhead_example   examples/per_sample_loop.py's dataset (a `__getitem__` per row
@@ -98,8 +100,61 @@ def _measure(loop: str, profile: str) -> dict[str, Any]:
     result["interval"] = [end + share for end in result["interval"]]
     result["detail"].update(loop=loop, epochs=epochs, pairs=len(pairs), hooks_ratio=hooks, sampler_cpu_share=share,
                             sampler_user_fraction=times["sampler_user_fraction"],
-                            recorded_batches=times["recorded_batches"])
+                            recorded_batches=times["recorded_batches"],
+                            **tick_effect(times["timed"][len(times["timed"]) // 20:], times["ticks"]))
     return result
+
+
+def tick_effect(timed: list[list], ticks: list[list], samples: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """What the sampler takes from the loop, measured rather than bounded: batches that a
+    tick overlapped against those it did not, on the same side (ticks fall at random
+    against batches). A longer batch is likelier to be overlapped, whatever the tick
+    costs, so the batches it did not overlap are weighted by how likely they were to be
+    (their length plus a tick's): the median difference, per side, times the overlapped
+    batches of each, over the timed span, with a bootstrap interval."""
+    import numpy as np
+
+    if not timed or not ticks:
+        return {}
+    starts = np.array([t[1] for t in timed])
+    ends = np.array([t[2] for t in timed])
+    sides = np.array([t[0] for t in timed], dtype=bool)
+    ordered = sorted(ticks)
+    tick_began = np.array([t[0] for t in ordered])
+    tick_ended = np.array([t[1] for t in ordered])
+    # A batch overlaps a tick when some tick began before it ended and ended after it began.
+    first_after_end = np.searchsorted(tick_began, ends)
+    latest_end = np.maximum.accumulate(tick_ended)
+    overlapped = (first_after_end > 0) & (latest_end[np.maximum(first_after_end - 1, 0)] > starts)
+    seconds = ends - starts
+    tick_s = float(np.mean(tick_ended - tick_began))
+    groups = [(seconds[(sides == side) & overlapped], seconds[(sides == side) & ~overlapped]) for side in (True, False)]
+    if any(hit.size < 10 or rest.size < 10 for hit, rest in groups):
+        return {}
+    span = float(seconds.sum())
+    rng = np.random.default_rng(seed)
+
+    def share(pick: bool) -> float:
+        extra = 0.0
+        for hit, rest in groups:
+            if pick:
+                hit, rest = rng.choice(hit, hit.size), rng.choice(rest, rest.size)
+            extra += (np.median(hit) - _weighted_median(rest, rest + tick_s)) * hit.size
+        return extra / span
+
+    measured = share(False)
+    spread = np.sort([share(True) for _ in range(samples)])
+    return {"sampler_measured_share": measured,
+            "sampler_measured_interval": [float(spread[int(0.025 * samples)]), float(spread[int(0.975 * samples) - 1])],
+            "sampler_overlapped_batches": int(overlapped.sum())}
+
+
+def _weighted_median(values: Any, weights: Any) -> float:
+    import numpy as np
+
+    order = np.argsort(values)
+    cumulative = np.cumsum(weights[order])
+    return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])
 
 
 # The sides of a pass's timed batches, repeating: bare first, then measured twice, then
@@ -117,7 +172,9 @@ class _Switch:
     modules) and its last (the pass ends recorded) are run measured and not timed.
 
     The sampler thread runs throughout, on both sides alike, so its cost is not in the
-    ratio: its CPU time over the timed span is reported beside it (`sampler_cpu_share`)."""
+    ratio: its CPU time over the timed span is reported beside it (`sampler_cpu_share`),
+    and each tick's span is noted, for what the ticks cost the batches they overlap
+    (`tick_effect`)."""
 
     def __init__(self, batches: int) -> None:
         from dcnprobe.attach import active
@@ -129,6 +186,10 @@ class _Switch:
             raise SystemExit(f"batches per epoch must be 2 + a multiple of {len(PATTERN)}")
         self.batches = batches
         self.pairs: list[tuple[float, float]] = []  # (measured, bare) seconds
+        # Every timed batch (measured, began, ended) and every sampler tick (began, ended):
+        # what a tick costs the batches it overlaps (tick_effect).
+        self.timed: list[tuple[bool, float, float]] = []
+        self.ticks: list[tuple[float, float]] = []
         self._open: dict[bool, float] = {}  # a side's time waiting for the other side's
         self.last = 0.0
         self._sampler_cpu: tuple[float, float] | None = None  # (sampler CPU s, wall s) at the first timed batch
@@ -148,6 +209,8 @@ class _Switch:
         if side is not None:
             if self._sampler_cpu is None:
                 self._sampler_cpu = (self._sampler_seconds(), now)
+                self._watch_ticks()
+            self.timed.append((side, self.last, now))
             other = self._open.pop(not side, None)
             if other is None:
                 self._open[side] = now - self.last
@@ -161,6 +224,25 @@ class _Switch:
 
     def epoch_done(self) -> None:
         self._open.clear()
+
+    def _watch_ticks(self) -> None:
+        """Note when each of the sampler thread's ticks begins and ends (its sample, then
+        its record written: the batch lines waiting are encoded there)."""
+        sampler = self.agent.probe.sampler
+        sample, emit = sampler.sample, sampler.emit
+        began = [0.0]
+
+        def timed_sample(*args, **kwargs):
+            began[0] = time.perf_counter()
+            return sample(*args, **kwargs)
+
+        def timed_emit(record):
+            try:
+                emit(record)
+            finally:
+                self.ticks.append((began[0], time.perf_counter()))
+
+        sampler.sample, sampler.emit = timed_sample, timed_emit
 
     def _sampler_seconds(self) -> float:
         thread = self.agent.probe.sampler._thread
@@ -183,6 +265,7 @@ class _Switch:
         user = self._sampler_user_seconds()
         share = (cpu - began_cpu) / max(time.perf_counter() - began, 1e-9)
         print(RESULT_PREFIX + json.dumps({"pairs": self.pairs, "recorded_batches": recorded, "sampler_cpu_share": share,
+                                          "timed": self.timed, "ticks": self.ticks,
                                           "sampler_user_fraction": user / cpu if user is not None and cpu else None}),
               flush=True)
 
