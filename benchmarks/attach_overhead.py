@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from dcnprobe.benchmarks.timing import paired_ratio
 
 RESULT_PREFIX = "attach-overhead-result "
@@ -112,8 +113,6 @@ def tick_effect(timed: list[list], ticks: list[list], samples: int = 1000, seed:
     costs, so the batches it did not overlap are weighted by how likely they were to be
     (their length plus a tick's): the median difference, per side, times the overlapped
     batches of each, over the timed span, with a bootstrap interval."""
-    import numpy as np
-
     if not timed or not ticks:
         return {}
     starts = np.array([t[1] for t in timed])
@@ -149,9 +148,7 @@ def tick_effect(timed: list[list], ticks: list[list], samples: int = 1000, seed:
             "sampler_overlapped_batches": int(overlapped.sum())}
 
 
-def _weighted_median(values: Any, weights: Any) -> float:
-    import numpy as np
-
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:
     order = np.argsort(values)
     cumulative = np.cumsum(weights[order])
     return float(values[order][np.searchsorted(cumulative, cumulative[-1] / 2)])

@@ -123,8 +123,7 @@ class ProcessReader:
         pids = []
         for tid in list(self._forking_tids):
             try:
-                with open(f"/proc/{self.pid}/task/{tid}/children", "rb") as f:
-                    pids += [int(p) for p in f.read().split()]
+                pids += _thread_children(self.pid, tid)
             except OSError:
                 if tid != self.pid:
                     self._forking_tids.discard(tid)  # the thread has ended
@@ -240,6 +239,12 @@ def _proc_stats(pid: int) -> dict[str, Any] | None:
         return {}
 
 
+def _thread_children(pid: int, tid: int) -> list[int]:
+    """The children one thread of process `pid` started (Linux); OSError if it is gone."""
+    with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+        return [int(p) for p in f.read().split()]
+
+
 def _children_of(proc: psutil.Process) -> list[int]:
     return _children_by_thread(proc)[0]
 
@@ -253,10 +258,9 @@ def _children_by_thread(proc: psutil.Process) -> tuple[list[int], set[int]]:
             pids: list[int] = []
             forking: set[int] = set()
             for tid in os.listdir(f"/proc/{proc.pid}/task"):
-                with open(f"/proc/{proc.pid}/task/{tid}/children", "rb") as f:
-                    found = f.read().split()
+                found = _thread_children(proc.pid, int(tid))
                 if found:
-                    pids += [int(p) for p in found]
+                    pids += found
                     forking.add(int(tid))
             return pids, forking
         except OSError:

@@ -41,6 +41,17 @@ def record_counts(run):
     return run.batches.groupby("epoch").size().to_dict()
 
 
+def attached_script(tmp_path, capsys, source, *options):
+    """Run `source` as a script under `dcnprobe run` with `options`; it must exit 0.
+    Returns its stdout and the run directory."""
+    script = tmp_path / "script.py"
+    script.write_text(source)
+    out = tmp_path / "run"
+    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, *options, "--", sys.executable, str(script))
+    assert code == 0
+    return stdout, out
+
+
 def test_per_sample_loop_with_workers_from_outside_and_bounds(tmp_path, capsys):
     out = tmp_path / "run"
     code, stdout, _ = dcnprobe_run(
@@ -107,13 +118,10 @@ for epoch in (1, 2, 3):
 @pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
 def test_forward_hooks_move_to_the_outermost_modules_and_relearn_each_epoch(tmp_path, capsys):
     """After one step with a hook on every module (torch's slow call path for each of them),
-    the forward hooks sit on the outermost modules alone from the pass's second batch on; each epoch's first step learns them
-    again, so a module first called in epoch 2 has its forward timed from then on."""
-    script = tmp_path / "second_model.py"
-    script.write_text(SECOND_MODEL_FROM_EPOCH_2)
-    out = tmp_path / "run"
-    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--", sys.executable, str(script))
-    assert code == 0
+    the forward hooks sit on the outermost modules alone from the pass's second batch on;
+    each epoch's first step learns them again, so a module first called in epoch 2 has its
+    forward timed from then on."""
+    stdout, out = attached_script(tmp_path, capsys, SECOND_MODEL_FROM_EPOCH_2)
     run = read_run(out)
     assert script_counts(stdout) == {1: 6, 2: 6, 3: 6} == record_counts(run)
     assert re.findall(r"global forward hooks (\d+)", stdout) == ["0", "0", "0"]  # narrowed from the 2nd batch on
@@ -159,11 +167,7 @@ def test_paused_batches_run_bare_and_are_not_recorded(tmp_path, capsys):
     """The overhead benchmark's switch: a paused batch runs with no hook of the agent's in
     place and is left out of the record; the batch before it is recorded at the pause, and
     epochs end as usual."""
-    script = tmp_path / "paused.py"
-    script.write_text(PAUSED_BATCHES)
-    out = tmp_path / "run"
-    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--", sys.executable, str(script))
-    assert code == 0
+    stdout, out = attached_script(tmp_path, capsys, PAUSED_BATCHES)
     run = read_run(out)
     assert script_counts(stdout) == {1: 4, 2: 4} == record_counts(run)
     assert read_run(out, extra_fields=True).batches["loader_batches"].tolist() == [1] * 8
@@ -209,12 +213,7 @@ def test_no_dataloader_loop_gets_epochs_every_n_steps(tmp_path, capsys):
 
 @pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
 def test_no_dataloader_loop_with_mark_epoch(tmp_path, capsys):
-    script = tmp_path / "marks.py"
-    script.write_text(MARK_EPOCH)
-    out = tmp_path / "run"
-    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--num-workers", "2", "--",
-                                   sys.executable, str(script))
-    assert code == 0
+    stdout, out = attached_script(tmp_path, capsys, MARK_EPOCH, "--num-workers", "2")
     run = read_run(out)
     assert script_counts(stdout) == {1: 5, 2: 5, 3: 5} == record_counts(run)
     assert run.header["boundaries"]["epoch"] == "mark_epoch"
@@ -223,12 +222,7 @@ def test_no_dataloader_loop_with_mark_epoch(tmp_path, capsys):
 
 @pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
 def test_a_script_using_the_probe_api_is_not_counted_twice(tmp_path, capsys):
-    script = tmp_path / "api.py"
-    script.write_text(PROBE_API)
-    out = tmp_path / "run"
-    code, _, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--max-batches", "3", "--",
-                              sys.executable, str(script))
-    assert code == 0
+    _, out = attached_script(tmp_path, capsys, PROBE_API, "--max-batches", "3")
     run = read_run(out)
     assert record_counts(run) == {1: 3, 2: 3}  # 4 batches a pass, cut at 3 by Probe.loader
     assert run.header["boundaries"] == {"batch": "api", "epoch": "api"}
@@ -240,11 +234,9 @@ def test_a_script_using_the_probe_api_is_not_counted_twice(tmp_path, capsys):
 
 @pytest.mark.slow  # a real script run: seconds each; the default suite keeps one such run
 def test_a_nested_python_that_trains_does_not_record(tmp_path, capsys):
-    script = tmp_path / "wrapper.py"
-    script.write_text(f"NESTED = {str(EXAMPLES / 'no_dataloader.py')!r}\n" + STARTS_A_NESTED_TRAINER)
-    out = tmp_path / "run"
-    code, stdout, _ = dcnprobe_run(capsys, "--out", str(out), *QUIET, "--", sys.executable, str(script))
-    assert code == 0 and "epoch 1: 4 batches" in stdout  # the nested trainer ran (256 rows / 64)
+    nested = f"NESTED = {str(EXAMPLES / 'no_dataloader.py')!r}\n" + STARTS_A_NESTED_TRAINER
+    stdout, out = attached_script(tmp_path, capsys, nested)
+    assert "epoch 1: 4 batches" in stdout  # the nested trainer ran (256 rows / 64)
     run = read_run(out)
     assert record_counts(run) == {1: 4, 2: 4}  # the wrapper's own loop only
     assert len(list(out.glob(".attach-*.claim"))) == 1
