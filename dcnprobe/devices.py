@@ -17,6 +17,7 @@ from dcnprobe.errors import UsageError
 
 class DeviceBackend(Protocol):
     name: str
+    asynchronous: bool  # its work runs after the call returns: a wall clock needs synchronize()
 
     def synchronize(self) -> None: ...
 
@@ -54,6 +55,7 @@ class CpuBackend:
     """CPU work is synchronous. Its 'cache' is Python garbage plus glibc's free lists."""
 
     name = "cpu"
+    asynchronous = False
 
     def synchronize(self) -> None:
         pass
@@ -68,6 +70,7 @@ class CpuBackend:
 
 class CudaBackend:
     name = "cuda"
+    asynchronous = True
 
     def __init__(self, module: Any = None, index: int | None = None) -> None:
         self._cuda = module if module is not None else torch.cuda
@@ -92,6 +95,7 @@ class CudaBackend:
 
 class MpsBackend:
     name = "mps"
+    asynchronous = True
 
     def __init__(self, module: Any = None) -> None:
         self._mps = module if module is not None else torch.mps

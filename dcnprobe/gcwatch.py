@@ -15,6 +15,7 @@ class GcWatch:
         self.clock = clock
         self.count = [0, 0, 0]
         self.seconds = [0.0, 0.0, 0.0]
+        self.total = 0.0  # all generations: read at every batch end, so kept rather than summed there
         self._began = 0.0
 
     def _callback(self, phase: str, info: dict) -> None:
@@ -22,8 +23,10 @@ class GcWatch:
             self._began = self.clock()
         else:
             generation = info["generation"]
+            seconds = self.clock() - self._began
             self.count[generation] += 1
-            self.seconds[generation] += self.clock() - self._began
+            self.seconds[generation] += seconds
+            self.total += seconds
 
     def start(self) -> None:
         if self._callback not in gc.callbacks:
@@ -32,9 +35,6 @@ class GcWatch:
     def stop(self) -> None:
         if self._callback in gc.callbacks:
             gc.callbacks.remove(self._callback)
-
-    def total_seconds(self) -> float:
-        return sum(self.seconds)
 
     def snapshot(self) -> dict[str, float]:
         snap: dict[str, float] = {}

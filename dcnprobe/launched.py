@@ -36,6 +36,7 @@ def apply_launch(probe: Probe, config: AttachConfig) -> None:
         probe.watchdog.floor_s = config.stall_after
     if config.sample_interval is not None:
         probe.sampler.interval = config.sample_interval
+        probe.sampler.budgeted = False  # the user's interval, kept as set
     probe.max_batches = config.max_batches
     if config.on_slowdown:
         warn_on_slowdown(probe, config.on_slowdown)

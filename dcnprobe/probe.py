@@ -52,6 +52,9 @@ from dcnprobe.timers import PhaseTimer
 
 T = TypeVar("T")
 
+# What a batch end's own reads (RSS, page faults) may cost, as a share of the loop's time.
+COUNTER_CPU_SHARE = 0.001
+
 
 class Probe:
     def __init__(
@@ -60,7 +63,7 @@ class Probe:
         *,
         device: str | torch.device = "cpu",
         sync: str = "batch",
-        sample_interval: float = DEFAULT_INTERVAL,
+        sample_interval: float | None = None,
         uss_every: int = DEFAULT_USS_EVERY,
         stall_factor: float = DEFAULT_STALL_FACTOR,
         stall_floor_s: float = DEFAULT_STALL_FLOOR_S,
@@ -76,7 +79,7 @@ class Probe:
         self.out_dir = Path(out_dir)
         self.device = torch.device(device)
         backend = backend_for(self.device)
-        self.timer = PhaseTimer(clock=clock, sync=sync_fn or backend.synchronize, mode=sync)
+        self.timer = PhaseTimer(clock=clock, sync=sync_fn or _synchronize(backend), mode=sync)
         self.writer: RunWriter | None = None
         self.gc = GcWatch()
         self.reader = ProcessReader()
@@ -85,10 +88,16 @@ class Probe:
         # more as the heap grows): the sampler thread reads it, and each batch carries the
         # latest reading instead of paying for its own.
         self._py_blocks = sys.getallocatedblocks()
-        self._in_use_value: int | None = None
+        # The per-batch counters (_read_counters): the latest readings, and when next due.
+        self._rss_read: int | None = None
+        self._faults_read = (0, 0)
+        self._in_use_read: int | None = None
         self._in_use_read_at = -math.inf
+        self._counters_due = -math.inf
         self.sampler = MemorySampler(
-            self._emit_sample, interval=sample_interval, uss_every=uss_every, device_memory=backend.memory,
+            # No interval given: the default, lengthened in a long run to keep the sampler cheap.
+            self._emit_sample, interval=sample_interval or DEFAULT_INTERVAL, budgeted=sample_interval is None,
+            uss_every=uss_every, device_memory=backend.memory,
             context=self._context, gc_watch=self.gc, live_tensors=live_tensors, reader=self.reader, clock=self._now,
         )
         self.watchdog = StallWatchdog(self._stalled, factor=stall_factor, floor_s=stall_floor_s)
@@ -141,7 +150,7 @@ class Probe:
         for listener in self.listeners:
             listener.on_start(header)
         self.gc.start()
-        self._faults = own_faults()
+        self._faults = self._faults_read = own_faults()
         self._py_blocks = sys.getallocatedblocks()
         self.sampler.start()
         self.watchdog.start()
@@ -262,7 +271,7 @@ class Probe:
         script's device only at its first optimizer step (from the parameters)."""
         self.device = torch.device(device)
         backend = backend_for(self.device)
-        self.timer.sync = backend.synchronize
+        self.timer.sync = _synchronize(backend)
         self.sampler.device_memory = backend.memory
 
     def event(self, kind: str, **fields: Any) -> None:
@@ -276,19 +285,20 @@ class Probe:
         times = self.timer.end()
         # The batch's end, read before the bookkeeping below (a /proc read can take ms): a
         # trace lays the batch out over [t - total, t], on the same clock as a profiler's.
-        now = self._now()
-        minflt, majflt = own_faults()
-        gc_seconds, gc_gen2 = self.gc.total_seconds(), self.gc.count[2]
+        now = self.clock() - self._t0
+        if now >= self._counters_due:
+            self._read_counters(now)
+        gc = self.gc
+        gc_seconds, gc_gen2 = gc.total, gc.count[2]
+        minflt, majflt = self._faults_read
         record = {
             "epoch": self.epoch,
             "batch": self.batch,
             "step": self.step,
             "t": now,
             **times,
-            "rss": self._rss(),
-            # At batch end the step's activations are freed: what glibc still hands out is
-            # what the loop keeps. A steadier measure of retention than a mid-step sample.
-            "in_use": self._in_use_value if now - self._in_use_read_at < self.sampler.interval else self._read_in_use(now),
+            "rss": self._rss_read,
+            "in_use": self._in_use_read,
             "py_blocks": self._py_blocks,  # as of the latest memory sample
             "gc_s": gc_seconds - self._gc_seconds,
             "gc_gen2": gc_gen2 - self._gc_gen2,
@@ -312,13 +322,20 @@ class Probe:
 
     # -- internals ---------------------------------------------------------------
 
-    def _read_in_use(self, now: float) -> int | None:
-        """mallinfo2 walks every arena's free lists: 2 us in a quiet process, tens of us in
-        a training process with many threads and a fragmented heap. So it is read at a batch
-        end at most once per sample interval (end_batch checks), and the batches in between
-        carry that reading."""
-        self._in_use_value, self._in_use_read_at = self._in_use(), now
-        return self._in_use_value
+    def _read_counters(self, now: float) -> None:
+        """RSS, page faults and glibc's bytes in use, read at a batch end. Each read costs a
+        system call, and one made right after a step's kernels runs cold (30-60 us where a
+        warm one takes 2): so they are read no more often than keeps them within
+        COUNTER_CPU_SHARE of the loop's time, and the batches in between carry the latest
+        readings (faults: counted at the batch that reads them). mallinfo2 walks every
+        arena's free lists, tens of us in a training process with many threads: it is read
+        at most once per sample interval."""
+        began = self.clock()
+        self._rss_read = self._rss()
+        self._faults_read = own_faults()
+        if now - self._in_use_read_at >= self.sampler.interval:
+            self._in_use_read, self._in_use_read_at = self._in_use(), now
+        self._counters_due = now + (self.clock() - began) / COUNTER_CPU_SHARE
 
     @staticmethod
     def _in_use() -> int | None:
@@ -364,6 +381,11 @@ class Probe:
             self._write_footer("stalled", reason=f"no batch for {waited:.0f} s")
             kill_processes(workers)
             os._exit(Exit.STALLED)
+
+
+def _synchronize(backend: Any) -> Callable[[], None] | None:
+    """What the timer waits on before reading the clock: nothing on a synchronous device."""
+    return backend.synchronize if backend.asynchronous else None
 
 
 class _Phase:

@@ -101,13 +101,17 @@ COLUMNS: dict[str, dict[str, str]] = {
         "forward": "phase time", "backward": "phase time", "optimizer": "phase time", "cache_clear": "phase time",
         "collective": "blocked in collectives (DDP all-reduce, all_reduce, barrier, broadcast, all_gather), "
                       "counted in no other phase; absent: no collectives",
-        "other": "loop time outside any phase", "total": "the whole batch", "rss": "main-process RSS",
+        "other": "loop time outside any phase", "total": "the whole batch",
+        "rss": "main-process RSS at a batch end (read no more often than keeps the reads within 0.1% of the "
+               "loop's time: the batches between carry the last reading)",
         "in_use": "glibc bytes in use at batch end (read at most once per sample_interval; the batches between "
                   "carry the last reading)",
         "py_blocks": "sys.getallocatedblocks() as of the latest memory sample (at most sample_interval old: "
                      "it walks every pymalloc arena, too dear to read per batch)",
         "gc_s": "GC seconds during the batch", "gc_gen2": "generation-2 collections during the batch",
-        "minflt": "minor page faults during the batch", "majflt": "major page faults during the batch",
+        "minflt": "minor page faults since the last batch that read them (read with rss; the batches between "
+                  "carry 0)",
+        "majflt": "major page faults since the last batch that read them (as minflt)",
         # Written by the attach and the framework callbacks, whose batch is the work around an
         # optimizer step (the header's boundaries.batch): both units a user may mean.
         "loader_batches": "batches the training DataLoader gave in it (4 with gradient accumulation over 4)",

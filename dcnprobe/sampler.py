@@ -2,10 +2,15 @@
 the device allocator, glibc's allocator and the Python heap, at a fixed interval; also
 the machine's busy CPU time (for other processes' load) and the CPU clock frequency.
 
-It runs in a daemon thread and emits flat dict records (see dcnprobe.records). RSS is
+It runs in a daemon thread and emits flat dict records (see dcnprobe.records). Samples
+come every `interval` seconds (0.5 by default: a short epoch, a test's or a bisect trial's,
+needs two a second for the contention rule). A long run needs fewer: after the first
+SETTLE_S seconds, a default interval lengthens (up to MAX_STRETCH times) so that the
+thread's own CPU stays within SAMPLER_CPU_SHARE of a core, since every tick's /proc reads
+are taken from the loop's cores. An interval set by the user is kept as set. RSS is
 read every tick; USS, which costs the kernel a page-table walk (about 10 ms for a process
 mapping the 2.1 M-row store, 14 ms for one with torch and a 64 MB tensor), every
-`uss_every` ticks (4 s by default). The main process's USS is read no more often than
+`uss_every` ticks (4 s at the default interval). The main process's USS is read no more often than
 keeps its walks within USS_CPU_SHARE of a core (a 14 ms walk every 14 s): its memory
 growth is judged on the per-batch RSS and allocator figures first. The workers' USS keeps
 the tick cadence: a forked worker's private growth (copy-on-write) shows in nothing else.
@@ -29,6 +34,10 @@ DEFAULT_INTERVAL = 0.5
 DEFAULT_USS_EVERY = 8
 FULL_SCAN_EVERY = 8  # ticks between looks at every thread's children (ProcessReader.child_pids)
 USS_CPU_SHARE = 0.001  # of one core: what the main process's USS walks may cost
+SAMPLER_CPU_SHARE = 0.0025  # of one core: what the ticks may cost, once the run has settled
+SETTLE_S = 60.0  # the interval as given for this long
+MAX_STRETCH = 4.0  # a budgeted interval lengthens to at most this multiple
+TICK_CPU_WEIGHT = 0.2  # of the latest tick, in the running mean of a tick's CPU
 
 
 class MemorySampler:
@@ -45,6 +54,7 @@ class MemorySampler:
         reader: ProcessReader | None = None,
         clock: Callable[[], float] = time.perf_counter,
         cpu_clock: Callable[[], float] = time.thread_time,
+        budgeted: bool = True,
     ) -> None:
         if interval <= 0:
             raise ValueError("sample interval must be positive")
@@ -56,6 +66,8 @@ class MemorySampler:
         self.worker_pids: list[int] = []
         self._helper_cpu: dict[int, float] = {}  # the probe's own helpers alive at the last sample
         self._helpers_ended = 0.0  # their CPU when last seen, for those that have ended since
+        self.budgeted = budgeted  # the interval may lengthen (a default, not the user's)
+        self._tick_cpu: float | None = None  # running mean of a tick's CPU seconds
         self._ticks = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -135,13 +147,25 @@ class MemorySampler:
             self._thread.join(timeout=10)
             self._thread = None
 
+    def next_wait(self, tick_cpu: float, running: float) -> float:
+        """Seconds until the next tick, given the last tick's CPU seconds and how long the
+        sampler has been running."""
+        mean = self._tick_cpu
+        self._tick_cpu = mean = tick_cpu if mean is None else mean + TICK_CPU_WEIGHT * (tick_cpu - mean)
+        if not self.budgeted or running < SETTLE_S:
+            return self.interval
+        return min(MAX_STRETCH * self.interval, max(self.interval, mean / SAMPLER_CPU_SHARE))
+
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        started, wait = self.clock(), self.interval
+        while not self._stop.wait(wait):
             self._ticks += 1
+            cpu = self.cpu_clock()
             try:
                 self.emit(self.sample(with_uss=self._ticks % self.uss_every == 0, periodic=True))
             except Exception as exc:  # a sampling failure must never kill the training run
                 self.emit({"t": self.clock(), "sampler_error": f"{type(exc).__name__}: {exc}", "workers": []})
+            wait = self.next_wait(self.cpu_clock() - cpu, self.clock() - started)
 
 
 def _count_tensors() -> int:

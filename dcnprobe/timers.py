@@ -18,11 +18,12 @@ from typing import Any
 from dcnprobe.hooks import DATA_WAIT, PHASES
 
 SYNC_MODES = ("batch", "phase", "none")
+_TIMED = (DATA_WAIT, *PHASES)
 Clock = Callable[[], float]
 
 
 class PhaseTimer:
-    def __init__(self, clock: Clock = time.perf_counter, sync: Callable[[], None] = lambda: None,
+    def __init__(self, clock: Clock = time.perf_counter, sync: Callable[[], None] | None = None,
                  mode: str = "batch") -> None:
         if mode not in SYNC_MODES:
             raise ValueError(f"sync mode must be one of {SYNC_MODES}, not {mode!r}")
@@ -37,7 +38,7 @@ class PhaseTimer:
     def begin(self) -> None:
         """A batch starts when the loop asks the loader for it."""
         self._start = self.clock()
-        self._times = dict.fromkeys((DATA_WAIT, *PHASES), 0.0)
+        self._times = dict.fromkeys(_TIMED, 0.0)
 
     def waited(self) -> None:
         """The loader returned the batch: everything since begin() was data wait."""
@@ -51,14 +52,17 @@ class PhaseTimer:
         """Add time to a phase of the open batch. The attach measures phases between hook
         calls rather than around blocks, so it hands over durations."""
         if self._start is not None:
-            self._times[name] = self._times.get(name, 0.0) + seconds
+            try:  # the phases begin() knows: one lookup, at every hook of the attach
+                self._times[name] += seconds
+            except KeyError:
+                self._times[name] = seconds
 
     def phase(self, name: str) -> _PhaseSpan:
         return _PhaseSpan(self, name)
 
     def end(self) -> dict[str, Any]:
         """Close the batch; returns every phase, `other` and `total`, in seconds."""
-        if self.mode == "batch":
+        if self.sync is not None and self.mode == "batch":
             self.sync()
         end = self.clock()
         times = self._times
@@ -82,7 +86,7 @@ class _PhaseSpan:
 
     def __exit__(self, *exc: object) -> None:
         timer = self.timer
-        if timer.mode == "phase":
+        if timer.mode == "phase" and timer.sync is not None:
             timer.sync()
         if timer._start is not None:
             timer._times[self.name] = timer._times.get(self.name, 0.0) + timer.clock() - self.began

@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from dcnprobe.hooks import BATCH_TIMES
+from dcnprobe.hooks import BATCH_TIMES, ProbeListener
 from dcnprobe.probe import Probe
 from dcnprobe.runs import read_run
 from dcnprobe.stall import StallWatchdog
@@ -131,3 +131,52 @@ def test_train_records_every_batch_phase_workers_and_epochs(small_data, tmp_path
     assert (run.samples["workers"] == 2).any() and (run.samples["workers_rss"] > 0).any()
     assert run.epochs["epoch"].tolist() == [1, 2] and run.status == "ok"
     assert "val_auc" in run.epochs and "median_batch_s" in run.epochs
+
+
+class _SteppedClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class _DearRss:
+    """RSS readings 1000, 1001, ..., each costing 50 us of the clock."""
+
+    def __init__(self, clock: _SteppedClock) -> None:
+        self.clock, self.readings = clock, iter(range(1000, 2000))
+
+    def __call__(self) -> int:
+        self.clock.now += 50e-6
+        return next(self.readings)
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_batch_end_reads_rss_and_faults_within_their_share_and_the_batches_between_carry_them(
+        tmp_path, monkeypatch):
+    """Batches of 20 ms whose end reads (RSS, faults) cost 50 us: at COUNTER_CPU_SHARE 0.1%
+    they are read every 50 ms, so every third batch; the batches between carry the last RSS
+    and no faults, and the faults of the reading batch are all those since the last read."""
+    from dcnprobe import probe as probe_module
+
+    assert probe_module.COUNTER_CPU_SHARE == 0.001
+    faults = iter([(0, 0)] + [(10 * i, i) for i in range(1, 100)])
+    monkeypatch.setattr(probe_module, "own_faults", lambda: next(faults))
+    clock = _SteppedClock()
+    records = []
+    keep = type("Keep", (ProbeListener,), {"on_batch": lambda self, record: records.append(record)})()
+    probe = Probe(tmp_path, clock=clock, listeners=[keep])
+    probe._rss = _DearRss(clock)
+    with probe:
+        probe.begin_pass()
+        for _ in range(9):
+            probe.timer.begin()
+            clock.now += 0.02
+            probe.end_batch()
+        probe.end_pass()
+    assert [r["rss"] for r in records] == [1000, 1000, 1000, 1001, 1001, 1001, 1002, 1002, 1002]
+    assert [r["majflt"] for r in records] == [1, 0, 0, 1, 0, 0, 1, 0, 0]
+    assert [r["minflt"] for r in records] == [10, 0, 0, 10, 0, 0, 10, 0, 0]

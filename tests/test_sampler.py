@@ -9,7 +9,7 @@ import pytest
 
 from dcnprobe import machine_load, processes
 from dcnprobe.processes import ProcessReader
-from dcnprobe.sampler import MemorySampler
+from dcnprobe.sampler import MAX_STRETCH, SAMPLER_CPU_SHARE, SETTLE_S, MemorySampler
 
 
 def sample(**kwargs):
@@ -232,3 +232,26 @@ def test_children_of_other_threads_are_found_by_the_full_look_and_kept_after():
             child.wait()
         stop.set()
         thread.join()
+
+
+def test_a_default_interval_lengthens_after_the_first_minute_to_keep_the_sampler_within_its_share(tmp_path):
+    """Ticks of 2.5 ms CPU: 0.5 s apart while the run settles (short epochs need two samples
+    a second), then 1 s apart (0.25% of a core); cheap ticks keep 0.5 s, dear ones stop at
+    MAX_STRETCH times it; an interval the user set is kept, however dear."""
+    def waits(sampler, tick_cpu, since, ticks=40):
+        return [sampler.next_wait(tick_cpu, since + i * 0.5) for i in range(ticks)]
+
+    assert set(waits(MemorySampler(print), 0.0025, 0.0, ticks=int(SETTLE_S * 2))) == {0.5}
+    assert waits(MemorySampler(print), 0.0025, SETTLE_S)[-1] == pytest.approx(0.0025 / SAMPLER_CPU_SHARE) == 1.0
+    assert set(waits(MemorySampler(print), 0.0005, SETTLE_S)) == {0.5}
+    assert waits(MemorySampler(print), 0.05, SETTLE_S)[-1] == MAX_STRETCH * 0.5
+    assert set(waits(MemorySampler(print, interval=0.2, budgeted=False), 0.05, SETTLE_S)) == {0.2}
+    # The probe's own default is budgeted; an interval given, to the Probe or from a launch, is not.
+    from dcnprobe.contract import AttachConfig
+    from dcnprobe.launched import apply_launch
+    from dcnprobe.probe import Probe
+
+    assert Probe(tmp_path).sampler.budgeted and not Probe(tmp_path, sample_interval=0.5).sampler.budgeted
+    launched = Probe(tmp_path)
+    apply_launch(launched, AttachConfig(run_dir=str(tmp_path), sample_interval=0.3))
+    assert not launched.sampler.budgeted and launched.sampler.interval == 0.3

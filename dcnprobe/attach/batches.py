@@ -25,11 +25,10 @@ class BatchLedger:
         self.items = 0
         self.steps = 0
         self.worked = False  # a backward or an optimizer step since it opened
+        # The timer has a batch open: the timer's state, kept here as a plain attribute
+        # because every hook reads it (the ledger alone begins and ends the timer's batches).
+        self.open = False
         self.last_work_at: float | None = None  # when the last backward or step ended (any batch)
-
-    @property
-    def open(self) -> bool:
-        return self.timer._start is not None  # timer.in_batch, a call less: read at every hook
 
     @property
     def stepped(self) -> bool:
@@ -41,6 +40,7 @@ class BatchLedger:
         else:
             with self.clock.held_at(at):
                 self.timer.begin()
+        self.open = True
         self.items, self.steps, self.worked = 0, 0, False
 
     def item(self, waited: float) -> None:
@@ -50,12 +50,13 @@ class BatchLedger:
     def work_done(self, now: float, step: bool) -> None:
         """A backward or (step=True) an optimizer step ended."""
         self.last_work_at = now
-        if self.timer._start is not None:  # open
+        if self.open:
             self.worked = True
             self.steps += step
 
     def close(self, at: float | None = None) -> None:
         """Record the batch, as of `at` if given (its last work, learnt later)."""
+        self.open = False  # before the probe's listeners, which may end the run (StopRun)
         if at is None:
             self.probe.end_batch(loader_batches=self.items, optimizer_steps=self.steps)
         else:
@@ -66,6 +67,7 @@ class BatchLedger:
     def drop(self) -> None:
         """No work was done in it (an exhausted loader's last request, a pass that was
         not training): nothing to record."""
+        self.open = False
         self.timer.cancel()
         self.items, self.steps, self.worked = 0, 0, False
 

@@ -57,6 +57,9 @@ RUN_END = "the run ended"
 class EpochStrategy:
     mode: EpochMode
     top: LoaderPass | None = None  # dataloader-pass mode: the pass that is (or may become) the epoch
+    # Whether a forward is training work to this strategy: if not, the recorder does not
+    # call training_work("forward") at all (every outermost forward of every batch).
+    forward_is_work = False
 
     def __init__(self, recorder: Recorder) -> None:
         self.rec = recorder
@@ -80,7 +83,8 @@ class EpochStrategy:
         pass
 
     def training_work(self, what: str) -> None:
-        """A forward in train mode with gradients, a backward or an optimizer step begins."""
+        """A forward in train mode with gradients (if forward_is_work), a backward or an
+        optimizer step begins."""
 
     def mark(self) -> None:
         pass
@@ -157,9 +161,11 @@ class LoaderPassEpochs(EpochStrategy):
             self._end_top(DRAINED if p.exhausted else DROPPED)
 
     def training_work(self, what: str) -> None:
+        # A forward alone decides nothing here (forward_is_work is False): validation may
+        # run with gradients.
         top = self.top
-        if what == "forward" or top is None:
-            return  # a forward alone decides nothing: validation may run with gradients
+        if top is None:
+            return
         if top.kind is PassKind.UNDECIDED:
             if self.rec.epochs_bound_reached():  # the run ends here: this pass is neither epoch nor validation
                 self.top = None
@@ -206,6 +212,8 @@ class LoaderPassEpochs(EpochStrategy):
 class _StepEpochs(EpochStrategy):
     """epoch-every and mark_epoch: batches open at training work and close at the next
     after an optimizer step; loader passes only feed them (or are validation)."""
+
+    forward_is_work = True  # a loop with no loader starts its batch with the forward
 
     def __init__(self, recorder: Recorder) -> None:
         super().__init__(recorder)

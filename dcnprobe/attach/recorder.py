@@ -223,7 +223,7 @@ class Recorder:
         top = self.epochs.top
         if not training and top is not None and not self.validations:
             top.eval_forwards += 1  # counted against the top pass; said only if it trained
-        if training and not self.phases.step_depth:
+        if training and self.epochs.forward_is_work and not self.phases.step_depth:
             self.epochs.training_work("forward")
 
     def forward_ended(self) -> None:

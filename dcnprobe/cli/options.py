@@ -19,6 +19,7 @@ from typing import Any
 import click
 
 from dcnprobe.errors import UsageError
+from dcnprobe.sampler import DEFAULT_INTERVAL, SAMPLER_CPU_SHARE, SETTLE_S
 from dcnprobe.settings import (
     Settings,
     SettingsError,
@@ -152,6 +153,10 @@ def stall_after_option(default: float | None, default_text: str = "") -> Callabl
                         show_default=default is not None,
                         help=f"declare a stall after this many seconds without a finished batch (at least "
                              f"{MIN_STALL_AFTER_S:g}: the watchdog looks twice a second){default_text}")
+
+
+DEFAULT_INTERVAL_TEXT = (f" [default: {DEFAULT_INTERVAL:g}, lengthened after the first {SETTLE_S:g} s to keep the "
+                         f"sampler under {SAMPLER_CPU_SHARE:.2%} of a core]")
 
 
 def sample_interval_option(default: float | None, default_text: str = "") -> Callable:

@@ -15,6 +15,7 @@ import click
 
 from dcnprobe.cli import interruption
 from dcnprobe.cli.options import (
+    DEFAULT_INTERVAL_TEXT,
     check_out_dir,
     epochs_option,
     max_batches_option,
@@ -32,7 +33,6 @@ from dcnprobe.executables import python_module
 from dcnprobe.hooks import NullProbe
 from dcnprobe.launched import warn_on_slowdown
 from dcnprobe.probe import Probe
-from dcnprobe.sampler import DEFAULT_INTERVAL
 from dcnprobe.settings import Settings, format_value
 from dcnprobe.stall import DEFAULT_STALL_FACTOR, DEFAULT_STALL_FLOOR_S
 from dcnprobe.timers import SYNC_MODES
@@ -87,7 +87,7 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
 @click.option("--no-probe", is_flag=True, help="run the identical loop with no instrumentation")
 @click.option("--sync", type=click.Choice(SYNC_MODES), default="batch", show_default=True,
               help="device sync: once per batch, after every phase, or never")
-@sample_interval_option(DEFAULT_INTERVAL)
+@sample_interval_option(None, DEFAULT_INTERVAL_TEXT)
 @stall_after_option(DEFAULT_STALL_FLOOR_S, f"; or {DEFAULT_STALL_FACTOR:g}x the median batch time, if longer")
 @click.option("--on-slowdown", type=click.Choice(ON_SLOWDOWN), default="warn", show_default=True,
               help="once a later epoch is clearly slower than epoch 1: warn on stderr, stop the run "
@@ -95,7 +95,7 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
 @click.option("--quiet", is_flag=True, help="no progress lines")
 def command(settings: Settings, preset: str, epochs: int | None, max_batches: int | None, data: str,
             faults: tuple[str, ...], out: Path | None, resume: bool, checkpoints: bool, no_probe: bool, sync: str,
-            sample_interval: float, stall_after: float, on_slowdown: str, quiet: bool) -> None:
+            sample_interval: float | None, stall_after: float, on_slowdown: str, quiet: bool) -> None:
     """Train the gated DCNv3 model and print the report's per-epoch table."""
     from dcnprobe.model.data.source import load_data
     from dcnprobe.model.faults import resolve_faults
