@@ -251,9 +251,9 @@ def listener(action, tmp_path, clock, **kwargs):
 
 
 def run_listener(warning, clock, records):
-    for record in records:
+    for record in records:  # as the probe hands them over: stamped with the run time
         clock.now += record["total"]
-        warning.on_batch({k: v for k, v in record.items() if k != "type"})
+        warning.on_batch({**{k: v for k, v in record.items() if k != "type"}, "t": clock.now})
 
 
 def test_warn_writes_one_line_and_one_record(tmp_path):

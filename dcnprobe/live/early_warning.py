@@ -18,6 +18,7 @@ ends anyway.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import threading
@@ -37,9 +38,10 @@ from dcnprobe.slowdown import Evidence, SlowdownMonitor
 REWARN_FACTOR = 2.0  # warn again only once the ratio is clearly above this multiple of the last
 ANALYSIS_WAIT_S = 20.0  # under `stop`, the longest the ending run waits for the cause
 FINISH_WAIT_S = 10.0  # at the end of a run, the longest it waits for a warning or profile still being written
-# The check runs in the training thread: every CHECK_EVERY batches, but not more often
-# than this. A loop of 1 ms batches would otherwise pay for 100 checks a second; a warning
-# comes at most this much later. (Batches of 25 ms or more never meet this limit.)
+# The check runs in the training thread: after a look at the batches (every CHECK_EVERY
+# batches), none for this long (run time, the batches' `t`). A loop of 1 ms batches would
+# otherwise pay for 100 looks a second, and every loop for the check at every batch; a
+# warning comes at most this much later.
 CHECK_INTERVAL_S = 0.25
 
 
@@ -64,7 +66,8 @@ class EarlyWarning(ProbeListener):
             raise ValueError(f"on_slowdown must be one of {', '.join(ON_SLOWDOWN)}, not {action!r}")
         self.action, self.run_dir, self.write, self.emit = action, Path(run_dir), write, emit
         self.threshold, self.clock, self.analyze = threshold, clock, analyze
-        self.monitor = SlowdownMonitor(threshold, clock=clock, min_interval_s=CHECK_INTERVAL_S)
+        self.monitor = SlowdownMonitor(threshold, clock=clock)
+        self._check_at = -math.inf  # the run time (a batch's t) before which no check runs
         self.rank: int | None = None  # a rank of a distributed run: its warnings name it
         self.warnings: list[dict[str, Any]] = []
         self._pending: list[threading.Thread] = []  # warnings waiting for their cause
@@ -86,9 +89,12 @@ class EarlyWarning(ProbeListener):
         self.monitor.add(epoch, record["total"], record)
         if self._profiler:
             self._profiler.on_batch(epoch, record["batch"])
-        if epoch < 2:
+        if epoch < 2 or record["t"] < self._check_at:
             return
+        looks = self.monitor.looks
         evidence = self.monitor.check()
+        if self.monitor.looks != looks:  # it looked at the batches: the next look waits
+            self._check_at = record["t"] + CHECK_INTERVAL_S
         if evidence is not None:
             self._slow(evidence, int(record["batch"]) + 1)
 
