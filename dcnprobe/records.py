@@ -15,12 +15,13 @@ dcnprobe.attach.notes.COLUMNS); readers skip types they do not know.
 Every line is written whole. Batch lines are flushed together, at most FLUSH_EVERY_S after
 they were written (a flush per batch was a write system call per batch, the dearest part
 of the record); every other record flushes at once, with the batches before it, and the
-memory sampler writes one every half second. A batch record waits as the dict it is and
-is encoded only when flushed: on the sampler's thread, while the training thread runs
-the model, and in one burst rather than between a loop's steps (FLUSH_EVERY_S is twice
-the sampler's interval, so that the training thread flushes only when no sampler does).
+memory sampler writes one every half second (up to every 2 s once a long run has settled:
+dcnprobe.sampler). A batch record waits as the dict it is and is encoded only when
+flushed: on the sampler's thread, while the training thread runs the model, and in one
+burst rather than between a loop's steps (FLUSH_EVERY_S is twice the sampler's default
+interval, so that the training thread flushes only when no sampler has for that long).
 So a run killed at any moment, even by SIGKILL, is readable up to its last flush, and
-loses at most the batches of the last half second (FLUSH_EVERY_S without a sampler);
+loses at most the batches of the last FLUSH_EVERY_S;
 readers ignore a torn last line. A line that is
 not a record (a disk error, a second writer, garbage bytes) is skipped and counted, never
 the end of the run: `parse_record` says which lines fit.
