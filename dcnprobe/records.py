@@ -15,7 +15,7 @@ dcnprobe.attach.notes.COLUMNS); readers skip types they do not know.
 Every line is written whole. Batch lines are flushed together, at most FLUSH_EVERY_S after
 they were written (a flush per batch was a write system call per batch, the dearest part
 of the record); every other record flushes at once, with the batches before it, and the
-memory sampler writes one every half second (up to every 2 s once a long run has settled:
+memory sampler writes one every half second (up to every 2 s in a long epoch:
 dcnprobe.sampler). A batch record waits as the dict it is and is encoded only when
 flushed: on the sampler's thread, while the training thread runs the model, and in one
 burst rather than between a loop's steps (FLUSH_EVERY_S is twice the sampler's default

@@ -3,11 +3,13 @@ the device allocator, glibc's allocator and the Python heap, at a fixed interval
 the machine's busy CPU time (for other processes' load) and the CPU clock frequency.
 
 It runs in a daemon thread and emits flat dict records (see dcnprobe.records). Samples
-come every `interval` seconds (0.5 by default: a short epoch, a test's or a bisect trial's,
-needs two a second for the contention rule). A long run needs fewer: after the first
-SETTLE_S seconds, a default interval lengthens (up to MAX_STRETCH times) so that the
-thread's own CPU stays within SAMPLER_CPU_SHARE of a core, since every tick's /proc reads
-are taken from the loop's cores. An interval set by the user is kept as set. RSS is
+come every `interval` seconds (0.5 by default). A long epoch needs fewer: the analysis
+judges each epoch on its samples (contention, memory growth), and MIN_EPOCH_SAMPLES of
+them serve it as well as a hundred. So a default interval lengthens, up to MAX_STRETCH
+times, once the epoch under way has run long enough to have that many, and only as far
+as keeps the thread's own CPU within SAMPLER_CPU_SHARE of a core: every tick's /proc
+reads are taken from the loop's cores. Short epochs (a test's, a bisect trial's) keep
+two samples a second. An interval set by the user is kept as set. RSS is
 read every tick; USS, which costs the kernel a page-table walk (about 10 ms for a process
 mapping the 2.1 M-row store, 14 ms for one with torch and a 64 MB tensor), every
 `uss_every` ticks (4 s at the default interval). The main process's USS is read no more often than
@@ -34,8 +36,8 @@ DEFAULT_INTERVAL = 0.5
 DEFAULT_USS_EVERY = 8
 FULL_SCAN_EVERY = 8  # ticks between looks at every thread's children (ProcessReader.child_pids)
 USS_CPU_SHARE = 0.001  # of one core: what the main process's USS walks may cost
-SAMPLER_CPU_SHARE = 0.0025  # of one core: what the ticks may cost, once the run has settled
-SETTLE_S = 60.0  # the interval as given for this long
+SAMPLER_CPU_SHARE = 0.001  # of one core: what the ticks may cost in a long epoch
+MIN_EPOCH_SAMPLES = 20  # a lengthened interval still gives the epoch under way this many
 MAX_STRETCH = 4.0  # a budgeted interval lengthens to at most this multiple
 TICK_CPU_WEIGHT = 0.2  # of the latest tick, in the running mean of a tick's CPU
 
@@ -147,25 +149,30 @@ class MemorySampler:
             self._thread.join(timeout=10)
             self._thread = None
 
-    def next_wait(self, tick_cpu: float, running: float) -> float:
+    def next_wait(self, tick_cpu: float, epoch_running: float) -> float:
         """Seconds until the next tick, given the last tick's CPU seconds and how long the
-        sampler has been running."""
+        epoch under way has been sampled."""
         mean = self._tick_cpu
         self._tick_cpu = mean = tick_cpu if mean is None else mean + TICK_CPU_WEIGHT * (tick_cpu - mean)
-        if not self.budgeted or running < SETTLE_S:
+        if not self.budgeted:
             return self.interval
-        return min(MAX_STRETCH * self.interval, max(self.interval, mean / SAMPLER_CPU_SHARE))
+        longest = min(MAX_STRETCH * self.interval, epoch_running / MIN_EPOCH_SAMPLES)
+        return max(self.interval, min(longest, mean / SAMPLER_CPU_SHARE))
 
     def _run(self) -> None:
-        started, wait = self.clock(), self.interval
+        epoch, epoch_began, wait = None, self.clock(), self.interval
         while not self._stop.wait(wait):
             self._ticks += 1
             cpu = self.cpu_clock()
             try:
-                self.emit(self.sample(with_uss=self._ticks % self.uss_every == 0, periodic=True))
+                record = self.sample(with_uss=self._ticks % self.uss_every == 0, periodic=True)
             except Exception as exc:  # a sampling failure must never kill the training run
-                self.emit({"t": self.clock(), "sampler_error": f"{type(exc).__name__}: {exc}", "workers": []})
-            wait = self.next_wait(self.cpu_clock() - cpu, self.clock() - started)
+                record = {"t": self.clock(), "sampler_error": f"{type(exc).__name__}: {exc}", "workers": []}
+            self.emit(record)
+            now = self.clock()
+            if record.get("epoch") != epoch:
+                epoch, epoch_began = record.get("epoch"), now
+            wait = self.next_wait(self.cpu_clock() - cpu, now - epoch_began)
 
 
 def _count_tensors() -> int:

@@ -9,7 +9,7 @@ import pytest
 
 from dcnprobe import machine_load, processes
 from dcnprobe.processes import ProcessReader
-from dcnprobe.sampler import MAX_STRETCH, SAMPLER_CPU_SHARE, SETTLE_S, MemorySampler
+from dcnprobe.sampler import MAX_STRETCH, MIN_EPOCH_SAMPLES, SAMPLER_CPU_SHARE, MemorySampler
 
 
 def sample(**kwargs):
@@ -234,18 +234,22 @@ def test_children_of_other_threads_are_found_by_the_full_look_and_kept_after():
         thread.join()
 
 
-def test_a_default_interval_lengthens_after_the_first_minute_to_keep_the_sampler_within_its_share(tmp_path):
-    """Ticks of 2.5 ms CPU: 0.5 s apart while the run settles (short epochs need two samples
-    a second), then 1 s apart (0.25% of a core); cheap ticks keep 0.5 s, dear ones stop at
+def test_a_default_interval_lengthens_in_a_long_epoch_to_keep_the_sampler_within_its_share(tmp_path):
+    """Ticks of 1.5 ms CPU: 0.5 s apart until the epoch under way has had MIN_EPOCH_SAMPLES
+    samples' worth of time (a short epoch keeps two a second), then lengthening with the
+    epoch, up to 1.5 s (0.1% of a core); cheap ticks keep 0.5 s, dear ones stop at
     MAX_STRETCH times it; an interval the user set is kept, however dear."""
-    def waits(sampler, tick_cpu, since, ticks=40):
-        return [sampler.next_wait(tick_cpu, since + i * 0.5) for i in range(ticks)]
+    def waits(sampler, tick_cpu, epoch_running):
+        return [sampler.next_wait(tick_cpu, running) for running in epoch_running]
 
-    assert set(waits(MemorySampler(print), 0.0025, 0.0, ticks=int(SETTLE_S * 2))) == {0.5}
-    assert waits(MemorySampler(print), 0.0025, SETTLE_S)[-1] == pytest.approx(0.0025 / SAMPLER_CPU_SHARE) == 1.0
-    assert set(waits(MemorySampler(print), 0.0005, SETTLE_S)) == {0.5}
-    assert waits(MemorySampler(print), 0.05, SETTLE_S)[-1] == MAX_STRETCH * 0.5
-    assert set(waits(MemorySampler(print, interval=0.2, budgeted=False), 0.05, SETTLE_S)) == {0.2}
+    first_10_s = [i * 0.5 for i in range(21)]
+    assert set(waits(MemorySampler(print), 0.0015, first_10_s)) == {0.5}
+    assert waits(MemorySampler(print), 0.0015, [10, 15, 20, 25]) == [0.5, 0.75, 1.0, 1.25]
+    assert waits(MemorySampler(print), 0.0015, [60] * 20)[-1] == pytest.approx(0.0015 / SAMPLER_CPU_SHARE) == 1.5
+    assert set(waits(MemorySampler(print), 0.0004, [60] * 20)) == {0.5}
+    assert waits(MemorySampler(print), 0.05, [600] * 20)[-1] == MAX_STRETCH * 0.5
+    assert set(waits(MemorySampler(print, interval=0.2, budgeted=False), 0.05, [600] * 20)) == {0.2}
+    assert 10 / MIN_EPOCH_SAMPLES == 0.5
     # The probe's own default is budgeted; an interval given, to the Probe or from a launch, is not.
     from dcnprobe.contract import AttachConfig
     from dcnprobe.launched import apply_launch
@@ -255,3 +259,29 @@ def test_a_default_interval_lengthens_after_the_first_minute_to_keep_the_sampler
     launched = Probe(tmp_path)
     apply_launch(launched, AttachConfig(run_dir=str(tmp_path), sample_interval=0.3))
     assert not launched.sampler.budgeted and launched.sampler.interval == 0.3
+
+
+def test_the_sampling_thread_times_the_epoch_under_way_from_its_first_sample():
+    """The thread hands next_wait how long the epoch its samples carry has been sampled:
+    growing within an epoch, from 0 again when the loop's epoch changes."""
+    now, seen = [0.0], []
+
+    def clock():
+        now[0] += 1.0  # every reading a second later: the thread's own timing, made visible
+        return now[0]
+
+    class Recording(MemorySampler):
+        def next_wait(self, tick_cpu, epoch_running):
+            seen.append(epoch_running)
+            if len(seen) == 8:
+                self._stop.set()
+            return 0.001
+
+    epochs = iter([1, 1, 1, 2, 2, 2, 2, 3])
+    sampler = Recording(lambda record: None, interval=0.001, clock=clock, context=lambda: {"epoch": next(epochs)})
+    sampler.sample = lambda with_uss, periodic: {"t": clock(), **sampler.context()}
+    sampler.start()
+    sampler._thread.join(timeout=10)
+    growing = [b - a for a, b in zip(seen, seen[1:])]
+    assert seen[0] == 0 and seen[3] == 0 and seen[7] == 0
+    assert all(step > 0 for i, step in enumerate(growing) if i + 1 not in (3, 7))

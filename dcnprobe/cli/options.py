@@ -19,7 +19,7 @@ from typing import Any
 import click
 
 from dcnprobe.errors import UsageError
-from dcnprobe.sampler import DEFAULT_INTERVAL, SAMPLER_CPU_SHARE, SETTLE_S
+from dcnprobe.sampler import DEFAULT_INTERVAL, MIN_EPOCH_SAMPLES, SAMPLER_CPU_SHARE
 from dcnprobe.settings import (
     Settings,
     SettingsError,
@@ -155,8 +155,8 @@ def stall_after_option(default: float | None, default_text: str = "") -> Callabl
                              f"{MIN_STALL_AFTER_S:g}: the watchdog looks twice a second){default_text}")
 
 
-DEFAULT_INTERVAL_TEXT = (f" [default: {DEFAULT_INTERVAL:g}, lengthened after the first {SETTLE_S:g} s to keep the "
-                         f"sampler under {SAMPLER_CPU_SHARE:.2%} of a core]")
+DEFAULT_INTERVAL_TEXT = (f" [default: {DEFAULT_INTERVAL:g}; in a long epoch, once it has {MIN_EPOCH_SAMPLES} samples, "
+                         f"longer, to keep the sampler under {SAMPLER_CPU_SHARE:.1%} of a core]")
 
 
 def sample_interval_option(default: float | None, default_text: str = "") -> Callable:
