@@ -77,7 +77,6 @@ class SlowdownMonitor:
                  bootstrap_samples: int = BOOTSTRAP_SAMPLES, max_sample: int = MAX_SAMPLE) -> None:
         self.threshold, self.time_factor, self.clock = threshold, time_factor, clock
         self.batches_per_epoch = batches_per_epoch
-        self.looks = 0
         self.check_every, self.min_batches = check_every, min_batches
         self.bootstrap_samples, self.max_sample = bootstrap_samples, max_sample
         self.totals: dict[int, list[float]] = {}
@@ -103,11 +102,12 @@ class SlowdownMonitor:
         if kind == "batch":
             self.add(int(record["epoch"]), float(record["total"]), record)
 
-    def add(self, epoch: int, total: float, phases: Mapping[str, Any] | None = None) -> None:
+    def add(self, epoch: int, total: float, phases: Mapping[str, Any] | None = None, ended_ago: float = 0.0) -> None:
+        """A batch of `total` seconds that ended `ended_ago` seconds ago (one fed later, in bulk)."""
         if epoch not in self.totals:
             self.totals[epoch] = []
             self.phase_sums[epoch] = dict.fromkeys(PHASE_NAMES, 0.0)
-            self.arrived[epoch] = self.clock() - total
+            self.arrived[epoch] = self.clock() - ended_ago - total
             if epoch > 1 and 1 in self.totals and self.epoch1_s is None:
                 self.epoch1_s = sum(self.totals[1])
             if epoch > self.last_epoch:
@@ -144,7 +144,6 @@ class SlowdownMonitor:
             return self.last
         if len(later) - self._checked_at < self.check_every:
             return None
-        self.looks += 1  # at the batches themselves: the dear part of a check
         expected = self.batches_per_epoch or len(self.totals[1])
         base, steady = self._steady(self.totals[1], expected, recent=False), self._steady(later, expected, recent=True)
         if len(steady) < self.min_batches or len(base) < self.min_batches:

@@ -26,6 +26,8 @@ WHY = {"N": "no_grad", "I": "inference_mode", "E": "eval-mode", "": None}
 class Replay:
     """Plays a sequence of events into a Recorder as the agent's hooks would."""
 
+    steady = True  # the recorder's steady-state paths (both_paths runs every test both ways)
+
     def __init__(self, out, mode=EpochMode.LOADER_PASS, start_record=None, **config):
         self.now = 0.0
         self.clock = HeldClock(lambda: self.now)
@@ -33,6 +35,7 @@ class Replay:
         self.out = out  # the recorder starts the probe's record with the first epoch
         self.rec = Recorder(self.probe, AttachConfig(run_dir=str(out), **config), mode, self.clock,
                             start_record=start_record)
+        self.rec.steady = self.steady
         self.passes = {}  # loader -> its passes whose iterator is not yet dropped, oldest first
         self.steps = []  # open optimizer steps: whether each counts
         self.cut = []
@@ -94,6 +97,13 @@ class Replay:
         self.rec.finish()
         self.probe.finish("ok")
         return loop_shape(self.out)
+
+
+@pytest.fixture(autouse=True, params=[True, False], ids=["steady", "general"])
+def both_paths(request, monkeypatch):
+    """Every sequence through the recorder's steady-state paths and through the general
+    path alone: the same record either way."""
+    monkeypatch.setattr(Replay, "steady", request.param)
 
 
 def shape(epochs, validations):
@@ -296,3 +306,32 @@ def test_a_held_clock_is_held_for_the_holding_thread_only():
         thread.start()
         thread.join()
     assert seen == [10.0] and clock() == 10.0
+
+
+PLAIN = (f"ITER1 {epoch_of('n1 Ft Ft B S< >', 3)} STOP1 ITER2N n2 FeN n2 FeN STOP2 "
+         f"ITER1 {epoch_of('n1 Ft Ft B S< >', 2)} n1 Ft B n1 Ft B S< > ITER2E n2 FeN STOP2 n1 Ft B S< > STOP1")
+
+
+@pytest.mark.parametrize("events", [PLAIN, f"ITER1 {epoch_of('n1 Ft B S< > Ft B S< >', 3)} STOP1 ITER1 n1 Ft B W< S< > >"])
+def test_the_steady_paths_write_what_the_general_path_writes(tmp_path, monkeypatch, events):
+    """Batch for batch, phase time for phase time, on an injected clock: a plain loop (two
+    outermost modules a step), validation inside an epoch, accumulation, two optimizers, a
+    wrapper optimizer."""
+    records = {}
+    for steady in (True, False):
+        monkeypatch.setattr(Replay, "steady", steady)
+        out = tmp_path / str(steady)
+        shape_seen = Replay(out).play(events).finish()
+        batches = read_run(out, extra_fields=True).batches
+        records[steady] = (shape_seen, batches.drop(columns=[c for c in MEASURED if c in batches]).to_dict("records"),
+                           _unmeasured(read_notes(out)))
+    assert records[True] == records[False]
+    assert len(records[True][1]) >= 4 and records[True][1][0]["forward"] == pytest.approx(2 * TICK)
+
+
+MEASURED = ("rss", "in_use", "py_blocks", "gc_s", "gc_gen2", "minflt", "majflt")  # of this process, not the clock
+
+
+def _unmeasured(notes):
+    timeline = [(kind, {k: v for k, v in record.items() if k not in MEASURED}) for kind, record in notes["timeline"]]
+    return {**notes, "timeline": timeline}

@@ -30,11 +30,14 @@ class PhaseSpans:
         self.step_depth = 0
         self.closure_depth = 0
         self._closure_began: float | None = None
-        self._forward_began: float | None = None
-        self._backward_began: float | None = None
-        self._step_began: float | None = None
-        self._inside_step = 0.0  # the loop's own seconds within the open step: closures, forwards, backwards
-        self._collective_in_span = 0.0  # collective seconds within the open forward or backward
+        # When the open outermost forward, backward and step began (None: none, or untimed),
+        # and what they hold: public for the recorder's steady path (Recorder, "the steady
+        # state"), which does the outermost calls' arithmetic inline.
+        self.forward_from: float | None = None
+        self.backward_from: float | None = None
+        self.step_from: float | None = None
+        self.inside_step = 0.0  # the loop's own seconds within the open step: closures, forwards, backwards
+        self.collective_in_span = 0.0  # collective seconds within the open forward or backward
 
     @property
     def in_step(self) -> bool:
@@ -47,7 +50,7 @@ class PhaseSpans:
         self.forward_depth = depth + 1
         if depth or self.backward_depth:  # a child module, or a recomputation inside backward
             return False
-        self._forward_began = self.clock() if timed else None
+        self.forward_from = self.clock() if timed else None
         return True
 
     def forward_end(self) -> float | None:
@@ -55,7 +58,7 @@ class PhaseSpans:
         self.forward_depth -= 1
         if self.forward_depth:
             return None
-        began, self._forward_began = self._forward_began, None
+        began, self.forward_from = self.forward_from, None
         return self._outermost_ended("forward", began)
 
     def backward_begin(self) -> bool:
@@ -63,14 +66,14 @@ class PhaseSpans:
         self.backward_depth = depth + 1
         if depth:
             return False
-        self._backward_began = self.clock()
+        self.backward_from = self.clock()
         return True
 
     def backward_end(self) -> float | None:
         self.backward_depth -= 1
         if self.backward_depth:
             return None
-        began, self._backward_began = self._backward_began, None
+        began, self.backward_from = self.backward_from, None
         return self._outermost_ended("backward", began)
 
     def step_begin(self) -> bool:
@@ -78,16 +81,16 @@ class PhaseSpans:
         self.step_depth = depth + 1
         if depth:
             return False
-        self._step_began, self._inside_step = self.clock(), 0.0
+        self.step_from, self.inside_step = self.clock(), 0.0
         return True
 
     def step_end(self) -> float | None:
         self.step_depth -= 1
-        if self.step_depth or self._step_began is None:
+        if self.step_depth or self.step_from is None:
             return None
         now = self.clock()
-        self.add("optimizer", max(0.0, now - self._step_began - self._inside_step))
-        self._step_began = None
+        self.add("optimizer", max(0.0, now - self.step_from - self.inside_step))
+        self.step_from = None
         return now
 
     def closure_begin(self) -> None:
@@ -99,28 +102,28 @@ class PhaseSpans:
     def closure_end(self) -> None:
         self.closure_depth -= 1
         if not self.closure_depth and self._closure_began is not None:
-            self._inside_step += self.clock() - self._closure_began
+            self.inside_step += self.clock() - self._closure_began
             self._closure_began = None
 
     def collective(self, seconds: float) -> None:
         """`seconds` blocked in a collective, just ended."""
         self.add(COLLECTIVE, seconds)
         if self.forward_depth or self.backward_depth:
-            self._collective_in_span += seconds  # not that forward's or backward's own time
+            self.collective_in_span += seconds  # not that forward's or backward's own time
         if self.step_depth and not self.closure_depth:
-            self._inside_step += seconds  # nor the optimizer's (a closure's time is taken whole)
+            self.inside_step += seconds  # nor the optimizer's (a closure's time is taken whole)
 
     def _outermost_ended(self, phase: str, began: float | None) -> float | None:
         """An outermost forward or backward ended: its time (if it was timed), less the
         collective waits inside it; returns when, if timed."""
-        waited, self._collective_in_span = self._collective_in_span, 0.0
+        waited, self.collective_in_span = self.collective_in_span, 0.0
         if began is None:
             return None
         now = self.clock()
         seconds = now - began - waited
         self.add(phase, seconds)
         if self.step_depth and not self.closure_depth:  # a closure's time is taken whole
-            self._inside_step += seconds
+            self.inside_step += seconds
         return now
 
 

@@ -63,6 +63,7 @@ class Recorder:
         self.guesses: list[str] = []  # where the record rests on a guess, in words
         self._noted: set[str] = set()
         self._counted_inside: list[bool] = []  # per open optimizer step: a step it wraps was counted
+        self.steady = True  # the steady state's inline paths (below); False: the general path always
 
     @property
     def mode(self) -> EpochMode:
@@ -216,35 +217,82 @@ class Recorder:
         self.ensure_started()  # a run that never trained still gets its record
 
     # -- forward, backward, optimizer ------------------------------------------------------------------
+    #
+    # The steady state: a training pass under way (dataloader-pass epochs), its batch open,
+    # no validation pass open, at the outermost call, no collective wait, no closure or
+    # wrapper optimizer around it. Nearly every hook call of a training run comes in it,
+    # between a model's kernels, where each further Python call costs several us: so each
+    # method below does the outermost call's arithmetic (PhaseSpans') inline there, and
+    # takes the general path otherwise. Both give the same record
+    # (tests/test_attach_states.py replays every sequence both ways).
 
     def forward_began(self, training: bool, grad: bool) -> None:
-        if not self.phases.forward_begin(timed=grad) or not grad:
+        phases = self.phases
+        if training and self.steady and not (phases.forward_depth or phases.backward_depth or self.epochs.forward_is_work):
+            phases.forward_depth = 1
+            phases.forward_from = phases.clock() if grad else None
+            return
+        if not phases.forward_begin(timed=grad) or not grad:
             return
         top = self.epochs.top
         if not training and top is not None and not self.validations:
             top.eval_forwards += 1  # counted against the top pass; said only if it trained
-        if training and self.epochs.forward_is_work and not self.phases.step_depth:
+        if training and self.epochs.forward_is_work and not phases.step_depth:
             self.epochs.training_work("forward")
 
     def forward_ended(self) -> None:
-        now = self.phases.forward_end()
+        phases = self.phases
+        if (phases.forward_depth == 1 and self.steady and not self.validations
+                and not (phases.step_depth or phases.collective_in_span)):
+            phases.forward_depth = 0
+            began = phases.forward_from
+            if began is not None:
+                phases.forward_from = None
+                phases.add("forward", phases.clock() - began)
+            return
+        now = phases.forward_end()
         if now is not None and self.validations:
             self.validations[-1].touched = now
 
     def backward_began(self) -> None:
-        if self.phases.backward_begin():
+        phases = self.phases
+        top = self.epochs.top
+        if (not phases.backward_depth and self.steady and top is not None and top.kind is PassKind.TRAINING
+                and self.ledger.open and not self.validations):
+            phases.backward_depth = 1
+            phases.backward_from = phases.clock()
+            return
+        if phases.backward_begin():
             if self.validations:
                 self.end_validations()
             self.epochs.training_work("backward")
 
     def backward_ended(self) -> None:
-        now = self.phases.backward_end()
+        phases = self.phases
+        began = phases.backward_from
+        if (phases.backward_depth == 1 and self.steady and began is not None
+                and not (phases.step_depth or phases.collective_in_span)):
+            phases.backward_depth = 0
+            phases.backward_from = None
+            now = phases.clock()
+            phases.add("backward", now - began)
+            self._work_done(now, step=False)
+            return
+        now = phases.backward_end()
         if now is not None:
             self._work_done(now, step=False)
 
     def step_began(self) -> None:
+        phases = self.phases
+        top = self.epochs.top
+        if (not phases.step_depth and self.steady and top is not None and top.kind is PassKind.TRAINING
+                and self.ledger.open and not self.validations):
+            self._counted_inside.append(False)
+            phases.step_depth = 1
+            phases.step_from, phases.inside_step = phases.clock(), 0.0
+            return
         self._counted_inside.append(False)
-        if self.phases.step_begin():
+        if phases.step_begin():
             if self.validations:
                 self.end_validations()
             self.epochs.training_work("step")
@@ -252,11 +300,27 @@ class Recorder:
     def step_ended(self, counts: bool) -> None:
         """counts: the optimizer is not a wrapper of another (accelerate's
         AcceleratedOptimizer skips its inner step while accumulating gradients)."""
-        inner_counted = self._counted_inside.pop() if self._counted_inside else False
-        now = self.phases.step_end()
+        phases = self.phases
+        inside = self._counted_inside
+        top = self.epochs.top
+        began = phases.step_from
+        if (counts and self.steady and phases.step_depth == 1 and len(inside) == 1 and not inside[0] and began is not None
+                and top is not None and self.ledger.open and not self.clear_every):
+            inside.pop()
+            phases.step_depth = 0
+            phases.step_from = None
+            now = phases.clock()
+            phases.add("optimizer", max(0.0, now - began - phases.inside_step))
+            self.steps += 1
+            self.epoch_steps += 1
+            top.steps += 1
+            self._work_done(now, step=True)
+            return
+        inner_counted = inside.pop() if inside else False
+        now = phases.step_end()
         counts = counts and not inner_counted  # a wrapper whose inner step was counted already
-        if counts and self._counted_inside:
-            self._counted_inside[-1] = True
+        if counts and inside:
+            inside[-1] = True
         if not counts:
             return
         self.steps += 1
@@ -264,7 +328,6 @@ class Recorder:
             self.steps_outside_epochs += 1
             return
         self.epoch_steps += 1
-        top = self.epochs.top
         if top is not None:
             top.steps += 1
         self._work_done(now if now is not None else self.clock(), step=True)
