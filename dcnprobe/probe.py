@@ -95,7 +95,7 @@ class Probe:
         self._in_use_read_at = -math.inf
         self._counters_due = -math.inf
         self.sampler = MemorySampler(
-            # No interval given: the default, lengthened in a long run to keep the sampler cheap.
+            # No interval given: the default, lengthened in a long epoch to keep the sampler cheap.
             self._emit_sample, interval=sample_interval or DEFAULT_INTERVAL, budgeted=sample_interval is None,
             uss_every=uss_every, device_memory=backend.memory,
             context=self._context, gc_watch=self.gc, live_tensors=live_tensors, reader=self.reader, clock=self._now,
@@ -298,6 +298,8 @@ class Probe:
             "t": now,
             **times,
             "rss": self._rss_read,
+            # At batch end the step's activations are freed: what glibc still hands out is
+            # what the loop keeps. A steadier measure of retention than a mid-step sample.
             "in_use": self._in_use_read,
             "py_blocks": self._py_blocks,  # as of the latest memory sample
             "gc_s": gc_seconds - self._gc_seconds,
