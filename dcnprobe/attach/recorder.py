@@ -283,15 +283,14 @@ class Recorder:
             self._work_done(now, step=False)
 
     def step_began(self) -> None:
+        self._counted_inside.append(False)
         phases = self.phases
         top = self.epochs.top
         if (not phases.step_depth and self.steady and top is not None and top.kind is PassKind.TRAINING
                 and self.ledger.open and not self.validations):
-            self._counted_inside.append(False)
             phases.step_depth = 1
             phases.step_from, phases.inside_step = phases.clock(), 0.0
             return
-        self._counted_inside.append(False)
         if phases.step_begin():
             if self.validations:
                 self.end_validations()

@@ -19,7 +19,6 @@ from typing import Any
 import click
 
 from dcnprobe.errors import UsageError
-from dcnprobe.sampler import DEFAULT_INTERVAL, MIN_EPOCH_SAMPLES, SAMPLER_CPU_SHARE
 from dcnprobe.settings import (
     Settings,
     SettingsError,
@@ -155,8 +154,14 @@ def stall_after_option(default: float | None, default_text: str = "") -> Callabl
                              f"{MIN_STALL_AFTER_S:g}: the watchdog looks twice a second){default_text}")
 
 
-DEFAULT_INTERVAL_TEXT = (f" [default: {DEFAULT_INTERVAL:g}; in a long epoch, once it has {MIN_EPOCH_SAMPLES} samples, "
-                         f"longer, to keep the sampler under {SAMPLER_CPU_SHARE:.1%} of a core]")
+def default_interval_text() -> str:
+    """The probe's own sampling interval, for --sample-interval's help. The sampler (and
+    psutil, 35 ms) is imported here, by the commands that start a probe, not by every
+    command that imports these options."""
+    from dcnprobe.sampler import DEFAULT_INTERVAL, MIN_EPOCH_SAMPLES, SAMPLER_CPU_SHARE
+
+    return (f" [default: {DEFAULT_INTERVAL:g}; in a long epoch, once it has {MIN_EPOCH_SAMPLES} samples, "
+            f"longer, to keep the sampler under {SAMPLER_CPU_SHARE:.1%} of a core]")
 
 
 def sample_interval_option(default: float | None, default_text: str = "") -> Callable:

@@ -23,9 +23,9 @@ from dcnprobe.analysis import analyze_run, write_analysis
 from dcnprobe.attach.notes import read_notes
 from dcnprobe.cli import interruption
 from dcnprobe.cli.options import (
-    DEFAULT_INTERVAL_TEXT,
     SettingType,
     check_out_dir,
+    default_interval_text,
     epochs_option,
     max_batches_option,
     out_option,
@@ -73,7 +73,7 @@ def _given_settings_options(command):
 @click.option("--epoch-every", type=click.IntRange(min=1), default=None,
               help="for loops with no DataLoader: an epoch every N optimizer steps")
 @stall_after_option(None, " [default: the probe's, 30]")
-@sample_interval_option(None, DEFAULT_INTERVAL_TEXT)
+@sample_interval_option(None, default_interval_text())
 @click.argument("command", nargs=-1, type=click.UNPROCESSED)
 def command(out: Path | None, max_batches: int | None, epochs: int | None, epoch_every: int | None,
             stall_after: float | None, sample_interval: float | None, command: tuple[str, ...],

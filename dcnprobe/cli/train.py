@@ -15,8 +15,8 @@ import click
 
 from dcnprobe.cli import interruption
 from dcnprobe.cli.options import (
-    DEFAULT_INTERVAL_TEXT,
     check_out_dir,
+    default_interval_text,
     epochs_option,
     max_batches_option,
     out_option,
@@ -87,7 +87,7 @@ COLUMNS = ("epoch", "train_loss", "val_loss", "train_auc", "val_auc", "gap", "ga
 @click.option("--no-probe", is_flag=True, help="run the identical loop with no instrumentation")
 @click.option("--sync", type=click.Choice(SYNC_MODES), default="batch", show_default=True,
               help="device sync: once per batch, after every phase, or never")
-@sample_interval_option(None, DEFAULT_INTERVAL_TEXT)
+@sample_interval_option(None, default_interval_text())
 @stall_after_option(DEFAULT_STALL_FLOOR_S, f"; or {DEFAULT_STALL_FACTOR:g}x the median batch time, if longer")
 @click.option("--on-slowdown", type=click.Choice(ON_SLOWDOWN), default="warn", show_default=True,
               help="once a later epoch is clearly slower than epoch 1: warn on stderr, stop the run "
