@@ -19,6 +19,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from dcnprobe import procfs
+
 PROC_STAT = Path("/proc/stat")
 
 
@@ -55,7 +57,7 @@ def outside_share(busy_s: float, own_s: float, wall_s: float, cores: int) -> flo
 def machine_busy_seconds() -> float | None:
     """CPU-seconds the whole machine has been busy since boot, or None off Linux."""
     try:
-        fields = PROC_STAT.read_text().split("\n", 1)[0].split()
+        fields = procfs.read(PROC_STAT).split(b"\n", 1)[0].split()
     except OSError:
         return None
     # cpu user nice system idle iowait irq softirq steal ...: busy = all but idle and iowait

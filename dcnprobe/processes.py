@@ -19,6 +19,8 @@ from typing import Any
 
 import psutil
 
+from dcnprobe import procfs
+
 _IS_LINUX = sys.platform.startswith("linux")
 _PAGE_SIZE = resource.getpagesize()
 _HELPERS: set[int] = set()  # this process's own helper children: never counted as workers
@@ -153,6 +155,7 @@ class ProcessReader:
         for pid in list(self._handles):
             if pid not in keep and pid != self.pid:
                 del self._handles[pid]
+                procfs.forget_process(pid)
 
     def rss(self, pid: int) -> int | None:
         proc = self.handle(pid)
@@ -212,11 +215,10 @@ def _proc_stats(pid: int) -> dict[str, Any] | None:
     proc): a third of what psutil's five reads cost, which the sampler pays every tick for
     every process. None: the process is gone; {}: not readable here (psutil instead)."""
     try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-        with open(f"/proc/{pid}/status", "rb") as f:
-            status = f.read()
+        stat = procfs.read(f"/proc/{pid}/stat")
+        status = procfs.read(f"/proc/{pid}/status")
     except (FileNotFoundError, ProcessLookupError):
+        procfs.forget_process(pid)
         return None
     except OSError:
         return {}
@@ -241,8 +243,7 @@ def _proc_stats(pid: int) -> dict[str, Any] | None:
 
 def _thread_children(pid: int, tid: int) -> list[int]:
     """The children one thread of process `pid` started (Linux); OSError if it is gone."""
-    with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
-        return [int(p) for p in f.read().split()]
+    return [int(p) for p in procfs.read(f"/proc/{pid}/task/{tid}/children").split()]
 
 
 def _children_of(proc: psutil.Process) -> list[int]:
@@ -359,10 +360,8 @@ def _proc_system_memory() -> dict[str, int] | None:
     kB lines times 1024, swap counters in 4 KiB pages. None: a field is missing (a kernel
     without MemAvailable), psutil instead."""
     try:
-        with open("/proc/meminfo", "rb") as f:
-            meminfo = f.read()
-        with open("/proc/vmstat", "rb") as f:
-            vmstat = b"\n" + f.read()
+        meminfo = procfs.read("/proc/meminfo")
+        vmstat = b"\n" + procfs.read("/proc/vmstat")
         total, free = _meminfo_kib(meminfo, b"SwapTotal:"), _meminfo_kib(meminfo, b"SwapFree:")
         return {"sys_available": _meminfo_kib(meminfo, b"MemAvailable:") * 1024, "swap_used": (total - free) * 1024,
                 "swap_in": _vmstat_pages(vmstat, b"pswpin") * 4096, "swap_out": _vmstat_pages(vmstat, b"pswpout") * 4096}

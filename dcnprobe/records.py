@@ -107,8 +107,8 @@ COLUMNS: dict[str, dict[str, str]] = {
                "loop's time: the batches between carry the last reading)",
         "in_use": "glibc bytes in use at batch end (read at most once per sample_interval; the batches between "
                   "carry the last reading)",
-        "py_blocks": "sys.getallocatedblocks() as of the latest memory sample (at most sample_interval old: "
-                     "it walks every pymalloc arena, too dear to read per batch)",
+        "py_blocks": "sys.getallocatedblocks() as of the latest memory sample that read it (every 4th, and "
+                     "each epoch's first: it walks every pymalloc arena, too dear to read per batch)",
         "gc_s": "GC seconds during the batch", "gc_gen2": "generation-2 collections during the batch",
         "minflt": "minor page faults since the last batch that read them (read with rss; the batches between "
                   "carry 0)",
@@ -133,9 +133,11 @@ COLUMNS: dict[str, dict[str, str]] = {
         "machine_busy_s": "machine-wide busy CPU seconds",
         "helpers_cpu_s": "CPU seconds of the probe's own helper processes (the early warning's analysis), all so far",
         "helpers_ended_cpu_s": "the part of helpers_cpu_s from helpers that have ended (and are in main_cpu_children)",
-        "job_cpu_s": "a rank's: CPU seconds of the job's other processes (other ranks, their workers)", "cpu_freq_mhz": "mean clock frequency",
+        "job_cpu_s": "a rank's: CPU seconds of the job's other processes (other ranks, their workers)",
+        "cpu_freq_mhz": "mean clock frequency (every 4th sample, each epoch's first and the run's last; absent "
+                        "from the others)",
         "device_*": "device allocator: allocated, reserved, alloc_retries (CUDA); current, driver (MPS)",
-        "malloc_*": "glibc mallinfo2: in_use, free_held, ...", "py_blocks": "sys.getallocatedblocks()",
+        "malloc_*": "glibc mallinfo2: in_use, free_held, ...", "py_blocks": "sys.getallocatedblocks() (read as cpu_freq_mhz is)",
         "gc_count_*": "collections per generation", "gc_time_*": "GC seconds per generation",
         "live_tensors": "live torch tensors (only with live_tensors=True)",
         "sampler_error": "a sample failed; this says why",

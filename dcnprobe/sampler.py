@@ -20,6 +20,7 @@ the tick cadence: a forked worker's private growth (copy-on-write) shows in noth
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import sys
 import threading
@@ -40,6 +41,11 @@ SAMPLER_CPU_SHARE = 0.001  # of one core: what the ticks may cost in a long epoc
 MIN_EPOCH_SAMPLES = 20  # a lengthened interval still gives the epoch under way this many
 MAX_STRETCH = 4.0  # a budgeted interval lengthens to at most this multiple
 TICK_CPU_WEIGHT = 0.2  # of the latest tick, in the running mean of a tick's CPU
+# Ticks between readings of the figures that change slowly against a tick and cost much
+# to read: the CPU clock (psutil parses /proc/cpuinfo, 60-200 us) and Python's allocated
+# blocks (a walk of every pymalloc arena, 30-400 us). Also read at an epoch's first tick,
+# so that every epoch has its own, and at the run's last sample.
+SLOW_EVERY = 4
 
 
 class MemorySampler:
@@ -71,7 +77,8 @@ class MemorySampler:
         self.budgeted = budgeted  # the interval may lengthen (a default, not the user's)
         self._tick_cpu: float | None = None  # running mean of a tick's CPU seconds
         self._ticks = 0
-        self._stop = threading.Event()
+        self._slow_epoch: Any = None  # the epoch of the last reading of the SLOW_EVERY figures
+        self._stop = StopSignal()
         self._thread: threading.Thread | None = None
 
     def sample(self, with_uss: bool = True, periodic: bool = False) -> dict[str, Any]:
@@ -86,7 +93,8 @@ class MemorySampler:
         # the thread (the run's last sample); in between, the threads known to fork.
         children = reader.child_pids(full=not periodic or self._ticks % FULL_SCAN_EVERY == 0)
         pids = reader.worker_pids(children)
-        record: dict[str, Any] = {"t": self.clock(), **self.context()}
+        context = self.context()
+        record: dict[str, Any] = {"t": self.clock(), **context}
         main = self._main_stats(with_uss, periodic) or {}
         record.update({f"main_{k}": v for k, v in main.items()})
         record.update(system_memory())
@@ -96,12 +104,15 @@ class MemorySampler:
         record.update(self._helpers())
         if reader.job_root is not None:  # a rank: its sibling ranks' CPU is the job's
             record["job_cpu_s"] = reader.job_cpu_seconds()
-        record["cpu_freq_mhz"] = cpu_frequency_mhz()
+        epoch = context.get("epoch")
+        if not periodic or self._ticks % SLOW_EVERY == 0 or epoch != self._slow_epoch:
+            self._slow_epoch = epoch
+            record["cpu_freq_mhz"] = cpu_frequency_mhz()
+            record["py_blocks"] = sys.getallocatedblocks()
         record.update({f"device_{k}": v for k, v in self.device_memory().items()})
         malloc = glibc.mallinfo()
         if malloc:
             record.update({f"malloc_{k}": v for k, v in malloc.items()})
-        record["py_blocks"] = sys.getallocatedblocks()
         if self.gc_watch is not None:
             record.update(self.gc_watch.snapshot())
         if self.live_tensors:
@@ -173,6 +184,33 @@ class MemorySampler:
             if record.get("epoch") != epoch:
                 epoch, epoch_began = record.get("epoch"), now
             wait = self.next_wait(self.cpu_clock() - cpu, now - epoch_began)
+
+
+class StopSignal:
+    """threading.Event's set, clear and wait, for one waiting thread: a lock held while
+    running, let go by set(). A wait is one acquire, where Event.wait builds a Condition's
+    waiter in Python every time: the sampler waits once a tick."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._lock.acquire()
+
+    def set(self) -> None:
+        with contextlib.suppress(RuntimeError):  # already set
+            self._lock.release()
+
+    def clear(self) -> None:
+        self._lock.acquire(blocking=False)
+
+    def is_set(self) -> bool:
+        return not self._lock.locked()
+
+    def wait(self, timeout: float) -> bool:
+        """True once set (at once if it is), False after `timeout` seconds unset."""
+        if self._lock.acquire(timeout=timeout):
+            self.set()
+            return True
+        return False
 
 
 def _count_tensors() -> int:

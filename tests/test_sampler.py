@@ -285,3 +285,43 @@ def test_the_sampling_thread_times_the_epoch_under_way_from_its_first_sample():
     growing = [b - a for a, b in zip(seen, seen[1:])]
     assert seen[0] == 0 and seen[3] == 0 and seen[7] == 0
     assert all(step > 0 for i, step in enumerate(growing) if i + 1 not in (3, 7))
+
+
+def test_the_slow_figures_are_read_every_few_ticks_at_each_epochs_first_and_at_the_last_sample():
+    """The CPU clock and Python's block count (dear to read, slow to change) come every
+    SLOW_EVERY-th tick and at the first tick of each epoch; the run's last sample has them."""
+    from dcnprobe.sampler import SLOW_EVERY
+
+    epoch = [1]
+    sampler = MemorySampler(lambda record: None, context=lambda: {"epoch": epoch[0]})
+    read = []
+    for tick in range(1, 3 * SLOW_EVERY + 1):
+        if tick == SLOW_EVERY + 2:
+            epoch[0] = 2
+        sampler._ticks = tick
+        record = sampler.sample(with_uss=False, periodic=True)
+        assert ("py_blocks" in record) == ("cpu_freq_mhz" in record)
+        if "py_blocks" in record:
+            read.append(tick)
+    assert read == [1, SLOW_EVERY, SLOW_EVERY + 2, 2 * SLOW_EVERY, 3 * SLOW_EVERY]
+    sampler._ticks = 1
+    assert "py_blocks" in sampler.sample(with_uss=True) and "cpu_freq_mhz" in sampler.sample(with_uss=True)
+
+
+def test_the_stop_signal_waits_out_its_timeout_unset_and_returns_at_once_when_set():
+    import threading
+
+    from dcnprobe.sampler import StopSignal
+
+    stop = StopSignal()
+    began = time.perf_counter()
+    assert not stop.wait(0.05) and time.perf_counter() - began >= 0.045 and not stop.is_set()
+    threading.Timer(0.05, stop.set).start()
+    began = time.perf_counter()
+    assert stop.wait(10) and time.perf_counter() - began < 5
+    assert stop.is_set() and stop.wait(10) and stop.wait(0)  # stays set
+    stop.set()  # twice: no error
+    stop.clear()
+    assert not stop.is_set() and not stop.wait(0.01)
+    stop.clear()  # twice: still clear
+    assert not stop.wait(0.01)
