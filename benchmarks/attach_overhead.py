@@ -1,6 +1,7 @@
 """The attach's overhead: a training loop bare and with the probe attached from outside,
-batch by batch, as a ratio of batch times (goal 1.01) with a bootstrap interval over
-(measured, bare) batch pairs, plus the sampler thread's CPU share.
+batch by batch, as a ratio of batch times (goal 1.01) with a bootstrap interval over the
+(measured, bare) batch pairs of several processes (processes resampled, then pairs within
+each), plus the sampler thread's CPU share.
 
 The loop runs in a child process started the way `dcnprobe run` starts one (the attach
 site on PYTHONPATH, DCNPROBE_ATTACH set), with no probe of its own (NullProbe), so every
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from dcnprobe.benchmarks.timing import paired_ratio
+from dcnprobe.benchmarks.timing import clustered_paired_ratio
 
 RESULT_PREFIX = "attach-overhead-result "
 DATA = "synthetic:val_rows=4096"  # the report's training split; a small validation split per epoch
@@ -48,12 +49,15 @@ BATCH_SIZE = 1024
 
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "per_sample_loop.py"
-# (epochs, batches per epoch) per profile and loop. Batches per epoch: 2 + a multiple of
-# len(PATTERN), each pass's first and last untimed; 42 gives 20 pairs a pass. The full
-# profile's 1,140-2,280 pairs give intervals about ±0.3-0.7% wide here.
-SIZES = {"trainer": {"quick": (8, 22), "full": (60, 42)},
-         "example": {"quick": (16, 22), "full": (120, 42)},
-         "modules": {"quick": (8, 22), "full": (60, 42)}}
+# (processes, epochs each, batches per epoch) per profile and loop. Batches per epoch: 2 +
+# a multiple of len(PATTERN), each pass's first and last untimed; 42 gives 20 pairs a pass.
+# Several processes in the full profile: what differs from one process to the next (its
+# memory layout, its allocator's history) is part of what the attach costs a user, and
+# the interval holds it (timing.clustered_paired_ratio). A quick run's one process gives
+# the pairs' interval alone.
+SIZES = {"trainer": {"quick": (1, 8, 22), "full": (6, 10, 42)},
+         "example": {"quick": (1, 16, 22), "full": (8, 15, 42)},
+         "modules": {"quick": (1, 8, 22), "full": (6, 10, 42)}}
 
 
 def run(profile: str) -> dict[str, Any]:
@@ -79,7 +83,33 @@ def measure_modules(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any
 
 
 def _measure(loop: str, profile: str) -> dict[str, Any]:
-    epochs, batches = SIZES[loop][profile]
+    processes, epochs, batches = SIZES[loop][profile]
+    runs = [_run_child(loop, epochs, batches) for _ in range(processes)]
+    groups = []
+    for times in runs:
+        pairs = times["pairs"][len(times["pairs"]) // 20:]  # the first twentieth: allocator and cache warm-up
+        groups.append([segment for measured, bare in pairs for segment in ((True, [measured]), (False, [bare]))])
+    result = clustered_paired_ratio(groups)
+    # The sampler thread runs on both sides: the most it can take from the loop (all of its
+    # CPU time, as if every cycle of it held the loop up) is added to the hooks' ratio.
+    hooks = result["value"]
+    share = float(np.mean([times["sampler_cpu_share"] for times in runs]))
+    result["value"] = hooks + share
+    result["interval"] = [end + share for end in result["interval"]]
+    users = [times["sampler_user_fraction"] for times in runs if times["sampler_user_fraction"] is not None]
+    # The processes ran one after another on one monotonic clock: their batches and ticks
+    # do not overlap, and the tick effect is measured over all of them together.
+    timed = [batch for times in runs for batch in times["timed"][len(times["timed"]) // 20:]]
+    result["detail"].update(loop=loop, epochs=epochs * processes, pairs=sum(len(g) // 2 for g in groups),
+                            hooks_ratio=hooks, sampler_cpu_share=share,
+                            sampler_user_fraction=float(np.mean(users)) if users else None,
+                            recorded_batches=sum(times["recorded_batches"] for times in runs),
+                            **tick_effect(timed, [tick for times in runs for tick in times["ticks"]]))
+    return result
+
+
+def _run_child(loop: str, epochs: int, batches: int) -> dict[str, Any]:
+    """One process of `loop`, attached as `dcnprobe run` attaches, its batch times."""
     from dcnprobe.contract import AttachConfig, launch_env
 
     with tempfile.TemporaryDirectory() as out:
@@ -88,22 +118,10 @@ def _measure(loop: str, profile: str) -> dict[str, Any]:
         config = AttachConfig(run_dir=out, settings={"threads": "1"})
         done = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks.attach_overhead", loop, str(epochs),
                                str(batches)], env=launch_env(config), capture_output=True, text=True, check=False)
-        line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
-        if done.returncode != 0 or line is None:
-            raise RuntimeError(f"attach overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
-        times = json.loads(line[len(RESULT_PREFIX):])
-    pairs = times["pairs"][len(times["pairs"]) // 20:]  # the first twentieth: allocator and cache warm-up
-    result = paired_ratio([segment for measured, bare in pairs for segment in ((True, [measured]), (False, [bare]))])
-    hooks, share = result["value"], times["sampler_cpu_share"]
-    # The sampler thread runs on both sides: the most it can take from the loop (all of its
-    # CPU time, as if every cycle of it held the loop up) is added to the hooks' ratio.
-    result["value"] = hooks + share
-    result["interval"] = [end + share for end in result["interval"]]
-    result["detail"].update(loop=loop, epochs=epochs, pairs=len(pairs), hooks_ratio=hooks, sampler_cpu_share=share,
-                            sampler_user_fraction=times["sampler_user_fraction"],
-                            recorded_batches=times["recorded_batches"],
-                            **tick_effect(times["timed"][len(times["timed"]) // 20:], times["ticks"]))
-    return result
+    line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"attach overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(line[len(RESULT_PREFIX):])
 
 
 def tick_effect(timed: list[list], ticks: list[list], samples: int = 1000, seed: int = 0) -> dict[str, Any]:

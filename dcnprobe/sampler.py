@@ -13,7 +13,7 @@ two samples a second. An interval set by the user is kept as set. RSS is
 read every tick; USS, which costs the kernel a page-table walk (about 10 ms for a process
 mapping the 2.1 M-row store, 14 ms for one with torch and a 64 MB tensor), every
 `uss_every` ticks (4 s at the default interval). The main process's USS is read no more often than
-keeps its walks within USS_CPU_SHARE of a core (a 14 ms walk every 14 s): its memory
+keeps its walks within USS_CPU_SHARE of a core (a 14 ms walk every 28 s): its memory
 growth is judged on the per-batch RSS and allocator figures first. The workers' USS keeps
 the tick cadence: a forked worker's private growth (copy-on-write) shows in nothing else.
 """
@@ -36,7 +36,7 @@ from dcnprobe.processes import ProcessReader, cpu_frequency_mhz, system_memory
 DEFAULT_INTERVAL = 0.5
 DEFAULT_USS_EVERY = 8
 FULL_SCAN_EVERY = 8  # ticks between looks at every thread's children (ProcessReader.child_pids)
-USS_CPU_SHARE = 0.001  # of one core: what the main process's USS walks may cost
+USS_CPU_SHARE = 0.0005  # of one core: what the main process's USS walks may cost
 SAMPLER_CPU_SHARE = 0.001  # of one core: what the ticks may cost in a long epoch
 MIN_EPOCH_SAMPLES = 20  # a lengthened interval still gives the epoch under way this many
 MAX_STRETCH = 4.0  # a budgeted interval lengthens to at most this multiple

@@ -45,3 +45,44 @@ def test_too_few_overlapped_batches_measure_nothing():
     timed, ticks, _ = _loop(tick_cost=0.002)
     assert tick_effect(timed, ticks[:5]) == {}
     assert tick_effect(timed, []) == {}
+
+
+def _processes(seed: int, count: int = 8, pairs: int = 150, spread: float = 0.006):
+    """`count` processes of (measured, bare) single-batch pairs, 20 ms; a pair's two
+    batches drift together (10%), each has 2% of its own noise. Measured ones are as dear
+    as bare on average over processes, but each process is off by its own amount
+    (standard deviation `spread`): what layout and allocator history do."""
+    rng = np.random.default_rng(seed)
+    groups = []
+    for offset in rng.normal(0.0, spread, count):
+        drift = 0.020 * (1 + 0.1 * rng.standard_normal(pairs))
+        bare = drift * (1 + 0.02 * rng.standard_normal(pairs))
+        measured = drift * (1 + offset) * (1 + 0.02 * rng.standard_normal(pairs))
+        groups.append([segment for m, b in zip(measured, bare) for segment in ((True, [m]), (False, [b]))])
+    return groups
+
+
+def test_the_interval_over_several_processes_holds_what_differs_between_them():
+    """True ratio 1 on average over processes. Pairs resampled alone miss it far more
+    often than a 95% interval should; processes resampled too, seldom."""
+    from dcnprobe.benchmarks.timing import clustered_paired_ratio, paired_interval
+
+    seeds = range(10)
+    clustered_missed = pairs_missed = 0
+    for seed in seeds:
+        groups = _processes(seed)
+        low, high = clustered_paired_ratio(groups, samples=200, seed=seed)["interval"]
+        clustered_missed += not low <= 1.0 <= high
+        low, high = paired_interval([s for g in groups for s in g], samples=200, seed=seed)
+        pairs_missed += not low <= 1.0 <= high
+    assert clustered_missed <= 2 and pairs_missed >= 4, (clustered_missed, pairs_missed)
+
+
+def test_one_process_gives_the_pairs_interval_and_says_so():
+    from dcnprobe.benchmarks.timing import clustered_paired_ratio
+
+    (group,) = _processes(0, count=1, spread=0.0)
+    found = clustered_paired_ratio([group], samples=300)
+    assert found["detail"]["processes"] == 1 and len(found["detail"]["process_ratios"]) == 1
+    low, high = found["interval"]
+    assert low < found["value"] < high and high - low < 0.02

@@ -135,14 +135,14 @@ class _CountingReader(ProcessReader):
 
 
 def test_the_main_process_uss_walks_keep_within_their_share_of_a_core():
-    """A main process whose USS walk costs 14 ms is walked every 14 s (USS_CPU_SHARE 0.1%),
-    not every 4 s (at the first 4 s tick after 14 s have passed); a cheap walk keeps the
+    """A main process whose USS walk costs 14 ms is walked every 28 s (USS_CPU_SHARE 0.05%),
+    not every 4 s (at the first 4 s tick after 28 s have passed); a cheap walk keeps the
     tick cadence; the run's last sample reads it anyway. A worker's USS, the only sign of
     its copy-on-write growth, keeps the tick cadence however dear."""
     worker = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         now, cpu = [0.0], [0.0]
-        for uss_cpu, expected in ((0.014, [4, 20, 36]), (0.001, [4, 8, 12, 16, 20, 24, 28, 32, 36, 40])):
+        for uss_cpu, expected in ((0.014, [4, 32]), (0.001, [4, 8, 12, 16, 20, 24, 28, 32, 36, 40])):
             reader = _CountingReader(cpu, uss_cpu)
             main = reader.pid
             sampler = MemorySampler(lambda record: None, reader=reader, clock=lambda: now[0], cpu_clock=lambda: cpu[0])
