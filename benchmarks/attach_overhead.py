@@ -57,12 +57,13 @@ EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "per_sample_loop.py
 # the pairs' interval alone.
 SIZES = {"trainer": {"quick": (1, 8, 22), "full": (6, 10, 42)},
          "example": {"quick": (1, 16, 22), "full": (8, 15, 42)},
-         "modules": {"quick": (1, 8, 22), "full": (6, 10, 42)}}
+         "modules": {"quick": (1, 8, 22), "full": (6, 10, 42)},
+         "floor": {"quick": (1, 16, 22), "full": (8, 15, 42)}}
 
 
 def run(profile: str) -> dict[str, Any]:
     return {"attach_overhead": measure_attach(profile), "attach_overhead_example": measure_example(profile),
-            "attach_overhead_modules": measure_modules(profile)}
+            "attach_overhead_modules": measure_modules(profile), "attach_floor_example": measure_floor(profile)}
 
 
 def measure_attach(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -80,6 +81,13 @@ def measure_modules(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any
     """The attach overhead on a model of many small modules (a 6-layer transformer
     encoder: about 60 module calls a step), in a fresh run."""
     return _measure("modules", profile)
+
+
+def measure_floor(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The example loop with hooks that do nothing at the attach's hook points, against
+    none: the part of attach_overhead_example no work in the hooks can remove. Not
+    attached, so no sampler either."""
+    return _measure("floor", profile)
 
 
 def _measure(loop: str, profile: str) -> dict[str, Any]:
@@ -109,15 +117,17 @@ def _measure(loop: str, profile: str) -> dict[str, Any]:
 
 
 def _run_child(loop: str, epochs: int, batches: int) -> dict[str, Any]:
-    """One process of `loop`, attached as `dcnprobe run` attaches, its batch times."""
+    """One process of `loop`, attached as `dcnprobe run` attaches (the floor: not
+    attached, one thread set as the attach sets it), its batch times."""
     from dcnprobe.contract import AttachConfig, launch_env
 
     with tempfile.TemporaryDirectory() as out:
         # One intra-op thread, applied from outside like any setting: on a shared 2-core
         # machine, torch's spinning threads make batch times swing far more than the hooks cost.
         config = AttachConfig(run_dir=out, settings={"threads": "1"})
+        env = launch_env(config) if loop != "floor" else None
         done = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks.attach_overhead", loop, str(epochs),
-                               str(batches)], env=launch_env(config), capture_output=True, text=True, check=False)
+                               str(batches)], env=env, capture_output=True, text=True, check=False)
     line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"attach overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
@@ -191,10 +201,11 @@ class _Switch:
     and each tick's span is noted, for what the ticks cost the batches they overlap
     (`tick_effect`)."""
 
-    def __init__(self, batches: int) -> None:
+    def __init__(self, batches: int, hooks: Any = None) -> None:
         from dcnprobe.attach import active
 
-        self.agent = active.current()
+        # What a measured batch runs with: the agent, or the floor's hooks that do nothing.
+        self.agent = hooks or active.current()
         if self.agent is None:
             raise SystemExit("the attach agent is not installed in this process")
         if (batches - 2) % len(PATTERN):
@@ -224,7 +235,8 @@ class _Switch:
         if side is not None:
             if self._sampler_cpu is None:
                 self._sampler_cpu = (self._sampler_seconds(), now)
-                self._watch_ticks()
+                if self.agent.probe is not None:
+                    self._watch_ticks()
             self.timed.append((side, self.last, now))
             other = self._open.pop(not side, None)
             if other is None:
@@ -260,14 +272,16 @@ class _Switch:
         sampler.sample, sampler.emit = timed_sample, timed_emit
 
     def _sampler_seconds(self) -> float:
+        if self.agent.probe is None:
+            return 0.0
         thread = self.agent.probe.sampler._thread
         return time.clock_gettime(time.pthread_getcpuclockid(thread.ident)) if thread is not None else 0.0
 
     def _sampler_user_seconds(self) -> float | None:
         """The sampler thread's CPU in user mode over its life (Linux): the part of it that
         runs Python, holding the GIL; the rest is the kernel's work on /proc reads."""
-        thread = self.agent.probe.sampler._thread
         try:
+            thread = self.agent.probe.sampler._thread
             with open(f"/proc/self/task/{thread.native_id}/stat", "rb") as f:
                 return int(f.read().rsplit(b")", 1)[1].split()[11]) / os.sysconf("SC_CLK_TCK")
         except (AttributeError, OSError, IndexError, ValueError):
@@ -299,7 +313,7 @@ def _trainer_child(epochs: int, batches: int) -> None:
     switch.report()
 
 
-def _example_child(epochs: int, batches: int) -> None:
+def _example_child(epochs: int, batches: int, floor: bool = False) -> None:
     """per_sample_loop.py's main() loop, cut to `batches` per epoch, with its defaults."""
     import runpy
 
@@ -319,7 +333,7 @@ def _example_child(epochs: int, batches: int) -> None:
     def set_epoch(epoch: int) -> None:
         dataset.epoch.value = epoch
 
-    _alternate(epochs, batches, model, loader, optimizer, nn.BCEWithLogitsLoss(), set_epoch)
+    _alternate(epochs, batches, model, loader, optimizer, nn.BCEWithLogitsLoss(), set_epoch, floor)
 
 
 def _modules_child(epochs: int, batches: int) -> None:
@@ -350,10 +364,87 @@ def _modules_child(epochs: int, batches: int) -> None:
     _alternate(epochs, batches, model, loader, torch.optim.AdamW(model.parameters(), lr=1e-3), nn.BCEWithLogitsLoss())
 
 
+class _NoOpHooks:
+    """The floor: hooks that do nothing, where the attach hooks (the forward pre and post
+    hooks on the outermost modules, the global optimizer step pre and post hooks,
+    torch.autograd.backward wrapped), switched as _Switch switches the agent. What hooking
+    alone costs a loop, before the attach does any work in its hooks. (The attach's
+    iterator wrapper stays on both sides of its own measure, as this one's does.)"""
+
+    probe = None
+
+    def __init__(self, modules: tuple[Any, ...]) -> None:
+        import torch
+
+        self.modules, self.torch, self.handles = modules, torch, []
+        self.backward = torch.autograd.backward
+
+    def resume(self) -> None:
+        if self.handles:
+            return
+        from torch.optim import optimizer
+
+        nothing = _nothing
+        for module in self.modules:
+            self.handles += [module.register_forward_pre_hook(nothing),
+                             module.register_forward_hook(nothing, always_call=True)]
+        self.handles += [optimizer.register_optimizer_step_pre_hook(nothing),
+                         optimizer.register_optimizer_step_post_hook(nothing)]
+        backward = self.backward
+
+        def wrapped(*args, **kwargs):
+            nothing()
+            try:
+                return backward(*args, **kwargs)
+            finally:
+                nothing()
+
+        self.torch.autograd.backward = wrapped
+
+    def pause(self) -> None:
+        while self.handles:
+            self.handles.pop().remove()
+        self.torch.autograd.backward = self.backward
+
+    def close_batch(self) -> None:
+        pass
+
+
+def _nothing(*args: Any, **kwargs: Any) -> None:
+    return None
+
+
+class _Wrapped:
+    """An iterable whose iterator passes every item through a call that does nothing."""
+
+    def __init__(self, iterable: Any) -> None:
+        self.iterable = iterable
+
+    def __iter__(self) -> Any:
+        for item in self.iterable:
+            _nothing(item)
+            yield item
+
+
+def _floor_child(epochs: int, batches: int) -> None:
+    """The example loop with the floor's hooks (_NoOpHooks) on its measured batches, one
+    intra-op thread as the attach's runs have."""
+    import torch
+
+    torch.set_num_threads(1)
+    _example_child(epochs, batches, floor=True)
+
+
 def _alternate(epochs: int, batches: int, model: Any, loader: Any, optimizer: Any, loss_fn: Any,
-               on_epoch: Callable[[int], None] = lambda epoch: None) -> None:
-    """A plain training loop of `batches` steps an epoch, attached and bare in turns."""
-    switch = _Switch(batches)
+               on_epoch: Callable[[int], None] = lambda epoch: None, floor: bool = False) -> None:
+    """A plain training loop of `batches` steps an epoch, attached and bare in turns (or,
+    `floor`, with hooks that do nothing and without them)."""
+    if floor:
+        hooks = _NoOpHooks((model, loss_fn))
+        switch, loader = _Switch(batches, hooks), _Wrapped(loader)
+        hooks.resume()  # a pass's first batch runs measured, as the agent's does
+    else:
+        switch = _Switch(batches)
     for epoch in range(1, epochs + 1):
         on_epoch(epoch)
         model.train()
@@ -370,4 +461,5 @@ def _alternate(epochs: int, batches: int, model: Any, loader: Any, optimizer: An
 
 
 if __name__ == "__main__":
-    {"trainer": _trainer_child, "example": _example_child, "modules": _modules_child}[sys.argv[1]](int(sys.argv[2]), int(sys.argv[3]))
+    {"trainer": _trainer_child, "example": _example_child, "modules": _modules_child,
+     "floor": _floor_child}[sys.argv[1]](int(sys.argv[2]), int(sys.argv[3]))

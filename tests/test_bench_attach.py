@@ -86,3 +86,26 @@ def test_one_process_gives_the_pairs_interval_and_says_so():
     assert found["detail"]["processes"] == 1 and len(found["detail"]["process_ratios"]) == 1
     low, high = found["interval"]
     assert low < found["value"] < high and high - low < 0.02
+
+
+def test_the_floors_hooks_sit_where_the_attachs_do_and_come_off_entirely():
+    import torch
+    from dcnprobe.benchmarks.attach_overhead import _NoOpHooks
+    from torch import nn
+    from torch.optim import optimizer
+
+    model, loss_fn = nn.Linear(4, 1), nn.MSELoss()
+    backward = torch.autograd.backward
+    hooks = _NoOpHooks((model, loss_fn))
+    hooks.resume()
+    hooks.resume()  # twice: once installed
+    try:
+        assert len(model._forward_pre_hooks) == len(model._forward_hooks) == 1 == len(loss_fn._forward_hooks)
+        assert len(optimizer._global_optimizer_pre_hooks) >= 1 and torch.autograd.backward is not backward
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        loss_fn(model(torch.ones(2, 4)), torch.zeros(2, 1)).backward()  # a step runs through them
+        opt.step()
+    finally:
+        hooks.pause()
+    assert not model._forward_pre_hooks and not model._forward_hooks and not loss_fn._forward_hooks
+    assert torch.autograd.backward is backward and not hooks.handles
