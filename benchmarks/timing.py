@@ -154,6 +154,9 @@ def clustered_paired_ratio(groups: list[list[tuple[bool, list[float]]]], confide
             "interval": list(percentile_interval(ratios, confidence)),
             "detail": {"processes": len(levelled),
                        "process_ratios": [float(np.nanmedian(p) / np.nanmedian(b)) for p, b in levelled],
+                       # Of means: what a cost paid at few batches (a periodic check, a flush)
+                       # adds, which the medians do not see; noisier.
+                       "levelled_mean_ratio": float(np.nanmean(probed) / np.nanmean(bare)),
                        "pooled_median_ratio": median_ratio(measured, unmeasured),
                        "measured_median_s": float(np.median(measured)), "bare_median_s": float(np.median(unmeasured)),
                        "batches_each": int(min(measured.size, unmeasured.size))}}
