@@ -241,9 +241,17 @@ def _proc_stats(pid: int) -> dict[str, Any] | None:
         return {}
 
 
-def _thread_children(pid: int, tid: int) -> list[int]:
-    """The children one thread of process `pid` started (Linux); OSError if it is gone."""
-    return [int(p) for p in procfs.read(f"/proc/{pid}/task/{tid}/children").split()]
+def _thread_children(pid: int, tid: int, keep: bool = True) -> list[int]:
+    """The children one thread of process `pid` started (Linux); OSError if it is gone.
+    keep: through a descriptor kept open (the threads read every tick, which are few);
+    a look at every thread opens and closes, or each thread that ever ran would keep one
+    (a pin-memory thread an epoch: a descriptor count rising with the epochs, which the
+    analysis reads as a leak of the loop's)."""
+    path = f"/proc/{pid}/task/{tid}/children"
+    if keep:
+        return [int(p) for p in procfs.read(path).split()]
+    with open(path, "rb") as f:
+        return [int(p) for p in f.read().split()]
 
 
 def _children_of(proc: psutil.Process) -> list[int]:
@@ -259,7 +267,7 @@ def _children_by_thread(proc: psutil.Process) -> tuple[list[int], set[int]]:
             pids: list[int] = []
             forking: set[int] = set()
             for tid in os.listdir(f"/proc/{proc.pid}/task"):
-                found = _thread_children(proc.pid, int(tid))
+                found = _thread_children(proc.pid, int(tid), keep=False)
                 if found:
                     pids += found
                     forking.add(int(tid))
