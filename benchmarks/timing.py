@@ -107,13 +107,17 @@ def paired_interval(segments: list[tuple[bool, list[float]]], confidence: float 
 def paired_ratio(segments: list[tuple[bool, list[float]]]) -> dict[str, Any]:
     """A ratio judged like the overheads: measured over bare, levelled per segment pair,
     with its paired bootstrap interval; the pooled ratio of medians for reference."""
+    return {"value": levelled_ratio(segment_pairs(segments)), "unit": "ratio",
+            "interval": list(paired_interval(segments)), "detail": _pooled_detail(segments)}
+
+
+def _pooled_detail(segments: list[tuple[bool, list[float]]]) -> dict[str, Any]:
+    """Every measured batch against every bare one, unpaired: for reference."""
     measured = np.concatenate([t for on, t in segments if on])
     bare = np.concatenate([t for on, t in segments if not on])
-    return {"value": levelled_ratio(segment_pairs(segments)), "unit": "ratio",
-            "interval": list(paired_interval(segments)),
-            "detail": {"pooled_median_ratio": median_ratio(measured, bare),
-                       "measured_median_s": float(np.median(measured)), "bare_median_s": float(np.median(bare)),
-                       "batches_each": int(min(measured.size, bare.size))}}
+    return {"pooled_median_ratio": median_ratio(measured, bare),
+            "measured_median_s": float(np.median(measured)), "bare_median_s": float(np.median(bare)),
+            "batches_each": int(min(measured.size, bare.size))}
 
 
 # -- pairs from several processes: what differs from one process to the next counted too --
@@ -129,17 +133,11 @@ def clustered_paired_ratio(groups: list[list[tuple[bool, list[float]]]], confide
     overlap. Pairs resampled alone call that spread certainty; resampling processes as
     well puts it in the interval. With one process the interval is the pairs' alone (and
     `processes` in the detail says so)."""
-    levelled = [_levelled(pairs) for pairs in (segment_pairs(g) for g in groups) if len(pairs) >= 2]
-    if not levelled:
+    per_process = [pairs for pairs in (segment_pairs(g) for g in groups) if len(pairs) >= 2]
+    if not per_process:
         raise ValueError("no process has two (measured, bare) pairs")
-    width = max(p.shape[1] for p, _ in levelled)
-
-    def pooled(side: int) -> np.ndarray:  # every process's pairs, one row each, padded with NaN
-        return np.concatenate([np.pad(arrays[side], ((0, 0), (0, width - arrays[side].shape[1])),
-                                      constant_values=np.nan) for arrays in levelled])
-
-    probed, bare = pooled(0), pooled(1)
-    sizes = np.array([p.shape[0] for p, _ in levelled])
+    probed, bare = _levelled([pair for pairs in per_process for pair in pairs])  # a row a pair
+    sizes = np.array([len(pairs) for pairs in per_process])
     starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
     rng = np.random.default_rng(seed)
     ratios = np.empty(samples)
@@ -147,16 +145,12 @@ def clustered_paired_ratio(groups: list[list[tuple[bool, list[float]]]], confide
         picked = rng.integers(0, len(sizes), len(sizes)) if len(sizes) > 1 else [0]
         rows = np.concatenate([starts[g] + rng.integers(0, sizes[g], sizes[g]) for g in picked])
         ratios[i] = np.nanmedian(probed[rows]) / np.nanmedian(bare[rows])
-    flat = [segment for group in groups for segment in group]
-    measured = np.concatenate([t for on, t in flat if on])
-    unmeasured = np.concatenate([t for on, t in flat if not on])
+    own = [slice(start, start + size) for start, size in zip(starts, sizes)]
     return {"value": float(np.nanmedian(probed) / np.nanmedian(bare)), "unit": "ratio",
             "interval": list(percentile_interval(ratios, confidence)),
-            "detail": {"processes": len(levelled),
-                       "process_ratios": [float(np.nanmedian(p) / np.nanmedian(b)) for p, b in levelled],
+            "detail": {"processes": len(sizes),
+                       "process_ratios": [float(np.nanmedian(probed[rows]) / np.nanmedian(bare[rows])) for rows in own],
                        # Of means: what a cost paid at few batches (a periodic check, a flush)
                        # adds, which the medians do not see; noisier.
                        "levelled_mean_ratio": float(np.nanmean(probed) / np.nanmean(bare)),
-                       "pooled_median_ratio": median_ratio(measured, unmeasured),
-                       "measured_median_s": float(np.median(measured)), "bare_median_s": float(np.median(unmeasured)),
-                       "batches_each": int(min(measured.size, unmeasured.size))}}
+                       **_pooled_detail([segment for group in groups for segment in group])}}
