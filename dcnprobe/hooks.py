@@ -56,7 +56,10 @@ class ProbeLike(Protocol):
 class ProbeListener:
     """Something that acts at the probe's boundaries, inside the training process: the
     epoch profilers, the live slowdown warning. Every method is a no-op; override what you
-    need. Listeners run on the training thread, so they must be cheap per batch."""
+    need. Listeners run on the training thread, so they must be cheap per batch; but
+    on_sample, which the probe's sampler thread calls after each memory sample: periodic
+    work done there costs the loop nothing (a listener that takes it must hand what it
+    shares with on_batch across threads with care)."""
 
     def on_start(self, header: Mapping[str, Any]) -> None:
         pass
@@ -68,6 +71,9 @@ class ProbeListener:
         pass
 
     def on_epoch_end(self, epoch: int) -> None:
+        pass
+
+    def on_sample(self, sample: Mapping[str, Any]) -> None:
         pass
 
     def on_finish(self, status: str) -> None:

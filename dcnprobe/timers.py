@@ -23,13 +23,17 @@ Clock = Callable[[], float]
 
 
 class PhaseTimer:
+    __slots__ = ("clock", "sync", "mode", "_start", "times")
+
     def __init__(self, clock: Clock = time.perf_counter, sync: Callable[[], None] | None = None,
                  mode: str = "batch") -> None:
         if mode not in SYNC_MODES:
             raise ValueError(f"sync mode must be one of {SYNC_MODES}, not {mode!r}")
         self.clock, self.sync, self.mode = clock, sync, mode
         self._start: float | None = None
-        self._times: dict[str, float] = {}
+        # The open batch's seconds per phase: a new dict each batch (end() hands it over).
+        # The attach's steady path adds to it directly (dcnprobe.attach.recorder).
+        self.times: dict[str, float] = {}
 
     @property
     def in_batch(self) -> bool:
@@ -38,11 +42,11 @@ class PhaseTimer:
     def begin(self) -> None:
         """A batch starts when the loop asks the loader for it."""
         self._start = self.clock()
-        self._times = dict.fromkeys(_TIMED, 0.0)
+        self.times = dict.fromkeys(_TIMED, 0.0)
 
     def waited(self) -> None:
         """The loader returned the batch: everything since begin() was data wait."""
-        self._times[DATA_WAIT] = self.clock() - self._start
+        self.times[DATA_WAIT] = self.clock() - self._start
 
     def cancel(self) -> None:
         """The loader was exhausted: there is no batch to record."""
@@ -53,9 +57,9 @@ class PhaseTimer:
         calls rather than around blocks, so it hands over durations."""
         if self._start is not None:
             try:  # the phases begin() knows: one lookup, at every hook of the attach
-                self._times[name] += seconds
+                self.times[name] += seconds
             except KeyError:
-                self._times[name] = seconds
+                self.times[name] = seconds
 
     def phase(self, name: str) -> _PhaseSpan:
         return _PhaseSpan(self, name)
@@ -65,7 +69,7 @@ class PhaseTimer:
         if self.sync is not None and self.mode == "batch":
             self.sync()
         end = self.clock()
-        times = self._times
+        times = self.times
         total = end - self._start
         times["other"] = total - sum(times.values())
         times["total"] = total
@@ -89,4 +93,4 @@ class _PhaseSpan:
         if timer.mode == "phase" and timer.sync is not None:
             timer.sync()
         if timer._start is not None:
-            timer._times[self.name] = timer._times.get(self.name, 0.0) + timer.clock() - self.began
+            timer.times[self.name] = timer.times.get(self.name, 0.0) + timer.clock() - self.began

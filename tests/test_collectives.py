@@ -110,7 +110,7 @@ def test_ddp_gets_a_timed_hook_and_explicit_calls_are_timed_on_a_real_process_gr
         reference.load_state_dict(model.module.state_dict())
         x = torch.randn(8, 4)
         model(x).sum().backward()
-        assert collectives.backward_wait() >= 0.0 and not collectives._launched  # buckets were launched and read
+        assert collectives.backward_wait() >= 0.0 and not collectives.launched  # buckets were launched and read
         reference(x).sum().backward()  # the gradients are those of the default reduction (world of one)
         assert torch.allclose(model.module.weight.grad, reference.weight.grad)
         dist.all_reduce(torch.ones(2))

@@ -157,12 +157,12 @@ class _DearRss:
 
 def test_a_batch_end_reads_rss_and_faults_within_their_share_and_the_batches_between_carry_them(
         tmp_path, monkeypatch):
-    """Batches of 20 ms whose end reads (RSS, faults) cost 50 us: at COUNTER_CPU_SHARE 0.1%
-    they are read every 50 ms, so every third batch; the batches between carry the last RSS
+    """Batches of 20 ms whose end reads (RSS, faults) cost 50 us: at COUNTER_CPU_SHARE 0.02%
+    they are read every 250 ms, so every 13th batch; the batches between carry the last RSS
     and no faults, and the faults of the reading batch are all those since the last read."""
     from dcnprobe import probe as probe_module
 
-    assert probe_module.COUNTER_CPU_SHARE == 0.001
+    assert probe_module.COUNTER_CPU_SHARE == 0.0002
     faults = iter([(0, 0)] + [(10 * i, i) for i in range(1, 100)])
     monkeypatch.setattr(probe_module, "own_faults", lambda: next(faults))
     clock = _SteppedClock()
@@ -172,11 +172,12 @@ def test_a_batch_end_reads_rss_and_faults_within_their_share_and_the_batches_bet
     probe._rss = _DearRss(clock)
     with probe:
         probe.begin_pass()
-        for _ in range(9):
+        for _ in range(30):
             probe.timer.begin()
             clock.now += 0.02
             probe.end_batch()
         probe.end_pass()
-    assert [r["rss"] for r in records] == [1000, 1000, 1000, 1001, 1001, 1001, 1002, 1002, 1002]
-    assert [r["majflt"] for r in records] == [1, 0, 0, 1, 0, 0, 1, 0, 0]
-    assert [r["minflt"] for r in records] == [10, 0, 0, 10, 0, 0, 10, 0, 0]
+    read = [0, 13, 26]  # 13 x 20 ms (plus a read's 50 us) >= 250 ms since the last read
+    assert [r["rss"] for r in records] == [1000 + sum(i >= k for k in read) - 1 for i in range(30)]
+    assert [r["majflt"] for r in records] == [int(i in read) for i in range(30)]
+    assert [r["minflt"] for r in records] == [10 * (i in read) for i in range(30)]

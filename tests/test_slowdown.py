@@ -5,6 +5,7 @@ clock: no test sleeps."""
 import json
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -433,3 +434,41 @@ def test_a_rank_names_itself_and_a_rank_that_waits_says_so(tmp_path):
     assert lines[0][0].startswith("dcnprobe: warning: rank 0: epoch 2 runs 1.6")
     assert "waiting in collectives" in lines[0][0] and "likely cause" not in lines[0][0]
     assert lines[0][0].endswith(f"details: dcnprobe analyze {tmp_path}")  # RUN, not RUN/rank0
+
+
+def test_under_a_sampler_the_check_runs_on_its_thread_and_the_training_thread_acts(tmp_path):
+    """A probe's sampler thread calls on_sample after each memory sample: the monitor's
+    check runs there, never in on_batch, and the warning is written by the training thread
+    at its next batch, naming the batch the check saw last."""
+    clock = Clock()
+    written, lines, checked_on = [], [], []
+    warning = EarlyWarning("warn", tmp_path, lambda kind, record: written.append((threading.get_ident(), kind)),
+                           threshold=1.2, clock=clock, emit=lines.append, analyze=False)
+    warning.on_start({"batches_per_epoch": 200})
+    check = warning.monitor.check
+
+    def checked():
+        evidence = check()
+        checked_on.append((threading.get_ident(), evidence is not None))
+        return evidence
+
+    warning.monitor.check = checked
+
+    def tick():
+        sampler = threading.Thread(target=warning.on_sample, args=({"t": clock.now},))
+        sampler.start()
+        sampler.join()
+
+    for number, record in enumerate([*batches(1, 200, 0.10), *batches(2, 200, 0.15)], start=1):
+        clock.now += record["total"]
+        warning.on_batch({**{k: v for k, v in record.items() if k != "type"}, "t": clock.now})
+        if number % 5 == 0:  # a tick every 5 batches (0.5 s at 0.1 s a batch)
+            tick()
+            if checked_on and checked_on[-1][1]:
+                break
+    training = threading.get_ident()
+    assert checked_on[-1][1] and training not in {thread for thread, _ in checked_on}  # all on the sampler's
+    assert not written  # found on that thread: acted on at the training thread's next batch
+    warning.on_batch({"epoch": 2, "batch": 99, "total": 0.15, "t": clock.now + 0.15})
+    assert written == [(training, "warning")] and len(lines) == 1
+    assert "epoch 2 runs 1.5" in lines[0]

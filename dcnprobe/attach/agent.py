@@ -92,6 +92,7 @@ class Agent:
         self._steps_when_widened = 0
         self._narrowed_to: list[Any] | None = None  # the modules hooked when paused
         self._device_known = False
+        self._step_counts: dict[type, bool] = {}  # per optimizer class: its steps count (_wraps_an_optimizer)
         self.rank: dict[str, Any] | None = None  # the header's rank fields, in a distributed job
         # Nesting of forward, backward and step calls, kept from the start: a claim happens
         # only at an outermost call, and the recorder takes these over.
@@ -402,8 +403,9 @@ class Agent:
             self.phases.backward_begin()
 
     def backward_ended(self) -> None:
-        if self.phases.backward_depth == 1:  # the outermost: DDP waited for its buckets here
-            waited = self.hooks.collectives.backward_wait()
+        collectives = self.hooks.collectives
+        if collectives.launched and self.phases.backward_depth == 1:  # the outermost: DDP waited for its buckets here
+            waited = collectives.backward_wait()
             if waited:
                 self.collective_waited(waited)
         if self.recording:
@@ -451,7 +453,11 @@ class Agent:
 
     def step_ended(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.recording:
-            self.recorder.step_ended(counts=not _wraps_an_optimizer(optimizer))
+            kind = type(optimizer)
+            counts = self._step_counts.get(kind)
+            if counts is None:
+                counts = self._step_counts[kind] = not _wraps_an_optimizer(optimizer)
+            self.recorder.step_ended(counts=counts)
         else:
             self.phases.step_end()
 

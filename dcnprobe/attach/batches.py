@@ -20,6 +20,8 @@ from dcnprobe.hooks import DATA_WAIT
 
 
 class BatchLedger:
+    __slots__ = ("probe", "timer", "clock", "items", "steps", "worked", "open", "last_work_at")
+
     def __init__(self, probe: Any, clock: HeldClock) -> None:
         self.probe, self.timer, self.clock = probe, probe.timer, clock
         self.items = 0

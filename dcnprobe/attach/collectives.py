@@ -44,7 +44,7 @@ class Collectives:
         self.waited, self.clock = waited, clock
         self.notes: list[str] = []  # where collective time could not be seen, in words
         self._depth = 0  # all_gather_object calls all_gather: only the outermost call counts
-        self._launched: list[float] = []  # DDP buckets of the backward under way
+        self.launched: list[float] = []  # DDP buckets of the backward under way
         self._done: list[float] = []
         self._originals: list[tuple[Any, str, Any]] = []
         self._modules: set[int] = set()  # DDP modules whose hook is ours (by id)
@@ -108,7 +108,7 @@ class Collectives:
     # -- DDP's buckets ---------------------------------------------------------------------------
 
     def timed_hook(self, hook: Callable) -> Callable:
-        launched, done, clock = self._launched, self._done, self.clock
+        launched, done, clock = self.launched, self._done, self.clock
 
         def finished(_future: Any) -> None:
             done.append(clock())
@@ -125,13 +125,13 @@ class Collectives:
     def backward_wait(self) -> float:
         """At an outermost backward's end: seconds it waited for DDP's bucket all-reduces
         (0 when none were launched in it)."""
-        if not self._launched:
+        if not self.launched:
             return 0.0
         now = self.clock()
-        last_launch = max(self._launched)
+        last_launch = max(self.launched)
         # A completion not yet noted (its callback still queued) ended by now at the latest.
-        last_done = now if len(self._done) < len(self._launched) else max(self._done)
-        self._launched.clear()
+        last_done = now if len(self._done) < len(self.launched) else max(self._done)
+        self.launched.clear()
         self._done.clear()
         return max(0.0, min(last_done, now) - last_launch)
 

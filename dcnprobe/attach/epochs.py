@@ -143,7 +143,7 @@ class LoaderPassEpochs(EpochStrategy):
             p.cut = True
             self.pass_exhausted(p)
             return True
-        if ledger.open and ledger.stepped:
+        if ledger.open and ledger.steps:  # stepped
             ledger.close()
         if not ledger.open:
             ledger.begin()

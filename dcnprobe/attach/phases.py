@@ -23,6 +23,9 @@ AddTime = Callable[[str, float], None]
 
 
 class PhaseSpans:
+    __slots__ = ("clock", "add", "forward_depth", "backward_depth", "step_depth", "closure_depth", "_closure_began",
+                 "forward_from", "backward_from", "step_from", "inside_step", "collective_in_span")
+
     def __init__(self, clock: Callable[[], float], add: AddTime) -> None:
         self.clock, self.add = clock, add
         self.forward_depth = 0

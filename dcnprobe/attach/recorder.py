@@ -20,6 +20,7 @@ from dcnprobe.attach.notes import ATTACH_RECORD, PASS_RECORD, VALIDATION_RECORD
 from dcnprobe.attach.phases import PhaseSpans
 from dcnprobe.attach.states import EpochMode, PassKind
 from dcnprobe.contract import AttachConfig
+from dcnprobe.hooks import DATA_WAIT
 
 NO_WORK = "no optimizer step or backward"  # a pass found to be validation only by what it lacked
 
@@ -99,16 +100,21 @@ class Recorder:
 
     def item_received(self, p: LoaderPass, waited: float) -> None:
         p.items += 1
-        p.touched = self.clock()
+        p.touched = self.clock.clock()  # the running clock: no hold is ever taken around this call
         if p.kind is PassKind.VALIDATION:
             return
         if self.epochs.counts_items(p):
             if not p.worked_since_item:
                 p.fetches_ahead = True
             p.worked_since_item = False
-            self.ledger.item(waited)
+            ledger = self.ledger
+            if ledger.open:  # BatchLedger.item, inline: every batch passes here
+                self.probe.timer.times[DATA_WAIT] += waited
+                ledger.items += 1
+            else:
+                ledger.item(waited)
         else:
-            self.probe.timer.add("data_wait", waited)
+            self.probe.timer.add(DATA_WAIT, waited)
 
     def pass_exhausted(self, p: LoaderPass) -> None:
         if p.kind is PassKind.VALIDATION:
@@ -270,13 +276,19 @@ class Recorder:
     def backward_ended(self) -> None:
         phases = self.phases
         began = phases.backward_from
-        if (phases.backward_depth == 1 and self.steady and began is not None
+        ledger = self.ledger
+        if (phases.backward_depth == 1 and self.steady and began is not None and ledger.open
                 and not (phases.step_depth or phases.collective_in_span)):
             phases.backward_depth = 0
             phases.backward_from = None
             now = phases.clock()
-            phases.add("backward", now - began)
-            self._work_done(now, step=False)
+            # What phases.add and _work_done would do, inline: the batch is open, so the
+            # timer's is too (the ledger alone opens and closes the timer's batches).
+            self.probe.timer.times["backward"] += now - began
+            ledger.last_work_at, ledger.worked = now, True
+            top = self.epochs.top
+            if top is not None:
+                top.worked_since_item = True
             return
         now = phases.backward_end()
         if now is not None:
@@ -303,17 +315,21 @@ class Recorder:
         inside = self._counted_inside
         top = self.epochs.top
         began = phases.step_from
+        ledger = self.ledger
         if (counts and self.steady and phases.step_depth == 1 and len(inside) == 1 and not inside[0] and began is not None
-                and top is not None and self.ledger.open and not self.clear_every):
+                and top is not None and ledger.open and not self.clear_every):
             inside.pop()
             phases.step_depth = 0
             phases.step_from = None
             now = phases.clock()
-            phases.add("optimizer", max(0.0, now - began - phases.inside_step))
+            seconds = now - began - phases.inside_step
+            self.probe.timer.times["optimizer"] += seconds if seconds > 0.0 else 0.0
             self.steps += 1
             self.epoch_steps += 1
             top.steps += 1
-            self._work_done(now, step=True)
+            ledger.last_work_at, ledger.worked = now, True  # _work_done, inline
+            ledger.steps += 1
+            top.worked_since_item = True
             return
         inner_counted = inside.pop() if inside else False
         now = phases.step_end()

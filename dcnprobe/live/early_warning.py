@@ -23,6 +23,7 @@ import os
 import sys
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -38,10 +39,13 @@ from dcnprobe.slowdown import Evidence, SlowdownMonitor
 REWARN_FACTOR = 2.0  # warn again only once the ratio is clearly above this multiple of the last
 ANALYSIS_WAIT_S = 20.0  # under `stop`, the longest the ending run waits for the cause
 FINISH_WAIT_S = 10.0  # at the end of a run, the longest it waits for a warning or profile still being written
-# The check runs in the training thread, at most this often (run time, the batches' `t`):
-# the batches since the last one are taken in bulk then. Taking each batch as it ends cost
-# about 40 us a batch (cold code between a model's steps); a loop of 1 ms batches would
-# pay for 100 checks a second. A warning comes at most this much later.
+# Where the check runs. Under a probe, on its sampler thread after each memory sample
+# (on_sample): the training thread only hands each batch over, and acts on what a check
+# found at its next batch. Taken in the training thread, even in bulk every quarter
+# second, the check cost 30-60 us a batch (cold code between a model's steps). A listener
+# that no sampler calls (a test feeding records) checks in the training thread instead, at
+# most every CHECK_INTERVAL_S of run time (the batches' `t`); a loop of 1 ms batches would
+# otherwise pay for 100 checks a second. A warning comes at most a tick (or this) later.
 CHECK_INTERVAL_S = 0.25
 
 
@@ -67,8 +71,14 @@ class EarlyWarning(ProbeListener):
         self.action, self.run_dir, self.write, self.emit = action, Path(run_dir), write, emit
         self.threshold, self.clock, self.analyze = threshold, clock, analyze
         self.monitor = SlowdownMonitor(threshold, clock=clock)
-        self._waiting: list[Mapping[str, Any]] = []  # batch records the monitor has not yet taken
+        # Batch records the monitor has not yet taken: appended by the training thread, taken
+        # by the sampler's (a deque's append and popleft are atomic: no lock, none lost).
+        self._waiting: deque[Mapping[str, Any]] = deque()
         self._check_at = -math.inf  # the run time (a batch's t) of the next check
+        self._sampled = False  # a sampler thread calls on_sample: the checks run there
+        # What a check on the sampler thread found, for the training thread to act on (a
+        # warning, a profile, a stop all belong to it); no check runs until it has.
+        self._found: tuple[Evidence, int] | None = None
         self.rank: int | None = None  # a rank of a distributed run: its warnings name it
         self.warnings: list[dict[str, Any]] = []
         self._pending: list[threading.Thread] = []  # warnings waiting for their cause
@@ -86,26 +96,43 @@ class EarlyWarning(ProbeListener):
         self.rank = header.get("rank")
 
     def on_batch(self, record: Mapping[str, Any]) -> None:
-        # The training thread's whole cost at most batches: the record waits in a list, and
-        # the monitor takes the waiting ones in bulk, then checks, every CHECK_INTERVAL_S of
-        # run time (the batches' `t`).
+        # The training thread's whole cost at nearly every batch: the record waits for the
+        # next check (CHECK_INTERVAL_S), which takes the waiting ones in bulk. Here the
+        # training thread acts on what a check found.
         self._waiting.append(record)
         if self._profiler:
             self._profiler.on_batch(record["epoch"], record["batch"])
-        if record["t"] >= self._check_at:
-            self._check(record)
+        if self._found is not None:
+            found = self._found
+            try:
+                self._slow(*found)
+            finally:
+                self._found = None  # after _slow has raised the bar for the next warning
+        elif not self._sampled and record["t"] >= self._check_at:
+            self._check_at = record["t"] + CHECK_INTERVAL_S
+            found = self._check(record["t"])
+            if found is not None:
+                self._slow(*found)
 
-    def _check(self, latest: Mapping[str, Any]) -> None:
-        now, monitor = latest["t"], self.monitor
-        for record in self._waiting:
+    def on_sample(self, sample: Mapping[str, Any]) -> None:
+        self._sampled = True
+        if self._found is None and "t" in sample:
+            self._found = self._check(sample["t"])
+
+    def _check(self, now: float) -> tuple[Evidence, int] | None:
+        """Take the waiting batches (`now`: the run time); the evidence of a slowdown, and
+        the batch to name."""
+        waiting, monitor = self._waiting, self.monitor
+        if not waiting:
+            return None
+        taken = [waiting.popleft() for _ in range(len(waiting))]
+        latest = taken[-1]
+        for record in taken:
             monitor.add(record["epoch"], record["total"], record, ended_ago=now - record["t"])
-        self._waiting.clear()
-        self._check_at = now + CHECK_INTERVAL_S
         if latest["epoch"] < 2:
-            return
+            return None
         evidence = monitor.check()
-        if evidence is not None:
-            self._slow(evidence, int(latest["batch"]) + 1)
+        return None if evidence is None else (evidence, int(latest["batch"]) + 1)
 
     def on_epoch_end(self, epoch: int) -> None:
         if self._profiler:
