@@ -79,6 +79,9 @@ class EarlyWarning(ProbeListener):
         # What a check on the sampler thread found, for the training thread to act on (a
         # warning, a profile, a stop all belong to it); no check runs until it has.
         self._found: tuple[Evidence, int] | None = None
+        # The monitor, for one thread at a time: the sampler's first tick may come while the
+        # training thread checks, or acts on a slowdown (a stop waits for its cause).
+        self._monitoring = threading.Lock()
         self.rank: int | None = None  # a rank of a distributed run: its warnings name it
         self.warnings: list[dict[str, Any]] = []
         self._pending: list[threading.Thread] = []  # warnings waiting for their cause
@@ -125,13 +128,14 @@ class EarlyWarning(ProbeListener):
         waiting, monitor = self._waiting, self.monitor
         if not waiting:
             return None
-        taken = [waiting.popleft() for _ in range(len(waiting))]
-        latest = taken[-1]
-        for record in taken:
-            monitor.add(record["epoch"], record["total"], record, ended_ago=now - record["t"])
-        if latest["epoch"] < 2:
-            return None
-        evidence = monitor.check()
+        with self._monitoring:
+            taken = [waiting.popleft() for _ in range(len(waiting))]
+            latest = taken[-1]
+            for record in taken:
+                monitor.add(record["epoch"], record["total"], record, ended_ago=now - record["t"])
+            if latest["epoch"] < 2:
+                return None
+            evidence = monitor.check()
         return None if evidence is None else (evidence, int(latest["batch"]) + 1)
 
     def on_epoch_end(self, epoch: int) -> None:
@@ -149,9 +153,10 @@ class EarlyWarning(ProbeListener):
 
     def _slow(self, evidence: Evidence, batch: int) -> None:
         # The next warning needs a ratio clearly above twice this one, judged the same way.
-        self.monitor.threshold = REWARN_FACTOR * max(evidence.ratio, self.threshold)
-        self.monitor.time_factor *= REWARN_FACTOR
-        growth = self.monitor.phase_growth(evidence.epoch)
+        with self._monitoring:
+            self.monitor.threshold = REWARN_FACTOR * max(evidence.ratio, self.threshold)
+            self.monitor.time_factor *= REWARN_FACTOR
+            growth = self.monitor.phase_growth(evidence.epoch)
         grew, grew_s = next(iter(growth.items()), (None, 0.0))
         warning = {
             "epoch": evidence.epoch, "batch": batch, "kind": "slowdown", "statistic": evidence.statistic,
