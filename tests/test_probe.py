@@ -181,3 +181,29 @@ def test_a_batch_end_reads_rss_and_faults_within_their_share_and_the_batches_bet
     assert [r["rss"] for r in records] == [1000 + sum(i >= k for k in read) - 1 for i in range(30)]
     assert [r["majflt"] for r in records] == [int(i in read) for i in range(30)]
     assert [r["minflt"] for r in records] == [10 * (i in read) for i in range(30)]
+
+
+def test_listeners_hear_each_sample_on_the_sampler_thread_and_a_failing_one_is_said_once(tmp_path, capsys):
+    """on_sample comes from the sampler's thread after each periodic sample is written; a
+    listener that raises there is named once on stderr, and the sampling goes on."""
+    import threading
+
+    heard, training = [], threading.get_ident()
+
+    class Hears(ProbeListener):
+        def on_sample(self, sample):
+            heard.append((threading.get_ident(), sample["t"]))
+
+    class Fails(ProbeListener):
+        def on_sample(self, sample):
+            raise ValueError("no")
+
+    with Probe(tmp_path, sample_interval=0.02, listeners=[Fails(), Hears()]):
+        deadline = time.monotonic() + 10
+        while len(heard) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+    assert len(heard) >= 4 and training not in {thread for thread, _ in heard}
+    assert [t for _, t in heard] == sorted(t for _, t in heard)
+    written = read_run(tmp_path).samples["t"].tolist()
+    assert all(t in written for _, t in heard)  # each heard sample is one the record holds
+    assert capsys.readouterr().err.count("Fails.on_sample failed: ValueError: no") == 1
