@@ -56,10 +56,10 @@ class ProbeLike(Protocol):
 class ProbeListener:
     """Something that acts at the probe's boundaries, inside the training process: the
     epoch profilers, the live slowdown warning. Every method is a no-op; override what you
-    need. Listeners run on the training thread, so they must be cheap per batch; but
-    on_sample, which the probe's sampler thread calls after each memory sample: periodic
-    work done there costs the loop nothing (a listener that takes it must hand what it
-    shares with on_batch across threads with care)."""
+    need. They run on the training thread, so they must be cheap per batch; all but
+    on_sample, which the probe's sampler thread calls after each periodic memory sample:
+    periodic work done there costs the loop nothing (a listener that takes it hands what it
+    shares with on_batch across threads with care, as the live warning does)."""
 
     def on_start(self, header: Mapping[str, Any]) -> None:
         pass

@@ -100,8 +100,8 @@ class EarlyWarning(ProbeListener):
 
     def on_batch(self, record: Mapping[str, Any]) -> None:
         # The training thread's whole cost at nearly every batch: the record waits for the
-        # next check (CHECK_INTERVAL_S), which takes the waiting ones in bulk. Here the
-        # training thread acts on what a check found.
+        # next check (the sampler's next tick, else CHECK_INTERVAL_S on), which takes the
+        # waiting ones in bulk. Here the training thread acts on what a check found.
         self._waiting.append(record)
         if self._profiler:
             self._profiler.on_batch(record["epoch"], record["batch"])
