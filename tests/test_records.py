@@ -335,3 +335,26 @@ def test_batches_written_while_another_thread_flushes_are_all_kept_in_order(tmp_
     assert [r["batch"] for r in lines if r["type"] == "batch"] == list(range(20000))
     assert sum(r["type"] == "memory" for r in lines) > 0
     assert (tmp_path / BATCH_TABLE).stat().st_size == 20000 * BATCH_ROW.size
+
+
+def test_a_batch_row_holds_nan_wherever_a_field_is_absent_or_not_a_finite_number():
+    """Plain rows are packed as they are; anything else (None, a bool, a string, an
+    infinity, a numpy number) is sorted out value by value: NaN unless a finite real."""
+    import math
+    import struct
+
+    import numpy as np
+
+    from dcnprobe.records import BATCH_COLUMNS, batch_row
+
+    plain = {name: float(i) for i, name in enumerate(BATCH_COLUMNS)}
+    plain["epoch"], plain["batch"] = 2, 7
+    odd = {"rss": None, "in_use": True, "py_blocks": "many", "gc_s": math.inf, "minflt": -math.inf,
+           "forward": np.float32(0.5), "gc_gen2": np.int64(3), "majflt": math.nan}
+    for record in (plain, {**plain, **odd}, {k: v for k, v in plain.items() if k not in ("rss", "collective")}):
+        row = struct.unpack(f"<{len(BATCH_COLUMNS)}d", batch_row(record))
+        for name, value in zip(BATCH_COLUMNS, row):
+            given = record.get(name)
+            number = (isinstance(given, (int, float, np.number)) and not isinstance(given, bool)
+                      and math.isfinite(given))
+            assert math.isnan(value) if not number else value == float(given), (name, given, value)
