@@ -16,16 +16,20 @@ shared stretch of machine time together: batches next to each other are not inde
 (the machine drifts), so resampling single batches would make the interval too narrow.
 On one quiet run here (514 batches of 4096): pooled median ratio 1.015 [0.997, 1.039],
 levelled 1.009 [0.999, 1.024]; with 1000 batches of 1024, levelled 1.012 [1.005, 1.021].
+One process's pairs still share its memory layout: the full profile runs several (RUNS).
 """
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from dcnprobe.benchmarks.timing import paired_ratio
+from dcnprobe.benchmarks.timing import clustered_paired_ratio, paired_ratio
 from dcnprobe.model.trainer import TrainJob, fit
 
 from dcnprobe.hooks import NullProbe
@@ -106,21 +110,50 @@ class AlternatingProbe:
 # the bound is stricter, and 1000 batches take a minute. The sampler's cost per second is
 # the same share either way.
 BATCH_SIZE = 1024
-BATCHES = {"quick": 1000, "full": 2000}
+SEGMENT = 4
+# (processes, batches each) per profile. The full profile runs several processes one after
+# another: what differs from one process to the next (its memory layout, its allocator's
+# history) moves the ratio more than one process's pairs admit, and the interval resamples
+# the processes too (timing.clustered_paired_ratio). The quick one, CI's, runs in this
+# process: its interval is the pairs' alone, and `processes` is absent from its detail.
+RUNS = {"quick": (1, 1000), "full": (4, 500)}
+RESULT_PREFIX = "probe-overhead-result "
+
+
+def segments(batches: int) -> list[tuple[bool, list[float]]]:
+    """One training run of `batches` batches, probed and bare in turns: its segments, the
+    first pair (the warm-up) left out."""
+    job = TrainJob(settings=Settings(device="cpu", batch_size=BATCH_SIZE), epochs=1, max_batches=batches)
+    with tempfile.TemporaryDirectory() as out:
+        probe = AlternatingProbe(Probe(out), SEGMENT)
+        fit(job, probe=probe)
+    return probe.segments[2:]
 
 
 def run(profile: str) -> dict[str, Any]:
-    segment = 4
-    job = TrainJob(settings=Settings(device="cpu", batch_size=BATCH_SIZE), epochs=1, max_batches=BATCHES[profile])
-    with tempfile.TemporaryDirectory() as out:
-        probe = AlternatingProbe(Probe(out), segment)
-        fit(job, probe=probe)
-    pairs = probe.segments[2:]  # the first pair holds the warm-up
-    result = paired_ratio(pairs)
-    result["detail"]["segment"] = segment
+    processes, batches = RUNS[profile]
+    if processes == 1:
+        result = paired_ratio(segments(batches))
+    else:
+        result = clustered_paired_ratio([_child(batches) for _ in range(processes)])
+    result["detail"]["segment"] = SEGMENT
     return {"probe_overhead": result}
+
+
+def _child(batches: int) -> list[tuple[bool, list[float]]]:
+    """segments(batches) in a fresh process."""
+    done = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks.overhead", str(batches)],
+                          capture_output=True, text=True, check=False)
+    line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"probe overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
+    return [(bool(on), times) for on, times in json.loads(line[len(RESULT_PREFIX):])]
 
 
 def measure_overhead(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:
     """The probe overhead alone, in a fresh run: what the gate measures again when unsure."""
     return run(profile)["probe_overhead"]
+
+
+if __name__ == "__main__":
+    print(RESULT_PREFIX + json.dumps(segments(int(sys.argv[1]))), flush=True)
