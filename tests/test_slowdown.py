@@ -472,3 +472,18 @@ def test_under_a_sampler_the_check_runs_on_its_thread_and_the_training_thread_ac
     warning.on_batch({"epoch": 2, "batch": 99, "total": 0.15, "t": clock.now + 0.15})
     assert written == [(training, "warning")] and len(lines) == 1
     assert "epoch 2 runs 1.5" in lines[0]
+
+
+def test_when_the_samples_stop_coming_the_training_thread_checks_again(tmp_path):
+    """A listener that heard a sampler once, then none for over SAMPLER_SILENT_S of run
+    time (a sampler that died): the checks come back to the training thread, and the
+    slowdown is still found."""
+    from dcnprobe.live.early_warning import SAMPLER_SILENT_S
+
+    clock = Clock()
+    warning, written, lines = listener("warn", tmp_path, clock)
+    warning.on_sample({"t": clock.now})
+    run_listener(warning, clock, batches(1, 200, 0.10))
+    assert not written
+    run_listener(warning, clock, batches(2, 200, 0.15 + SAMPLER_SILENT_S / 100))  # 60 s gone by batch 80
+    assert lines and written[0][1]["epoch"] == 2

@@ -47,6 +47,10 @@ FINISH_WAIT_S = 10.0  # at the end of a run, the longest it waits for a warning 
 # most every CHECK_INTERVAL_S of run time (the batches' `t`); a loop of 1 ms batches would
 # otherwise pay for 100 checks a second. A warning comes at most a tick (or this) later.
 CHECK_INTERVAL_S = 0.25
+# Run time without a sample after which the checks come back to the training thread (a
+# sampler that died, or a user's very long interval): the waiting batches are not left to
+# pile up unjudged. The default interval stretches to 2 s at most.
+SAMPLER_SILENT_S = 60.0
 
 
 def _stderr(line: str) -> None:
@@ -76,6 +80,7 @@ class EarlyWarning(ProbeListener):
         self._waiting: deque[Mapping[str, Any]] = deque()
         self._check_at = -math.inf  # the run time (a batch's t) of the next check
         self._sampled = False  # a sampler thread calls on_sample: the checks run there
+        self._sampled_at = -math.inf  # the run time of the latest sample heard
         # What a check on the sampler thread found, for the training thread to act on (a
         # warning, a profile, a stop all belong to it); no check runs until it has.
         self._found: tuple[Evidence, int] | None = None
@@ -111,6 +116,8 @@ class EarlyWarning(ProbeListener):
                 self._slow(*found)
             finally:
                 self._found = None  # after _slow has raised the bar for the next warning
+        elif self._sampled and record["t"] - self._sampled_at > SAMPLER_SILENT_S:
+            self._sampled = False  # the ticks stopped coming: the next batch checks here
         elif not self._sampled and record["t"] >= self._check_at:
             self._check_at = record["t"] + CHECK_INTERVAL_S
             found = self._check(record["t"])
@@ -118,8 +125,10 @@ class EarlyWarning(ProbeListener):
                 self._slow(*found)
 
     def on_sample(self, sample: Mapping[str, Any]) -> None:
-        self._sampled = True
-        if self._found is None and "t" in sample:
+        if "t" not in sample:
+            return
+        self._sampled_at, self._sampled = sample["t"], True
+        if self._found is None:
             self._found = self._check(sample["t"])
 
     def _check(self, now: float) -> tuple[Evidence, int] | None:
