@@ -28,9 +28,7 @@ own. Three loops:
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from dcnprobe.benchmarks import children
 from dcnprobe.benchmarks.timing import clustered_paired_ratio
 
-RESULT_PREFIX = "attach-overhead-result "
 DATA = "synthetic:val_rows=4096"  # the report's training split; a small validation split per epoch
 # Smaller than the report's 4096 rows: the hooks cost about the same per batch whatever its
 # size, so a 4x cheaper batch shows their share 4x more clearly, in a quarter of the time.
@@ -126,12 +124,8 @@ def _run_child(loop: str, epochs: int, batches: int) -> dict[str, Any]:
         # machine, torch's spinning threads make batch times swing far more than the hooks cost.
         config = AttachConfig(run_dir=out, settings={"threads": "1"})
         env = launch_env(config) if loop != "floor" else None
-        done = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks.attach_overhead", loop, str(epochs),
-                               str(batches)], env=env, capture_output=True, text=True, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"attach overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
-    return json.loads(line[len(RESULT_PREFIX):])
+        return children.run_child("dcnprobe.benchmarks.attach_overhead", [loop, str(epochs), str(batches)], "attach overhead",
+                         env=env)
 
 
 def tick_effect(timed: list[list], ticks: list[list], samples: int = 1000, seed: int = 0) -> dict[str, Any]:
@@ -293,10 +287,9 @@ class _Switch:
         cpu = self._sampler_seconds()
         user = self._sampler_user_seconds()
         share = (cpu - began_cpu) / max(time.perf_counter() - began, 1e-9)
-        print(RESULT_PREFIX + json.dumps({"pairs": self.pairs, "recorded_batches": recorded, "sampler_cpu_share": share,
-                                          "timed": self.timed, "ticks": self.ticks,
-                                          "sampler_user_fraction": user / cpu if user is not None and cpu else None}),
-              flush=True)
+        children.report({"pairs": self.pairs, "recorded_batches": recorded, "sampler_cpu_share": share,
+                         "timed": self.timed, "ticks": self.ticks,
+                         "sampler_user_fraction": user / cpu if user is not None and cpu else None})
 
 
 def _trainer_child(epochs: int, batches: int) -> None:

@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
 from typing import Any
 
+from dcnprobe.benchmarks import children
 from dcnprobe.benchmarks.timing import paired_ratio
 
-RESULT_PREFIX = "framework-overhead-result "
 FRAMEWORKS = ("lightning", "trainer")
 FEATURES, HIDDEN, BATCH_SIZE = 64, 512, 256  # about 10 ms a batch on one core: a small real model
 
@@ -34,13 +33,9 @@ def measure(framework: str, epochs: int, batches: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory() as out:
         config = AttachConfig(run_dir=out, settings={"threads": "1"})
-        done = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks.framework_overhead", "--child", framework,
-                               "--epochs", str(epochs), "--batches", str(batches)],
-                              env=launch_env(config), capture_output=True, text=True, check=False)
-        line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
-        if done.returncode != 0 or line is None:
-            raise RuntimeError(f"{framework} overhead child failed ({done.returncode}): {done.stderr[-3000:]}")
-        times = json.loads(line[len(RESULT_PREFIX):])
+        times = children.run_child("dcnprobe.benchmarks.framework_overhead",
+                          ["--child", framework, "--epochs", str(epochs), "--batches", str(batches)],
+                          f"{framework} overhead", env=launch_env(config))
     result = paired_ratio(times["segments"][2:])  # the first pair holds the warm-up
     result["detail"].update(epochs=epochs, batches=batches, recorded_batches=times["recorded_batches"])
     return result
@@ -80,8 +75,7 @@ class Toggle:
 
     def report(self) -> None:
         recorded = self.agent.probe.step if self.agent.probe is not None else 0
-        print(RESULT_PREFIX + json.dumps({"segments": [s for s in self.segments if s[1]],
-                                          "recorded_batches": recorded}), flush=True)
+        children.report({"segments": [s for s in self.segments if s[1]], "recorded_batches": recorded})
 
 
 def _data(batches: int):

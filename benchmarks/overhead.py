@@ -21,14 +21,13 @@ One process's pairs still share its memory layout: the full profile runs several
 
 from __future__ import annotations
 
-import json
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+from dcnprobe.benchmarks import children
 from dcnprobe.benchmarks.timing import clustered_paired_ratio, paired_ratio
 from dcnprobe.model.trainer import TrainJob, fit
 
@@ -117,7 +116,6 @@ SEGMENT = 4
 # the processes too (timing.clustered_paired_ratio). The quick one, CI's, runs in this
 # process: its interval is the pairs' alone, and `processes` is absent from its detail.
 RUNS = {"quick": (1, 1000), "full": (4, 500)}
-RESULT_PREFIX = "probe-overhead-result "
 
 
 def segments(batches: int) -> list[tuple[bool, list[float]]]:
@@ -142,12 +140,8 @@ def run(profile: str) -> dict[str, Any]:
 
 def _child(batches: int) -> list[tuple[bool, list[float]]]:
     """segments(batches) in a fresh process."""
-    done = subprocess.run([sys.executable, "-m", "dcnprobe.benchmarks.overhead", str(batches)],
-                          capture_output=True, text=True, check=False)
-    line = next((x for x in done.stdout.splitlines() if x.startswith(RESULT_PREFIX)), None)
-    if done.returncode != 0 or line is None:
-        raise RuntimeError(f"probe overhead child failed ({done.returncode}): {done.stderr[-2000:]}")
-    return [(bool(on), times) for on, times in json.loads(line[len(RESULT_PREFIX):])]
+    reported = children.run_child("dcnprobe.benchmarks.overhead", [str(batches)], "probe overhead")
+    return [(bool(on), times) for on, times in reported]
 
 
 def measure_overhead(profile: str, faults: tuple[str, ...] = ()) -> dict[str, Any]:
@@ -156,4 +150,4 @@ def measure_overhead(profile: str, faults: tuple[str, ...] = ()) -> dict[str, An
 
 
 if __name__ == "__main__":
-    print(RESULT_PREFIX + json.dumps(segments(int(sys.argv[1]))), flush=True)
+    children.report(segments(int(sys.argv[1])))

@@ -79,8 +79,9 @@ class EarlyWarning(ProbeListener):
         # by the sampler's (a deque's append and popleft are atomic: no lock, none lost).
         self._waiting: deque[Mapping[str, Any]] = deque()
         self._check_at = -math.inf  # the run time (a batch's t) of the next check
-        self._sampled = False  # a sampler thread calls on_sample: the checks run there
-        self._sampled_at = -math.inf  # the run time of the latest sample heard
+        # The run time of the latest sample heard: while one came within SAMPLER_SILENT_S,
+        # the checks run on the sampler's thread.
+        self._sampled_at = -math.inf
         # What a check on the sampler thread found, for the training thread to act on (a
         # warning, a profile, a stop all belong to it); no check runs until it has.
         self._found: tuple[Evidence, int] | None = None
@@ -116,9 +117,8 @@ class EarlyWarning(ProbeListener):
                 self._slow(*found)
             finally:
                 self._found = None  # after _slow has raised the bar for the next warning
-        elif self._sampled and record["t"] - self._sampled_at > SAMPLER_SILENT_S:
-            self._sampled = False  # the ticks stopped coming: the next batch checks here
-        elif not self._sampled and record["t"] >= self._check_at:
+        elif record["t"] - self._sampled_at > SAMPLER_SILENT_S and record["t"] >= self._check_at:
+            # No sampler calls on_sample (or its ticks stopped coming): the check is here.
             self._check_at = record["t"] + CHECK_INTERVAL_S
             found = self._check(record["t"])
             if found is not None:
@@ -127,7 +127,7 @@ class EarlyWarning(ProbeListener):
     def on_sample(self, sample: Mapping[str, Any]) -> None:
         if "t" not in sample:
             return
-        self._sampled_at, self._sampled = sample["t"], True
+        self._sampled_at = sample["t"]
         if self._found is None:
             self._found = self._check(sample["t"])
 
